@@ -1,0 +1,48 @@
+"""streamclust: clustering for data that does not fit in memory or never stops arriving."""
+
+from .exceptions import (
+    DataError,
+    ModelFileError,
+    ParameterError,
+    SchedulerError,
+    SourceError,
+    StreamclustError,
+)
+from .kmeans import StreamingKMeans
+from .persistence import load
+from .runtime import get_client
+from .sources import (
+    ArraySource,
+    BatchDirSource,
+    DaskSource,
+    NpySource,
+    RawSource,
+    Source,
+    ZarrSource,
+    open_source,
+    write_zarr,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArraySource",
+    "BatchDirSource",
+    "DaskSource",
+    "DataError",
+    "ModelFileError",
+    "NpySource",
+    "ParameterError",
+    "RawSource",
+    "SchedulerError",
+    "Source",
+    "SourceError",
+    "StreamclustError",
+    "StreamingKMeans",
+    "ZarrSource",
+    "__version__",
+    "get_client",
+    "load",
+    "open_source",
+    "write_zarr",
+]

@@ -1,0 +1,110 @@
+"""Parameter and input checks shared by the estimators and the command line."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from .exceptions import DataError, ParameterError
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, allow_none: bool = False) -> None:
+    """Raise ParameterError unless ``value`` is an integer >= ``low`` (or None when allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ParameterError(f"{name}={value!r} must be an integer; pass a whole number")
+    if low is not None and value < low:
+        raise ParameterError(f"{name}={value!r} must be >= {low}; pass a larger value")
+
+
+def check_float(
+    name: str, value: Any, *, low: float | None = None, high: float | None = None
+) -> None:
+    """Raise ParameterError unless ``value`` is a real number within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ParameterError(f"{name}={value!r} must be a finite number")
+    value = float(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ParameterError(f"{name}={value!r} is outside [{lo}, {hi}]; pass a value in range")
+
+
+def check_option(name: str, value: Any, options: Iterable[str]) -> None:
+    """Raise ParameterError unless ``value`` is one of ``options``."""
+    options = tuple(options)
+    if not isinstance(value, str) or value not in options:
+        raise ParameterError(f"{name}={value!r} is not one of {', '.join(map(repr, options))}")
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype computations run in: float32 stays float32, everything else becomes float64."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float32:
+        return dtype
+    if dtype.kind not in "biuf":
+        raise DataError(f"dtype {dtype} is not numeric; convert the data to float32 or float64")
+    return np.dtype(np.float64)
+
+
+def check_finite_block(block: np.ndarray, start: int, where: str) -> None:
+    """Raise DataError naming the first row / column that is NaN or inf in a block."""
+    finite = np.isfinite(block)
+    if finite.all():
+        return
+    bad_row, bad_col = np.argwhere(~finite)[0]
+    value = block[bad_row, bad_col]
+    raise DataError(
+        f"{where}: row {start + int(bad_row)}, column {int(bad_col)} is {value} "
+        f"(rows {start}-{start + len(block)} contain NaN or inf); "
+        "drop or impute those rows before clustering"
+    )
+
+
+def check_n_features(est_name: str, expected: int, got: int) -> None:
+    """scikit-learn's own wording, which its estimator checks look for."""
+    if expected != got:
+        raise DataError(
+            f"X has {got} features, but {est_name} is expecting {expected} features as input."
+        )
+
+
+def is_out_of_core(X: Any) -> bool:
+    """True for inputs read block by block: paths, Sources and dask arrays."""
+    import os
+
+    from .sources import Source, _is_dask_array
+
+    return isinstance(X, (str, os.PathLike, Source)) or _is_dask_array(X)
+
+
+def as_source(est: Any, X: Any, *, reset: bool) -> Any:
+    """Turn any accepted input into a Source, checking its width against the estimator.
+
+    In-memory inputs go through scikit-learn's ``validate_data`` (its messages
+    are what its estimator checks expect); its ValueErrors are re-raised as
+    :class:`DataError` with the same text.
+    """
+    from sklearn.utils.validation import validate_data
+
+    from .sources import ArraySource, open_source
+
+    if is_out_of_core(X):
+        source = open_source(X)
+        if source.n_rows == 0:
+            raise DataError(f"{source.name}: has 0 rows; a dataset needs at least one row")
+        if reset:
+            est.n_features_in_ = source.n_features
+        else:
+            check_n_features(type(est).__name__, est.n_features_in_, source.n_features)
+        return source
+    try:
+        array = validate_data(est, X, dtype=[np.float64, np.float32], reset=reset)
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    return ArraySource(array)

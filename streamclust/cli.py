@@ -1,0 +1,454 @@
+"""The ``streamclust`` command line.
+
+Every estimator parameter is an option of the same name in kebab case. Bad
+arguments, paths or files print one line on stderr and exit with code 2;
+nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from . import __version__
+from .exceptions import ParameterError, SourceError, StreamclustError
+
+_SCHEDULER_HELP = (
+    "Where to run: a scheduler address (tcp://host:8786, tls://...), 'local' (a local "
+    "cluster), 'threads' or 'sync' (in-process). Default: DASK_SCHEDULER_ADDRESS, else local."
+)
+
+
+def _parse_shape(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        rows, cols = (int(v) for v in value.split(","))
+    except ValueError as exc:
+        raise ParameterError(f"--shape {value!r} must be ROWS,COLS (ROWS may be -1)") from exc
+    return rows, cols
+
+
+def data_options(fn: Any) -> Any:
+    """Options that say how to read DATA."""
+    fn = click.option("--header", is_flag=True, help="CSV batch files start with a header row.")(fn)
+    fn = click.option("--component", default=None, help="Array inside a Zarr group.")(fn)
+    fn = click.option(
+        "--shape", default=None, help="ROWS,COLS of a raw binary file (ROWS=-1 infers)."
+    )(fn)
+    fn = click.option("--dtype", default=None, help="dtype of a raw binary file, e.g. float32.")(fn)
+    return fn
+
+
+def run_options(fn: Any) -> Any:
+    """Options that say where the work runs."""
+    fn = click.option(
+        "--tls-key", default=None, type=click.Path(dir_okay=False), help="Client TLS key."
+    )(fn)
+    fn = click.option(
+        "--tls-cert", default=None, type=click.Path(dir_okay=False), help="Client TLS certificate."
+    )(fn)
+    fn = click.option(
+        "--tls-ca",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="CA certificate for tls:// schedulers.",
+    )(fn)
+    fn = click.option("--scheduler", default=None, envvar=None, help=_SCHEDULER_HELP)(fn)
+    fn = click.option("--progress/--no-progress", default=True, help="Progress bars on terminals.")(
+        fn
+    )
+    fn = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")(fn)
+    return fn
+
+
+def _open(
+    data: str, dtype: str | None, shape: str | None, component: str | None, header: bool
+) -> Any:
+    from .sources import open_source
+
+    return open_source(
+        data, dtype=dtype, shape=_parse_shape(shape), component=component, header=header
+    )
+
+
+def _client(
+    scheduler: str | None, tls_ca: str | None, tls_cert: str | None, tls_key: str | None
+) -> Any:
+    if not (tls_ca or tls_cert or tls_key):
+        return scheduler
+    from .runtime import get_client, make_security
+
+    if not scheduler or not scheduler.startswith("tls://"):
+        raise ParameterError("--tls-ca/--tls-cert/--tls-key need --scheduler tls://HOST:PORT")
+    return get_client(scheduler, security=make_security(tls_ca, tls_cert, tls_key))
+
+
+def _check_new_output(path: str, kind: str) -> None:
+    out = Path(path)
+    if out.exists() and not (kind == "model" and (out / "manifest.json").exists()):
+        raise SourceError(f"{out}: already exists; remove it or choose another --out")
+    if not out.resolve().parent.is_dir():
+        raise SourceError(f"{out.parent}: no such directory for --out")
+
+
+def _emit(as_json: bool, summary: dict[str, Any], lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="streamclust")
+def cli() -> None:
+    """Clustering for data that does not fit in memory or never stops arriving."""
+
+
+@cli.command()
+@click.argument("data")
+@click.option(
+    "--model", "model_kind", type=click.Choice(["kmeans"]), default="kmeans", show_default=True
+)
+@click.option("--k", "--n-clusters", "n_clusters", type=int, default=8, show_default=True)
+@click.option(
+    "--init", default="k-means++", show_default=True, type=click.Choice(["k-means++", "random"])
+)
+@click.option("--n-init", type=int, default=3, show_default=True)
+@click.option("--batch-size", type=int, default=1024, show_default=True)
+@click.option("--init-size", type=int, default=None)
+@click.option("--max-passes", type=int, default=1, show_default=True)
+@click.option("--max-steps", type=int, default=None)
+@click.option("--last-n", type=int, default=10, show_default=True)
+@click.option(
+    "--selection", type=click.Choice(["last_n", "full"]), default="last_n", show_default=True
+)
+@click.option("--refine", type=int, default=0, show_default=True)
+@click.option("--reassignment-ratio", type=float, default=0.01, show_default=True)
+@click.option("--shuffle/--no-shuffle", default=True, show_default=True)
+@click.option("--random-state", type=int, default=0, show_default=True)
+@click.option("--out", required=True, help="Directory to save the fitted model in.")
+@data_options
+@run_options
+def fit(
+    data: str,
+    model_kind: str,
+    out: str,
+    dtype: str | None,
+    shape: str | None,
+    component: str | None,
+    header: bool,
+    scheduler: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    as_json: bool,
+    progress: bool,
+    **params: Any,
+) -> None:
+    """Fit a model on DATA and save it to --out."""
+    from .kmeans import StreamingKMeans
+
+    _check_new_output(out, "model")
+    source = _open(data, dtype, shape, component, header)
+    client = _client(scheduler, tls_ca, tls_cert, tls_key)
+    model = StreamingKMeans(**params, client=client, progress=progress)
+    t0 = time.perf_counter()
+    model.fit(source)
+    seconds = time.perf_counter() - t0
+    model.set_params(client=None)
+    model.save(out)
+    summary = {
+        "model": model_kind,
+        "data": data,
+        "rows": source.n_rows,
+        "features": source.n_features,
+        "n_clusters": model.n_clusters,
+        "inertia": model.inertia_,
+        "best_init": model.best_init_,
+        "n_steps": model.n_steps_,
+        "n_passes": model.n_passes_,
+        "seconds": seconds,
+        "out": out,
+    }
+    _emit(
+        as_json,
+        summary,
+        [
+            f"fitted {model_kind} k={model.n_clusters} on {source.n_rows} rows x "
+            f"{source.n_features} features in {seconds:.2f} s",
+            f"inertia {model.inertia_:.6g} (candidate {model.best_init_} of {model.n_init}, "
+            f"{model.n_steps_} steps)",
+            f"saved to {out}",
+        ],
+    )
+
+
+def _load(model_dir: str) -> Any:
+    from .persistence import load
+
+    return load(model_dir)
+
+
+@cli.command()
+@click.argument("data")
+@click.option("--model-dir", required=True, help="Directory of a saved model.")
+@click.option("--out", required=True, help="Where labels go: a .zarr store or .npy file.")
+@data_options
+@run_options
+def predict(
+    data: str,
+    model_dir: str,
+    out: str,
+    dtype: str | None,
+    shape: str | None,
+    component: str | None,
+    header: bool,
+    scheduler: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    as_json: bool,
+    progress: bool,
+) -> None:
+    """Write the nearest-center label of every row of DATA to --out."""
+    _check_new_output(out, "labels")
+    if Path(out).suffix.lower() not in (".zarr", ".npy"):
+        raise SourceError(f"{out}: --out must end in .zarr or .npy")
+    model = _load(model_dir)
+    source = _open(data, dtype, shape, component, header)
+    model.set_params(client=_client(scheduler, tls_ca, tls_cert, tls_key), progress=progress)
+    t0 = time.perf_counter()
+    model.predict(source, out=out)
+    seconds = time.perf_counter() - t0
+    summary = {"data": data, "rows": source.n_rows, "out": out, "seconds": seconds}
+    _emit(as_json, summary, [f"wrote {source.n_rows} labels to {out} in {seconds:.2f} s"])
+
+
+@cli.command()
+@click.argument("data")
+@click.option("--model-dir", required=True, help="Directory of a saved model.")
+@data_options
+@run_options
+def score(
+    data: str,
+    model_dir: str,
+    dtype: str | None,
+    shape: str | None,
+    component: str | None,
+    header: bool,
+    scheduler: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    as_json: bool,
+    progress: bool,
+) -> None:
+    """Print the model's score on DATA (negative inertia for K-Means)."""
+    model = _load(model_dir)
+    source = _open(data, dtype, shape, component, header)
+    model.set_params(client=_client(scheduler, tls_ca, tls_cert, tls_key), progress=progress)
+    value = model.score(source)
+    summary = {"data": data, "rows": source.n_rows, "score": value, "inertia": -value}
+    _emit(as_json, summary, [f"score {value:.10g} (inertia {-value:.10g}) on {source.n_rows} rows"])
+
+
+@cli.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option(
+    "--block-rows", type=int, default=None, help="Rows per Zarr chunk (default: about 8 MiB)."
+)
+@click.option("--header", is_flag=True, help="The CSV file starts with a header row.")
+@click.option(
+    "--dtype", default=None, help="Output dtype (default: float32 stays, others float64)."
+)
+@click.option("--json", "as_json", is_flag=True)
+def convert(
+    src: str, dst: str, block_rows: int | None, header: bool, dtype: str | None, as_json: bool
+) -> None:
+    """Convert SRC (.npy, .csv, a batch directory, a Zarr store) to the Zarr store DST."""
+    from .sources import iter_csv_blocks, open_source, write_zarr
+
+    if block_rows is not None and block_rows < 1:
+        raise ParameterError(f"--block-rows {block_rows} must be >= 1")
+    if not dst.endswith(".zarr"):
+        raise SourceError(f"{dst}: the output store's name must end in .zarr")
+    _check_new_output(dst, "zarr")
+    if dtype is not None:
+        try:
+            np.dtype(dtype)
+        except TypeError as exc:
+            raise ParameterError(f"--dtype {dtype!r} is not a NumPy dtype; try float32") from exc
+    t0 = time.perf_counter()
+    if src.lower().endswith(".csv"):
+        if not os.path.isfile(src):
+            raise SourceError(f"{src}: no such file; check the path")
+        data: Any = iter_csv_blocks(src, block_rows or 65536, header=header)
+    else:
+        data = open_source(src, header=header)
+    out = write_zarr(data, dst, block_rows=block_rows, dtype=dtype)
+    seconds = time.perf_counter() - t0
+    summary = {
+        "src": src,
+        "dst": dst,
+        "rows": out.n_rows,
+        "features": out.n_features,
+        "dtype": str(out.dtype),
+        "seconds": seconds,
+    }
+    _emit(
+        as_json,
+        summary,
+        [f"wrote {out.n_rows} rows x {out.n_features} {out.dtype} to {dst} in {seconds:.2f} s"],
+    )
+
+
+@cli.command()
+@click.option(
+    "--rows",
+    type=int,
+    default=2_000_000,
+    show_default=True,
+    help="Rows of the synthetic 64-blob, 32-feature set.",
+)
+@click.option(
+    "--dir",
+    "workdir",
+    default=None,
+    help="Keep the data here (default: a temporary directory, removed after).",
+)
+@click.option("--scheduler", default=None, help=_SCHEDULER_HELP)
+@click.option("--progress/--no-progress", default=True)
+@click.option("--json", "as_json", is_flag=True)
+def demo(
+    rows: int, workdir: str | None, scheduler: str | None, progress: bool, as_json: bool
+) -> None:
+    """Write the chapter's 5-blob data and a synthetic set as Zarr, cluster both, print a table."""
+    from sklearn.cluster import KMeans
+
+    from .datasets import make_chapter_blobs, write_blobs_zarr
+    from .kmeans import StreamingKMeans
+    from .sources import write_zarr
+
+    if rows < 1000:
+        raise ParameterError(f"--rows {rows} is too small for the demo; pass at least 1000")
+    tmp = workdir is None
+    root = (
+        Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="streamclust-demo-"))
+    )
+    results = []
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        X, _ = make_chapter_blobs()
+        blobs = root / "chapter_blobs.zarr"
+        if not blobs.exists():
+            write_zarr(X, blobs)
+        t0 = time.perf_counter()
+        km = StreamingKMeans(
+            n_clusters=5,
+            n_init=10,
+            batch_size=100,
+            init_size=500,
+            max_steps=100,
+            last_n=10,
+            random_state=42,
+            client=scheduler,
+            progress=progress,
+        ).fit(str(blobs))
+        t_ours = time.perf_counter() - t0
+        ref = KMeans(n_clusters=5, n_init=10, random_state=42).fit(X)
+        results.append(
+            {
+                "data": "chapter 5 blobs",
+                "rows": 2000,
+                "features": 2,
+                "k": 5,
+                "seconds": t_ours,
+                "inertia": km.inertia_,
+                "reference": "KMeans(n_init=10)",
+                "reference_inertia": ref.inertia_,
+            }
+        )
+        synth = root / f"blobs_{rows}.zarr"
+        if not synth.exists():
+            write_blobs_zarr(synth, rows)
+        t0 = time.perf_counter()
+        km = StreamingKMeans(
+            n_clusters=64,
+            n_init=10,
+            batch_size=4096,
+            random_state=0,
+            client=scheduler,
+            progress=progress,
+        ).fit(str(synth))
+        t_big = time.perf_counter() - t0
+        results.append(
+            {
+                "data": "64 overlapping blobs",
+                "rows": rows,
+                "features": 32,
+                "k": 64,
+                "seconds": t_big,
+                "inertia": km.inertia_,
+                "reference": "",
+                "reference_inertia": None,
+            }
+        )
+    finally:
+        if tmp:
+            shutil.rmtree(root, ignore_errors=True)
+    lines = [
+        "| data | rows x features | k | fit seconds | rows/s | exact inertia | reference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        ref_txt = (
+            f"{r['reference']}: {r['reference_inertia']:.6g}" if r["reference_inertia"] else "-"
+        )
+        lines.append(
+            f"| {r['data']} | {r['rows']:,} x {r['features']} | {r['k']} | {r['seconds']:.2f} | "
+            f"{r['rows'] / r['seconds']:,.0f} | {r['inertia']:.6g} | {ref_txt} |"
+        )
+    if not tmp:
+        lines.append(f"data kept in {root}")
+    _emit(as_json, {"results": results}, lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning every user error into one line and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="streamclust", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("streamclust: aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        click.echo(f"streamclust: error: {exc.format_message()}", err=True)
+        return 2
+    except StreamclustError as exc:
+        click.echo(f"streamclust: error: {_one_line(str(exc))}", err=True)
+        return 2
+    except OSError as exc:
+        click.echo(f"streamclust: error: {_one_line(str(exc))}", err=True)
+        return 2
+    return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Data generators: the chapter's example data and large synthetic blob sets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .sources import ZarrSource, write_zarr
+
+__all__ = ["BlobSpec", "blob_blocks", "make_chapter_blobs", "write_blobs_zarr"]
+
+#: The chapter's five blobs (centers, standard deviations, seed).
+CHAPTER_CENTERS = np.array([[0.2, 2.3], [-1.5, 2.3], [-2.8, 1.8], [-2.8, 2.8], [-2.8, 1.3]])
+CHAPTER_STDS = np.array([0.4, 0.3, 0.1, 0.1, 0.1])
+
+
+def make_chapter_blobs(
+    n_samples: int = 2000, random_state: int = 7
+) -> tuple[np.ndarray, np.ndarray]:
+    """The chapter's 5-blob, 2-D data set (``make_blobs`` with its centers, stds and seed)."""
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(
+        n_samples=n_samples,
+        centers=CHAPTER_CENTERS,
+        cluster_std=CHAPTER_STDS,
+        random_state=random_state,
+    )
+    return X, y
+
+
+@dataclass(frozen=True)
+class BlobSpec:
+    """Overlapping Gaussian blobs: centers uniform in [-4, 4]^d, per-blob isotropic std
+    uniform in [0.5, 2.5], mixing weights uniform in [0.5, 1.5] then normalised."""
+
+    centers: np.ndarray
+    stds: np.ndarray
+    weights: np.ndarray
+    seed: int
+
+    @classmethod
+    def make(cls, n_centers: int = 64, n_features: int = 32, seed: int = 0) -> BlobSpec:
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
+        centers = rng.uniform(-4, 4, size=(n_centers, n_features))
+        stds = rng.uniform(0.5, 2.5, size=n_centers)
+        weights = rng.uniform(0.5, 1.5, size=n_centers)
+        return cls(centers, stds, weights / weights.sum(), seed)
+
+
+def blob_blocks(
+    spec: BlobSpec, n_rows: int, block_rows: int = 65536, dtype: type = np.float32
+) -> Iterator[np.ndarray]:
+    """Rows i.i.d. from ``spec``, generated block by block; block ``i`` has its own seed."""
+    n_centers, d = spec.centers.shape
+    for i, lo in enumerate(range(0, n_rows, block_rows)):
+        n = min(block_rows, n_rows - lo)
+        rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(1, i)))
+        labels = rng.choice(n_centers, size=n, p=spec.weights)
+        noise = rng.standard_normal((n, d), dtype=np.float32)
+        noise *= spec.stds[labels, None].astype(np.float32)
+        noise += spec.centers[labels].astype(np.float32)
+        yield noise.astype(dtype, copy=False)
+
+
+def write_blobs_zarr(
+    path: str | os.PathLike,
+    n_rows: int,
+    *,
+    n_centers: int = 64,
+    n_features: int = 32,
+    seed: int = 0,
+    block_rows: int = 65536,
+    overwrite: bool = False,
+) -> ZarrSource:
+    """Write ``n_rows`` of overlapping blobs (float32) as a Zarr store, block by block."""
+    spec = BlobSpec.make(n_centers, n_features, seed)
+    return write_zarr(
+        blob_blocks(spec, n_rows, block_rows),
+        path,
+        block_rows=block_rows,
+        overwrite=overwrite,
+        attributes={
+            "generator": "streamclust.datasets.blob_blocks",
+            "seed": seed,
+            "n_centers": n_centers,
+        },
+    )

@@ -1,0 +1,649 @@
+"""StreamingKMeans: mini-batch K-Means whose initializations advance in lockstep."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.cluster import kmeans_plusplus
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from . import _kmeans_kernels as K
+from . import runtime
+from ._validation import (
+    as_source,
+    check_float,
+    check_int,
+    check_option,
+    is_out_of_core,
+)
+from .exceptions import DataError, ParameterError
+from .sources import ArraySource, Source, write_array
+
+__all__ = ["StreamingKMeans"]
+
+#: At most this many randomly chosen blocks supply the initialization sample.
+INIT_BLOCKS = 8
+
+# Purposes of the child seed sequences derived from random_state.
+_SEED_INIT, _SEED_CANDIDATE, _SEED_PASS, _SEED_PARTIAL = range(4)
+
+
+def _child(root: np.random.SeedSequence, *key: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, *key))
+
+
+def _seed_int(ss: np.random.SeedSequence) -> int:
+    return int(ss.generate_state(1, np.uint32)[0])
+
+
+class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+    """Mini-batch K-Means over data larger than memory, with lockstep initializations.
+
+    ``n_init`` candidates are initialized independently and then advance in
+    lockstep over the *same* mini-batches: every block is read once and each
+    mini-batch is assigned for all candidates with one stacked GEMM
+    (``|x|^2 - 2 x C^T + |c|^2``) in the data's dtype. Each candidate updates
+    its centers as scikit-learn's ``MiniBatchKMeans`` does (per-center learning
+    rate ``1 / count``, low-count centers reassigned onto random rows so no
+    center dies).
+
+    Definitions
+    -----------
+    block
+        A row range of the source (whole Zarr chunks, one batch file, about
+        8 MiB of a memmap), merged with its neighbours until it has at least
+        ``batch_size`` rows. A block is one task.
+    step
+        One mini-batch of ``batch_size`` rows (the last of a block may be
+        shorter) applied to every candidate. A *pass* visits every block once;
+        with ``shuffle`` the block order and the rows within each block are
+        permuted (seeded) on every pass.
+    batch inertia
+        Sum of squared distances of the step's rows to a candidate's centers,
+        before that step's update.
+    ``init_scores_``
+        Per candidate, the sum of its batch inertias over the last ``last_n``
+        steps (all steps when fewer were run). ``selection="last_n"`` picks the
+        lowest; ``selection="full"`` instead computes every candidate's exact
+        inertia over all rows in one extra pass and picks the lowest.
+    ``inertia_``
+        Exact sum of squared distances of *all* rows to the final centers,
+        accumulated in float64 in one pass after fitting.
+    initialization
+        ``init_size`` rows are sampled uniformly from up to 8 randomly chosen
+        blocks; each candidate runs k-means++ (or picks random rows) on that
+        sample with its own seed.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+    init : {"k-means++", "random"} or array of shape (n_clusters, n_features)
+        An array starts the (single) candidate from those centers.
+    n_init : int, default=3
+        Number of candidates advanced in lockstep.
+    batch_size : int, default=1024
+        Rows per mini-batch step.
+    init_size : int, default=None
+        Rows sampled for initialization; ``3 * batch_size`` when None (at
+        least ``3 * n_clusters``), clamped to the number of rows.
+    max_passes : int, default=1
+        Passes over the data when ``max_steps`` is None.
+    max_steps : int, default=None
+        When given, wins over ``max_passes``: exactly this many steps are run,
+        starting new passes as needed.
+    last_n : int, default=10
+        Steps whose batch inertias form ``init_scores_``.
+    selection : {"last_n", "full"}, default="last_n"
+    refine : int, default=0
+        Lloyd iterations (one data-parallel pass each) from the selected centers.
+    reassignment_ratio : float, default=0.01
+    shuffle : bool, default=True
+    random_state : int, RandomState instance or None, default=None
+        Resolved once per fit; every candidate and pass derives its own seed,
+        so results do not depend on where tasks run.
+    client : None, "sync", "threads", "local", address or distributed.Client
+        Where the work runs (see :func:`streamclust.get_client`). None uses an
+        active Dask client, else ``DASK_SCHEDULER_ADDRESS``, else a local
+        cluster for on-disk data and threads for in-memory arrays. Results are
+        bit-identical whatever it is.
+    progress : bool, default=True
+        Progress bars (one per pass) on terminals.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
+    inertia_ : float
+        Exact full-data inertia of ``cluster_centers_`` (after ``fit``); after
+        ``partial_fit``, the inertia of the last batch with the updated centers.
+    labels_ : ndarray of shape (n_samples,)
+        Only when fitted on in-memory data (or the last ``partial_fit`` batch).
+    best_init_ : int
+        Index of the selected candidate.
+    init_scores_ : ndarray of shape (n_init,)
+    init_inertias_ : ndarray of shape (n_init,)
+        Exact inertia of every candidate (``selection="full"`` only).
+    n_steps_, n_passes_ : int
+        Steps run, and passes started.
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from streamclust import StreamingKMeans
+    >>> X = np.r_[np.zeros((50, 2)), np.ones((50, 2)) * 10]
+    >>> km = StreamingKMeans(n_clusters=2, batch_size=20, random_state=0).fit(X)
+    >>> sorted(np.round(km.cluster_centers_[:, 0]).tolist())
+    [0.0, 10.0]
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        init: Any = "k-means++",
+        n_init: int = 3,
+        batch_size: int = 1024,
+        init_size: int | None = None,
+        max_passes: int = 1,
+        max_steps: int | None = None,
+        last_n: int = 10,
+        selection: str = "last_n",
+        refine: int = 0,
+        reassignment_ratio: float = 0.01,
+        shuffle: bool = True,
+        random_state: Any = None,
+        client: Any = None,
+        progress: bool = True,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.batch_size = batch_size
+        self.init_size = init_size
+        self.max_passes = max_passes
+        self.max_steps = max_steps
+        self.last_n = last_n
+        self.selection = selection
+        self.refine = refine
+        self.reassignment_ratio = reassignment_ratio
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.client = client
+        self.progress = progress
+
+    # ------------------------------------------------------------------ validation
+
+    def _check_params(self) -> int:
+        """Validate parameters before any I/O; return the effective n_init."""
+        check_int("n_clusters", self.n_clusters, low=1)
+        check_int("n_init", self.n_init, low=1)
+        check_int("batch_size", self.batch_size, low=1)
+        check_int("init_size", self.init_size, low=1, allow_none=True)
+        check_int("max_passes", self.max_passes, low=1)
+        check_int("max_steps", self.max_steps, low=1, allow_none=True)
+        check_int("last_n", self.last_n, low=1)
+        check_option("selection", self.selection, ("last_n", "full"))
+        check_int("refine", self.refine, low=0)
+        check_float("reassignment_ratio", self.reassignment_ratio, low=0.0, high=1.0)
+        if not isinstance(self.shuffle, (bool, np.bool_)):
+            raise ParameterError(f"shuffle={self.shuffle!r} must be True or False")
+        if self.init_size is not None and self.init_size < self.n_clusters:
+            raise ParameterError(
+                f"init_size={self.init_size} is smaller than n_clusters={self.n_clusters}; "
+                f"pass init_size >= {self.n_clusters} (or leave it None)"
+            )
+        if isinstance(self.init, str):
+            check_option("init", self.init, ("k-means++", "random"))
+            return int(self.n_init)
+        init = np.asarray(self.init)
+        if init.ndim != 2 or init.shape[0] != self.n_clusters:
+            raise ParameterError(
+                f"init has shape {init.shape}; an array init needs shape "
+                f"(n_clusters={self.n_clusters}, n_features)"
+            )
+        if not np.isfinite(init).all():
+            raise ParameterError("init contains NaN or inf; pass finite initial centers")
+        if self.n_init != 1:
+            warnings.warn(
+                f"Explicit initial center position passed: performing only one init "
+                f"instead of n_init={self.n_init}.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return 1
+
+    def _effective_init_size(self, n_rows: int) -> int:
+        size = self.init_size
+        if size is None:
+            size = max(3 * self.batch_size, 3 * self.n_clusters)
+        return min(size, n_rows)
+
+    def _root_seed(self) -> np.random.SeedSequence:
+        if isinstance(self.random_state, (int, np.integer)) and not isinstance(
+            self.random_state, bool
+        ):
+            return np.random.SeedSequence(int(self.random_state))
+        rs = check_random_state(self.random_state)
+        return np.random.SeedSequence(rs.randint(0, 2**31 - 1, size=4).tolist())
+
+    # ------------------------------------------------------------------ initialization
+
+    def _init_candidates(
+        self, pool: np.ndarray, n_init: int, root: np.random.SeedSequence
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Initial centers (n_init, k, d) and reassignment RNG states of every candidate."""
+        k = self.n_clusters
+        if pool.shape[0] < k:
+            raise DataError(
+                f"n_clusters={k} exceeds the {pool.shape[0]} rows seen at initialization "
+                f"(n_samples={pool.shape[0]}); pass more rows or lower n_clusters"
+            )
+        centers = np.empty((n_init, k, pool.shape[1]), pool.dtype)
+        states = []
+        for c in range(n_init):
+            ss = _child(root, _SEED_CANDIDATE, c)
+            init_ss, rng_ss = ss.spawn(2)
+            if not isinstance(self.init, str):
+                init = np.asarray(self.init, dtype=pool.dtype)
+                if init.shape[1] != pool.shape[1]:
+                    raise DataError(
+                        f"init has {init.shape[1]} features but the data has {pool.shape[1]}; "
+                        "pass centers of the data's width"
+                    )
+                centers[c] = init
+            elif self.init == "k-means++":
+                centers[c], _ = kmeans_plusplus(pool, k, random_state=_seed_int(init_ss))
+            else:
+                rng = np.random.default_rng(init_ss)
+                centers[c] = pool[rng.choice(pool.shape[0], size=k, replace=False)]
+            states.append(dict(np.random.PCG64(rng_ss).state))
+        return centers, states
+
+    def _init_pool(
+        self,
+        source: Source,
+        ranges: list[tuple[int, int]],
+        runner: runtime.Runner,
+        root: np.random.SeedSequence,
+    ) -> np.ndarray:
+        """``init_size`` rows sampled uniformly from up to INIT_BLOCKS random blocks."""
+        size = self._effective_init_size(source.n_rows)
+        rng = np.random.default_rng(_child(root, _SEED_INIT))
+        chosen = np.sort(rng.choice(len(ranges), size=min(INIT_BLOCKS, len(ranges)), replace=False))
+        picked = [ranges[i] for i in chosen]
+        per_block = math.ceil(size / len(picked))
+        seeds = rng.integers(0, 2**31 - 1, size=len(picked))
+        parts = [
+            runtime.map_blocks(
+                K.sample_rows, source, per_block, int(seeds[i]), runner=runner, ranges=[r]
+            )
+            for i, r in enumerate(picked)
+        ]
+        pool = np.concatenate([next(p) for p in parts])
+        if pool.shape[0] > size:
+            pool = pool[np.sort(rng.choice(pool.shape[0], size=size, replace=False))]
+        return pool
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X: Any, y: Any = None) -> StreamingKMeans:
+        """Fit on an array, dask array, Source or path (see the class docstring)."""
+        n_init = self._check_params()
+        source = as_source(self, X, reset=True)
+        runner = runtime.resolve_runner(self.client, source)
+        root = self._root_seed()
+        ranges = source.blocks(min_rows=self.batch_size)
+
+        pool = self._init_pool(source, ranges, runner, root)
+        centers, rng_states = self._init_candidates(pool, n_init, root)
+        groups = np.array_split(np.arange(n_init), min(n_init, runner.n_workers))
+        chains = [
+            K.new_chain(
+                centers[g].copy(), [rng_states[i] for i in g], self.last_n, tuple(g.tolist())
+            )
+            for g in groups
+        ]
+
+        batches = [math.ceil((hi - lo) / self.batch_size) for lo, hi in ranges]
+        per_pass = sum(batches)
+        total = self.max_steps if self.max_steps is not None else self.max_passes * per_pass
+        n_passes = math.ceil(total / per_pass)
+        done = 0
+        for p in range(n_passes):
+            steps = self._pass_plan(ranges, batches, root, p, total - done)
+            done += sum(s[2][1] for s in steps)
+            with runtime.progress_bar(
+                sum(hi - lo for lo, hi, _ in steps), f"pass {p + 1}/{n_passes}", self.progress
+            ) as bar:
+                chains = runtime.scan(
+                    K.scan_block, source, chains, steps, runner=runner, progress=bar.update
+                )
+        state = _merge_chains(chains)
+        self._state = state
+        self.n_steps_ = done
+        self.n_passes_ = n_passes
+        self.init_scores_ = state.window_scores()
+
+        in_memory = isinstance(source, ArraySource)
+        labels = None
+        if self.selection == "full":
+            labels, inertias = self._labels_inertia(source, runner, state.centers, in_memory)
+            self.init_inertias_ = inertias
+            best = int(np.argmin(inertias))
+        else:
+            best = int(np.argmin(self.init_scores_))
+        self.best_init_ = best
+        centers_best = state.centers[best].copy()
+        if self.refine:
+            centers_best = self._lloyd(source, runner, centers_best)
+            state.centers[best] = centers_best
+            labels = None
+        if labels is None:
+            labels, inertia = self._labels_inertia(source, runner, centers_best[None], in_memory)
+            inertia_best = float(inertia[0])
+            labels = None if labels is None else labels[:, 0]
+        else:
+            inertia_best = float(self.init_inertias_[best])
+            labels = labels[:, best]
+        self.cluster_centers_ = centers_best
+        self.inertia_ = inertia_best
+        if in_memory:
+            self.labels_ = labels
+        elif hasattr(self, "labels_"):
+            del self.labels_
+        return self
+
+    def _pass_plan(
+        self,
+        ranges: list[tuple[int, int]],
+        batches: list[int],
+        root: np.random.SeedSequence,
+        p: int,
+        remaining: int,
+    ) -> list[tuple[int, int, tuple[Any, ...]]]:
+        """Blocks of pass ``p`` in visiting order, each with its permutation seed and step count."""
+        order = np.arange(len(ranges))
+        seeds: list[int | None] = [None] * len(ranges)
+        if self.shuffle:
+            rng = np.random.default_rng(_child(root, _SEED_PASS, p))
+            order = rng.permutation(len(ranges))
+            seeds = [int(s) for s in rng.integers(0, 2**63 - 1, size=len(ranges))]
+        plan = []
+        for i in order:
+            if remaining <= 0:
+                break
+            n = min(batches[i], remaining)
+            remaining -= n
+            lo, hi = ranges[i]
+            plan.append((lo, hi, (seeds[i], n, self.batch_size, float(self.reassignment_ratio))))
+        return plan
+
+    def _labels_inertia(
+        self, source: Source, runner: runtime.Runner, centers: np.ndarray, want_labels: bool
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """Exact float64 inertia of each candidate (one pass), and labels when asked."""
+        inertia = np.zeros(centers.shape[0], np.float64)
+        labels = []
+        with runtime.progress_bar(source.n_rows, "inertia", self.progress) as bar:
+            for lab, part in runtime.map_blocks(
+                K.block_labels_inertia,
+                source,
+                centers,
+                want_labels,
+                runner=runner,
+                progress=bar.update,
+            ):
+                inertia += part
+                if want_labels:
+                    labels.append(lab)
+        return (np.concatenate(labels) if want_labels else None), inertia
+
+    def _lloyd(self, source: Source, runner: runtime.Runner, centers: np.ndarray) -> np.ndarray:
+        for it in range(self.refine):
+            sums = np.zeros(centers.shape, np.float64)
+            counts = np.zeros(centers.shape[0], np.float64)
+            with runtime.progress_bar(source.n_rows, f"refine {it + 1}", self.progress) as bar:
+                for s, c, _ in runtime.map_blocks(
+                    K.block_lloyd_stats, source, centers, runner=runner, progress=bar.update
+                ):
+                    sums += s
+                    counts += c
+            hit = counts > 0
+            centers = centers.copy()
+            centers[hit] = (sums[hit] / counts[hit][:, None]).astype(centers.dtype)
+        return centers
+
+    def partial_fit(self, X: Any, y: Any = None) -> StreamingKMeans:
+        """Advance every candidate on new data.
+
+        An in-memory ``X`` is one mini-batch step (as scikit-learn's
+        ``partial_fit``); a Source, path or dask array is read once in storage
+        order and cut into steps of ``batch_size`` rows. The first call
+        initializes every candidate from a sample of ``X``. ``cluster_centers_``
+        is then the candidate with the lowest ``init_scores_``.
+        """
+        fitted = hasattr(self, "_state")
+        if not fitted:
+            n_init = self._check_params()
+        source = as_source(self, X, reset=not fitted)
+        out_of_core = is_out_of_core(X)
+        runner = runtime.resolve_runner(self.client if out_of_core else "sync", source)
+        if not fitted:
+            root = self._root_seed()
+            ranges = source.blocks(min_rows=self.batch_size)
+            pool = self._init_pool(source, ranges, runner, _child(root, _SEED_PARTIAL))
+            centers, rng_states = self._init_candidates(pool, n_init, root)
+            self._state = K.new_chain(centers, rng_states, self.last_n, tuple(range(n_init)))
+            self.n_steps_ = 0
+            self.n_passes_ = 0
+        state = self._state
+        if out_of_core:
+            ranges = source.blocks(min_rows=self.batch_size)
+            steps = [
+                (
+                    lo,
+                    hi,
+                    (
+                        None,
+                        math.ceil((hi - lo) / self.batch_size),
+                        self.batch_size,
+                        float(self.reassignment_ratio),
+                    ),
+                )
+                for lo, hi in ranges
+            ]
+            state = runtime.scan(K.scan_block, source, [state], steps, runner=runner)[0]
+        else:
+            state = state.copy()
+            K.minibatch_step(state, source.read(0, source.n_rows), float(self.reassignment_ratio))
+        self._state = state
+        self.n_steps_ = state.steps
+        self.init_scores_ = state.window_scores()
+        self.best_init_ = int(np.argmin(self.init_scores_))
+        self.cluster_centers_ = state.centers[self.best_init_].copy()
+        if out_of_core:
+            self.n_passes_ += 1
+            self.inertia_ = -self.score(source)
+            if hasattr(self, "labels_"):
+                del self.labels_
+        else:
+            block = source.read(0, source.n_rows)
+            labels, inertia = K.block_labels_inertia(block, 0, self.cluster_centers_[None], True)
+            assert labels is not None
+            self.labels_ = labels[:, 0]
+            self.inertia_ = float(inertia[0])
+        return self
+
+    # ------------------------------------------------------------------ prediction
+
+    def _block_op(self, X: Any, fn: Any, out_dtype: Any, width: int | None) -> Any:
+        """Apply a per-block kernel with the fitted centers to any accepted input."""
+        check_is_fitted(self, "cluster_centers_")
+        from .sources import _is_dask_array
+
+        if _is_dask_array(X):
+            source = as_source(self, X, reset=False)
+            arr = X if len(X.chunks[1]) == 1 else X.rechunk({1: -1})
+            centers = self.cluster_centers_.astype(source.compute_dtype)
+            kwargs: dict[str, Any] = {
+                "dtype": out_dtype,
+                "meta": np.empty((0,) * (1 if width is None else 2), out_dtype),
+            }
+            if width is None:
+                kwargs["drop_axis"] = 1
+            else:
+                kwargs["chunks"] = (arr.chunks[0], (width,))
+            return arr.map_blocks(
+                _dask_block, fn, centers, source.compute_dtype, source.name, **kwargs
+            )
+        source = as_source(self, X, reset=False)
+        centers = self.cluster_centers_.astype(source.compute_dtype)
+        if isinstance(source, ArraySource):
+            block = source.read(0, source.n_rows)
+            return fn(block, 0, centers)
+        runner = runtime.resolve_runner(self.client, source)
+        return runtime.map_blocks(fn, source, centers, runner=runner), source
+
+    def predict(self, X: Any, out: Any = None) -> Any:
+        """Index of the nearest center for every row.
+
+        Returns an ndarray for in-memory input and for Sources/paths (or writes
+        to ``out``, a ``.zarr`` or ``.npy`` path, and returns the written
+        Source's path), and a lazy dask array for dask input.
+        """
+        result = self._block_op(X, K.block_predict, np.int32, None)
+        return _collect(result, out)
+
+    def transform(self, X: Any, out: Any = None) -> Any:
+        """Euclidean distance of every row to every center, shape (n_samples, n_clusters)."""
+        result = self._block_op(X, K.block_transform, None, self.n_clusters)
+        return _collect(result, out)
+
+    def fit_predict(self, X: Any, y: Any = None) -> Any:
+        """Fit, then return the labels of ``X`` (``labels_`` for in-memory data)."""
+        self.fit(X)
+        return self.labels_ if hasattr(self, "labels_") else self.predict(X)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Negative exact inertia of ``X`` with the fitted centers (higher is better)."""
+        check_is_fitted(self, "cluster_centers_")
+        source = as_source(self, X, reset=False)
+        centers = self.cluster_centers_.astype(source.compute_dtype)[None]
+        runner = runtime.resolve_runner(self.client, source)
+        _, inertia = self._labels_inertia(source, runner, centers, False)
+        return -float(inertia[0])
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: Any) -> None:
+        """Save to directory ``path`` (arrays in ``.npz`` + JSON manifest, atomically)."""
+        from .persistence import save_model
+
+        save_model(self, path)
+
+    def _to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Scalars (JSON) and arrays (npz) that fully describe the fitted model."""
+        check_is_fitted(self, "cluster_centers_")
+        st = self._state
+        scalars = {
+            "n_features_in_": int(self.n_features_in_),
+            "inertia_": float(self.inertia_),
+            "best_init_": int(self.best_init_),
+            "n_steps_": int(self.n_steps_),
+            "n_passes_": int(self.n_passes_),
+            "state_n_recorded": int(st.n_recorded),
+            "state_steps": int(st.steps),
+            "state_rng": st.rng_states,
+        }
+        arrays = {
+            "cluster_centers_": self.cluster_centers_,
+            "init_scores_": self.init_scores_,
+            "state_centers": st.centers,
+            "state_counts": st.counts,
+            "state_since_reassign": st.since_reassign,
+            "state_recent": st.recent,
+        }
+        if hasattr(self, "init_inertias_"):
+            arrays["init_inertias_"] = self.init_inertias_
+        if hasattr(self, "feature_names_in_"):
+            arrays["feature_names_in_"] = self.feature_names_in_.astype(str)
+        return scalars, arrays
+
+    def _from_state(self, scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        for name in ("n_features_in_", "inertia_", "best_init_", "n_steps_", "n_passes_"):
+            setattr(self, name, scalars[name])
+        self.cluster_centers_ = arrays["cluster_centers_"]
+        self.init_scores_ = arrays["init_scores_"]
+        if "init_inertias_" in arrays:
+            self.init_inertias_ = arrays["init_inertias_"]
+        if "feature_names_in_" in arrays:
+            self.feature_names_in_ = arrays["feature_names_in_"].astype(object)
+        centers = arrays["state_centers"]
+        if centers.ndim != 3 or centers.shape[1:] != self.cluster_centers_.shape:
+            raise ValueError("state_centers does not match cluster_centers_")
+        self._state = K.Chain(
+            centers=centers,
+            counts=arrays["state_counts"],
+            since_reassign=arrays["state_since_reassign"],
+            rng_states=list(scalars["state_rng"]),
+            recent=arrays["state_recent"],
+            n_recorded=int(scalars["state_n_recorded"]),
+            steps=int(scalars["state_steps"]),
+            candidates=tuple(range(centers.shape[0])),
+        )
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+
+def _dask_block(block: np.ndarray, fn: Any, centers: np.ndarray, dtype: Any, name: str) -> Any:
+    from ._validation import check_finite_block
+
+    block = np.asarray(block, dtype=dtype)
+    check_finite_block(block, 0, name)
+    return fn(block, 0, centers)
+
+
+def _collect(result: Any, out: Any) -> Any:
+    """Return per-block results as one array, or stream them into ``out`` and return its path.
+
+    ``result`` is an ndarray (in-memory input), a lazy dask array (dask input),
+    or ``(iterator of blocks in order, source)`` (a Source or path).
+    """
+    if isinstance(result, tuple):
+        parts, source = result
+        if out is None:
+            return np.concatenate(list(parts))
+        n_rows = source.n_rows
+    elif out is None:
+        return result
+    elif isinstance(result, np.ndarray):
+        parts, n_rows = [result], len(result)
+    else:  # a lazy dask array: compute and write one block at a time
+        parts = (np.asarray(b.compute()) for b in result.to_delayed().ravel())
+        n_rows = int(result.shape[0])
+    write_array(parts, out, n_rows=n_rows)
+    return str(out)
+
+
+def _merge_chains(chains: list[K.Chain]) -> K.Chain:
+    order = np.argsort(np.concatenate([c.candidates for c in chains]))
+    merged = K.Chain(
+        centers=np.concatenate([c.centers for c in chains])[order],
+        counts=np.concatenate([c.counts for c in chains])[order],
+        since_reassign=np.concatenate([c.since_reassign for c in chains])[order],
+        rng_states=[s for c in chains for s in c.rng_states],
+        recent=np.concatenate([c.recent for c in chains])[order],
+        n_recorded=chains[0].n_recorded,
+        steps=chains[0].steps,
+        candidates=tuple(range(len(order))),
+    )
+    merged.rng_states = [merged.rng_states[i] for i in order]
+    return merged

@@ -1,0 +1,178 @@
+"""Saving and loading models without pickle.
+
+A saved model is a directory with two files:
+
+``manifest.json``
+    format name and version, the estimator class, the library version, the
+    constructor parameters, scalar fitted attributes, and the SHA-256 of the
+    arrays file.
+``arrays.npz``
+    every array (fitted attributes and the streaming state), loaded with
+    ``allow_pickle=False``.
+
+The directory is written under a temporary name and renamed into place, so a
+crash never leaves a half-written model; loading verifies the checksum, the
+class and the array names before building anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .exceptions import ModelFileError
+
+__all__ = ["load", "save_model"]
+
+FORMAT = "streamclust-model"
+FORMAT_VERSION = 1
+_MANIFEST = "manifest.json"
+_ARRAYS = "arrays.npz"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _registry() -> dict[str, type]:
+    from .kmeans import StreamingKMeans
+
+    return {"StreamingKMeans": StreamingKMeans}
+
+
+def _json_param(name: str, value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(value, np.ndarray):
+        arrays[f"param__{name}"] = value
+        return {"__array__": f"param__{name}"}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    # Clients, RandomState instances and the like are not part of a saved model.
+    return None
+
+
+def save_model(model: Any, path: str | os.PathLike) -> Path:
+    """Write ``model`` to directory ``path`` atomically (replacing an older save)."""
+    from . import __version__
+
+    path = Path(path)
+    if not hasattr(model, "_to_state"):
+        raise ModelFileError(f"{type(model).__name__} cannot be saved by streamclust")
+    scalars, arrays = model._to_state()
+    params = {k: _json_param(k, v, arrays) for k, v in model.get_params(deep=False).items()}
+    if path.exists() and not (path / _MANIFEST).exists():
+        raise ModelFileError(
+            f"{path}: exists and is not a saved model; choose an empty or new directory"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        with open(tmp / _ARRAYS, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "class": type(model).__name__,
+            "library_version": __version__,
+            "params": params,
+            "attributes": scalars,
+            "arrays": {"file": _ARRAYS, "sha256": _sha256(tmp / _ARRAYS), "names": sorted(arrays)},
+        }
+        with open(tmp / _MANIFEST, "w") as fh:
+            json.dump(manifest, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def load(path: str | os.PathLike, expected: type | None = None) -> Any:
+    """Load a model saved with ``model.save(path)``; never unpickles anything.
+
+    Raises :class:`ModelFileError` when the directory is missing, its files are
+    truncated or tampered with, it holds another format, or (with
+    ``expected``) another estimator class.
+    """
+    path = Path(path)
+    manifest_path = path / _MANIFEST
+    if not manifest_path.is_file():
+        raise ModelFileError(
+            f"{path}: no saved model here ({_MANIFEST} missing); check the --model-dir path"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(
+            f"{manifest_path}: unreadable manifest ({exc}); save the model again"
+        ) from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a streamclust model (format is not {FORMAT!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format version {manifest.get('format_version')!r} is not "
+            f"{FORMAT_VERSION}; save it again with this version of streamclust"
+        )
+    cls_name = manifest.get("class")
+    registry = _registry()
+    if cls_name not in registry:
+        raise ModelFileError(f"{path}: unknown model class {cls_name!r}")
+    cls = registry[cls_name]
+    if expected is not None and cls is not expected:
+        raise ModelFileError(
+            f"{path}: holds a {cls_name}, not a {expected.__name__}; pass the matching --model"
+        )
+    info = manifest.get("arrays") or {}
+    if info.get("file") != _ARRAYS:
+        raise ModelFileError(
+            f"{path}: manifest names an unexpected arrays file {info.get('file')!r}"
+        )
+    arrays_path = path / _ARRAYS
+    if not arrays_path.is_file():
+        raise ModelFileError(f"{arrays_path}: missing; the model directory is incomplete")
+    if _sha256(arrays_path) != info.get("sha256"):
+        raise ModelFileError(
+            f"{arrays_path}: checksum does not match the manifest (truncated or modified); "
+            "restore it or save the model again"
+        )
+    try:
+        with np.load(arrays_path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{arrays_path}: unreadable ({exc})") from exc
+    if sorted(arrays) != sorted(info.get("names", [])):
+        raise ModelFileError(f"{arrays_path}: holds other arrays than the manifest lists")
+    params = {}
+    for name, value in (manifest.get("params") or {}).items():
+        if isinstance(value, dict) and "__array__" in value:
+            value = arrays[value["__array__"]]
+        params[name] = value
+    try:
+        model = cls(**params)
+        model._from_state(manifest.get("attributes") or {}, arrays)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ModelFileError(f"{path}: inconsistent model contents ({exc}); save it again") from exc
+    return model

@@ -1,0 +1,411 @@
+"""Where kernels run: in-process, on threads, or on a Dask cluster.
+
+This is the only module that imports ``dask.distributed``. Estimators call two
+primitives with pure kernels (NumPy in, small NumPy out):
+
+- :func:`map_blocks` -- data-parallel: every block independently, results
+  yielded in block order (so reductions are deterministic), with a bounded
+  number of blocks in flight.
+- :func:`scan` -- sequential: the driver owns the state; each block's task gets
+  the *concrete* state (never a future of the previous task), so a lost worker
+  costs one block's recompute. Upcoming blocks are read ahead while one block
+  computes. Several independent chains (e.g. groups of K-Means candidates)
+  advance in lockstep over the same blocks.
+
+Workers read their blocks themselves: a task carries the source description
+and a row range, not the data -- except for data that already lives in the
+driver's memory, which is shipped block by block.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures as cf
+import logging
+import os
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import dask
+import numpy as np
+
+from .exceptions import ParameterError, SchedulerError
+from .sources import Source
+
+__all__ = ["get_client", "map_blocks", "resolve_runner", "scan"]
+
+#: Seconds to wait for a scheduler before giving up.
+CONNECT_TIMEOUT = 8
+
+_lock = threading.Lock()
+_local_cluster: Any = None
+_clients: dict[str, Any] = {}
+_thread_pool: cf.ThreadPoolExecutor | None = None
+_announced: set[int] = set()
+
+
+# --------------------------------------------------------------------------- runners
+
+
+class _Done:
+    """An already-computed result with the ``Future.result()`` interface."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+class Runner:
+    """Runs tasks somewhere. ``submit`` returns an object with ``.result()``."""
+
+    kind = "sync"
+    remote = False
+    n_workers = 1
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return _Done(fn(*args))
+
+    def block_handle(self, source: Source, lo: int, hi: int) -> Any:
+        """Something a task can turn into the block ``lo:hi`` (see ``_block``)."""
+        return (source, lo, hi)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.kind} workers={self.n_workers}>"
+
+
+class _SyncRunner(Runner):
+    pass
+
+
+class _ThreadRunner(Runner):
+    kind = "threads"
+
+    def __init__(self) -> None:
+        global _thread_pool
+        with _lock:
+            if _thread_pool is None:
+                _thread_pool = cf.ThreadPoolExecutor(
+                    max_workers=os.cpu_count() or 1, thread_name_prefix="streamclust"
+                )
+        self.pool = _thread_pool
+        self.n_workers = self.pool._max_workers
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.pool.submit(fn, *args)
+
+
+class _DistributedRunner(Runner):
+    kind = "distributed"
+    remote = True
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        workers = client.scheduler_info(n_workers=-1).get("workers", {})
+        self.n_workers = max(1, len(workers))
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.client.submit(fn, *args, pure=False)
+
+    def block_handle(self, source: Source, lo: int, hi: int) -> Any:
+        if source.in_memory:
+            # The data is on the driver already: ship the block, not the whole array.
+            return self.client.scatter(source.read(lo, hi), hash=False)
+        return (source, lo, hi)
+
+
+def _block(handle: Any) -> np.ndarray:
+    if isinstance(handle, tuple):
+        source, lo, hi = handle
+        return source.read(lo, hi)
+    return handle
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def _connect(address: str, security: Any = None) -> Any:
+    from distributed import Client
+
+    key = f"{address}|{id(security)}"
+    with _lock:
+        client = _clients.get(key)
+        if client is not None and client.status == "running":
+            return client
+        try:
+            client = Client(
+                address, timeout=CONNECT_TIMEOUT, security=security, set_as_default=False
+            )
+        except (OSError, TimeoutError) as exc:
+            raise SchedulerError(
+                f"cannot reach the Dask scheduler at {address!r} within {CONNECT_TIMEOUT} s "
+                f"({type(exc).__name__}); check the address, or use --scheduler local"
+            ) from exc
+        _clients[key] = client
+    _announce(client)
+    return client
+
+
+def _local_client() -> Any:
+    """The process-wide LocalCluster client, started on first use and reused after."""
+    global _local_cluster
+    from distributed import Client, LocalCluster
+
+    with _lock:
+        client = _clients.get("local")
+        if client is not None and client.status == "running":
+            return client
+        n = os.cpu_count() or 1
+        _local_cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+        )
+        client = Client(_local_cluster, set_as_default=False)
+        _clients["local"] = client
+    _announce(client)
+    return client
+
+
+def _announce(client: Any) -> None:
+    if id(client) in _announced:
+        return
+    _announced.add(id(client))
+    link = getattr(client, "dashboard_link", None)
+    if link and os.environ.get("STREAMCLUST_QUIET") != "1":
+        print(f"streamclust: Dask dashboard at {link}", file=sys.stderr)
+
+
+@atexit.register
+def _close_all() -> None:
+    global _local_cluster
+    for client in list(_clients.values()):
+        try:
+            client.close()
+        except Exception:
+            pass
+    _clients.clear()
+    if _local_cluster is not None:
+        try:
+            _local_cluster.close()
+        except Exception:
+            pass
+        _local_cluster = None
+
+
+def _current_client() -> Any:
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def get_client(scheduler: Any = None, *, security: Any = None) -> Any:
+    """The Dask client streamclust runs on, or None when it runs in-process.
+
+    Resolution order for ``scheduler=None``: a ``Client`` the user already
+    created (Dask's own convention), then ``DASK_SCHEDULER_ADDRESS`` (the
+    ``scheduler-address`` Dask config), then a ``LocalCluster`` bound to
+    127.0.0.1 with one single-threaded worker process per core, started once
+    per process and reused by every later call.
+
+    Parameters
+    ----------
+    scheduler : None, "local", "threads", "sync", address string, or Client
+        ``"sync"`` and ``"threads"`` return None (no cluster at all).
+    security : distributed.Security, optional
+        TLS settings for a ``tls://`` address.
+    """
+    if scheduler in ("sync", "threads"):
+        return None
+    if scheduler is not None and not isinstance(scheduler, str):
+        if hasattr(scheduler, "submit") and hasattr(scheduler, "scheduler_info"):
+            return scheduler
+        raise ParameterError(
+            f"client={scheduler!r} is not a Dask Client, an address, or one of "
+            "'local', 'threads', 'sync'"
+        )
+    if scheduler == "local":
+        return _local_client()
+    if scheduler is None:
+        current = _current_client()
+        if current is not None:
+            return current
+        address = dask.config.get("scheduler-address", None)
+        if address:
+            return _connect(str(address), security)
+        return _local_client()
+    if "://" not in scheduler and ":" not in scheduler:
+        raise ParameterError(
+            f"scheduler={scheduler!r} is not an address like tcp://host:8786 nor one of "
+            "'local', 'threads', 'sync'"
+        )
+    return _connect(scheduler, security)
+
+
+def resolve_runner(client: Any, source: Source | None = None) -> Runner:
+    """The runner for an estimator's ``client`` parameter and its input.
+
+    In-memory input runs on threads unless a client was passed or one is
+    already active: shipping data that is already on the driver to a fresh
+    cluster only costs time.
+    """
+    if client == "sync":
+        return _SyncRunner()
+    if client == "threads":
+        return _ThreadRunner()
+    if client is None and source is not None and source.in_memory:
+        current = _current_client()
+        return _ThreadRunner() if current is None else _DistributedRunner(current)
+    return _DistributedRunner(get_client(client))
+
+
+# --------------------------------------------------------------------------- primitives
+
+
+def _map_task(fn: Callable[..., Any], handle: Any, lo: int, args: tuple[Any, ...]) -> Any:
+    return fn(_block(handle), lo, *args)
+
+
+def map_blocks(
+    fn: Callable[..., Any],
+    source: Source,
+    *args: Any,
+    runner: Runner,
+    ranges: Sequence[tuple[int, int]] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[Any]:
+    """Yield ``fn(block, start, *args)`` for every block, in block order.
+
+    At most ``2 * n_workers`` blocks (at least 2) are in flight: results are
+    consumed in order while later blocks compute, so memory is bounded by the
+    window, not by the dataset.
+    """
+    ranges = source.blocks() if ranges is None else ranges
+    window = max(2, 2 * runner.n_workers)
+    pending: deque[tuple[Any, int]] = deque()
+    it = iter(ranges)
+    for lo, hi in it:
+        pending.append(
+            (runner.submit(_map_task, fn, runner.block_handle(source, lo, hi), lo, args), hi - lo)
+        )
+        if len(pending) >= window:
+            break
+    while pending:
+        fut, n = pending.popleft()
+        result = fut.result()
+        nxt = next(it, None)
+        if nxt is not None:
+            lo, hi = nxt
+            pending.append(
+                (
+                    runner.submit(_map_task, fn, runner.block_handle(source, lo, hi), lo, args),
+                    hi - lo,
+                )
+            )
+        if progress is not None:
+            progress(n)
+        yield result
+
+
+def _read_task(source: Source, lo: int, hi: int) -> np.ndarray:
+    return source.read(lo, hi)
+
+
+def _scan_task(
+    fn: Callable[..., Any], handle: Any, lo: int, state: Any, args: tuple[Any, ...]
+) -> Any:
+    return fn(state, _block(handle), lo, *args)
+
+
+def scan(
+    fn: Callable[..., Any],
+    source: Source,
+    states: list[Any],
+    steps: Sequence[tuple[int, int, Any]],
+    *,
+    runner: Runner,
+    progress: Callable[[int], None] | None = None,
+    readahead: int = 2,
+) -> list[Any]:
+    """Advance independent chains of state in lockstep over the blocks ``steps``.
+
+    ``steps`` lists ``(start, stop, arg)``: the task for chain ``g`` at that
+    block runs ``fn(states[g], block, start, arg)`` and returns the chain's
+    new state. Every task receives the concrete state from the driver, so a
+    worker lost mid-scan costs the recompute of one block only. Up to
+    ``readahead`` later blocks are read while the current one computes.
+    """
+    states = list(states)
+    reads: deque[Any] = deque()
+    queue = iter(steps)
+    planned: deque[tuple[int, int, Any]] = deque()
+
+    def _prefetch() -> None:
+        nxt = next(queue, None)
+        if nxt is None:
+            return
+        lo, hi, _ = nxt
+        planned.append(nxt)
+        if runner.kind == "sync":
+            reads.append(None)
+        elif source.in_memory:
+            reads.append(runner.block_handle(source, lo, hi))
+        else:
+            reads.append(runner.submit(_read_task, source, lo, hi))
+
+    for _ in range(readahead + 1):
+        _prefetch()
+    while planned:
+        lo, hi, arg = planned.popleft()
+        read = reads.popleft()
+        if read is None:
+            handle: Any = (source, lo, hi)
+        elif runner.kind == "threads" and not source.in_memory:
+            handle = read.result()
+        else:
+            handle = read
+        _prefetch()
+        futures = [runner.submit(_scan_task, fn, handle, lo, s, (arg,)) for s in states]
+        states = [f.result() for f in futures]
+        if progress is not None:
+            progress(hi - lo)
+    return states
+
+
+def progress_bar(total_rows: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar over rows on the driver; shown on terminals when ``enabled``."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total_rows,
+        desc=desc,
+        unit="rows",
+        unit_scale=True,
+        disable=None if enabled else True,
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+def make_security(ca: str | None, cert: str | None, key: str | None) -> Any:
+    """A ``distributed.Security`` for a ``tls://`` scheduler, from PEM file paths."""
+    from distributed.security import Security
+
+    for flag, value in (("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)):
+        if not value or not os.path.isfile(value):
+            raise ParameterError(f"{flag} {value!r}: no such file; pass the PEM file path")
+    return Security(
+        tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True
+    )

@@ -1,0 +1,873 @@
+"""Datasets read block by block.
+
+A :class:`Source` is a 2-D table of ``n_rows x n_features`` numbers that is
+read in row ranges. Sources hold a *description* (a path, dtype, shape), not
+open file handles, so they pickle cheaply: a Dask task carries the source and
+a row range, and the worker reads the rows itself.
+
+Every block is validated as it is read: it must be finite, and a Zarr store
+must have committed the rows and have intact chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._validation import check_finite_block, compute_dtype
+from .exceptions import DataError, SourceError
+
+__all__ = [
+    "ArraySource",
+    "BatchDirSource",
+    "DaskSource",
+    "NpySource",
+    "RawSource",
+    "Source",
+    "ZarrSource",
+    "open_source",
+    "write_array",
+    "write_zarr",
+]
+
+#: Rows per block are chosen so that a block of the source holds about this many bytes.
+TARGET_BLOCK_BYTES = 8 * 2**20
+
+_BATCH_SUFFIXES = (".npy", ".csv", ".parquet")
+
+
+def _default_block_rows(n_features: int, itemsize: int) -> int:
+    return max(1, TARGET_BLOCK_BYTES // max(1, n_features * itemsize))
+
+
+class Source(ABC):
+    """A 2-D dataset read block by block.
+
+    Attributes
+    ----------
+    n_rows, n_features : int
+        Shape of the table.
+    dtype : numpy.dtype
+        The stored dtype; blocks are returned in :attr:`compute_dtype`.
+    block_rows : int
+        Rows in a block (the last block may be shorter).
+    name : str
+        What error messages call this source (usually its path).
+    in_memory : bool
+        True when the data already lives in the driver's memory; the runtime
+        then ships blocks to workers instead of letting workers read them.
+    """
+
+    n_rows: int
+    n_features: int
+    dtype: np.dtype
+    block_rows: int
+    name: str
+    in_memory: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_rows, self.n_features)
+
+    @property
+    def compute_dtype(self) -> np.dtype:
+        return compute_dtype(self.dtype)
+
+    def blocks(self, min_rows: int = 1) -> list[tuple[int, int]]:
+        """Row ranges ``(start, stop)`` covering the source in order.
+
+        Consecutive storage blocks are merged until each range holds at least
+        ``min_rows`` rows (the last range may be shorter), so a mini-batch never
+        needs rows from two tasks.
+        """
+        bounds = self._storage_bounds()
+        merged: list[tuple[int, int]] = []
+        start = None
+        for lo, hi in bounds:
+            start = lo if start is None else start
+            if hi - start >= min_rows:
+                merged.append((start, hi))
+                start = None
+        if start is not None:
+            if merged and bounds[-1][1] - start < min_rows:
+                merged[-1] = (merged[-1][0], bounds[-1][1])
+            else:
+                merged.append((start, bounds[-1][1]))
+        return merged
+
+    def _storage_bounds(self) -> list[tuple[int, int]]:
+        step = self.block_rows
+        return [(lo, min(lo + step, self.n_rows)) for lo in range(0, self.n_rows, step)]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as a validated array in :attr:`compute_dtype`."""
+        if not 0 <= start <= stop <= self.n_rows:
+            raise SourceError(
+                f"{self.name}: rows {start}-{stop} are outside the {self.n_rows} rows it has"
+            )
+        block = np.asarray(self._read(start, stop))
+        if block.ndim != 2 or block.shape[1] != self.n_features:
+            raise DataError(
+                f"{self.name}: rows {start}-{stop} have shape {block.shape}, "
+                f"expected (n, {self.n_features}); every block must have the same width"
+            )
+        block = block.astype(self.compute_dtype, copy=False)
+        if not np.isfinite(block).all():
+            self._raise_not_finite(block, start)
+        return block
+
+    def _raise_not_finite(self, block: np.ndarray, start: int) -> None:
+        check_finite_block(block, start, self.name)
+
+    @abstractmethod
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as stored (no validation)."""
+
+    def iter_blocks(self, order: Iterable[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, block)`` for every block, in storage order or in ``order``."""
+        bounds = self.blocks()
+        for i in range(len(bounds)) if order is None else order:
+            lo, hi = bounds[i]
+            yield lo, self.read(lo, hi)
+
+    def to_dask(self) -> Any:
+        """A lazy dask array over this source, one chunk per block."""
+        import dask.array as da
+
+        chunks = (tuple(hi - lo for lo, hi in self.blocks()), (self.n_features,))
+        return da.from_array(
+            _SourceArray(self), chunks=chunks, asarray=True, fancy=False, name=self.token()
+        )
+
+    def token(self) -> str:
+        """A deterministic name of this source's contents description (for dask graphs)."""
+        return "streamclust-source-" + hashlib.sha1(repr(self).encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Open handles (zarr arrays, memmaps) stay behind; a worker reopens by path.
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_h_")}
+
+
+class _SourceArray:
+    """Array-like adapter so ``dask.array.from_array`` can slice a Source."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.shape = source.shape
+        self.dtype = source.compute_dtype
+        self.ndim = 2
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        start, stop, _ = rows.indices(self.source.n_rows)
+        return self.source.read(start, stop)[:, cols]
+
+
+class ArraySource(Source):
+    """An in-memory 2-D NumPy array (or anything ``np.asarray`` accepts)."""
+
+    in_memory = True
+
+    def __init__(self, array: Any, block_rows: int | None = None, name: str = "array") -> None:
+        array = np.asarray(array)
+        _check_2d(array, name)
+        self.array = array
+        self.n_rows, self.n_features = array.shape
+        self.dtype = array.dtype
+        self.block_rows = block_rows or _default_block_rows(
+            self.n_features, compute_dtype(self.dtype).itemsize
+        )
+        self.name = name
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        return self.array[start:stop]
+
+
+class NpySource(Source):
+    """A ``.npy`` file opened as a read-only memory map."""
+
+    def __init__(self, path: str | os.PathLike, block_rows: int | None = None) -> None:
+        self.path = str(path)
+        self.name = self.path
+        arr = self._h_array()
+        _check_2d(arr, self.path)
+        self.n_rows, self.n_features = arr.shape
+        self.dtype = arr.dtype
+        compute_dtype(self.dtype)
+        self.block_rows = block_rows or _default_block_rows(self.n_features, arr.dtype.itemsize)
+
+    def _h_array(self) -> np.ndarray:
+        handle = self.__dict__.get("_h_mm")
+        if handle is None:
+            try:
+                handle = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            except FileNotFoundError as exc:
+                raise SourceError(f"{self.path}: no such file; check the path") from exc
+            except (ValueError, OSError) as exc:
+                raise SourceError(
+                    f"{self.path}: not a readable .npy array ({exc}); "
+                    "write it with numpy.save from a numeric array"
+                ) from exc
+            self.__dict__["_h_mm"] = handle
+        return handle
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        return np.array(self._h_array()[start:stop])
+
+
+class RawSource(Source):
+    """A raw binary file (``np.memmap``) with an explicit dtype and shape.
+
+    ``shape=(-1, n_features)`` infers the number of rows from the file size.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        dtype: Any,
+        shape: tuple[int, int],
+        offset: int = 0,
+        block_rows: int | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.name = self.path
+        self.dtype = np.dtype(dtype)
+        compute_dtype(self.dtype)
+        self.offset = int(offset)
+        if len(shape) != 2:
+            raise DataError(f"{self.path}: shape={shape} must have two entries (rows, features)")
+        try:
+            size = os.path.getsize(self.path)
+        except OSError as exc:
+            raise SourceError(f"{self.path}: no such file; check the path") from exc
+        rows, cols = int(shape[0]), int(shape[1])
+        row_bytes = cols * self.dtype.itemsize
+        if cols < 1:
+            raise DataError(f"{self.path}: shape={shape} needs at least one feature")
+        if rows < 0:
+            rows, rest = divmod(size - self.offset, row_bytes)
+            if rest:
+                raise DataError(
+                    f"{self.path}: {size - self.offset} bytes is not a whole number of "
+                    f"{cols}-feature {self.dtype} rows; check dtype and shape"
+                )
+        if self.offset + rows * row_bytes != size:
+            raise DataError(
+                f"{self.path}: file has {size} bytes but shape={(rows, cols)} of {self.dtype} "
+                f"needs {self.offset + rows * row_bytes}; check dtype and shape"
+            )
+        self.n_rows, self.n_features = rows, cols
+        self.block_rows = block_rows or _default_block_rows(cols, self.dtype.itemsize)
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        mm = self.__dict__.get("_h_mm")
+        if mm is None:
+            mm = np.memmap(
+                self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape
+            )
+            self.__dict__["_h_mm"] = mm
+        return np.array(mm[start:stop])
+
+
+class ZarrSource(Source):
+    """A 2-D Zarr array (v2 or v3), or the array ``component`` inside a Zarr group.
+
+    Blocks are whole chunks along the rows (several chunks when chunks are
+    small). Rows beyond the ``committed_rows`` attribute (written by
+    :func:`write_zarr` after every block) and corrupt chunks raise
+    :class:`SourceError` naming the chunk; a chunk that was never written reads
+    as the NaN fill value and is reported as missing.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, component: str | None = None, block_rows: int | None = None
+    ) -> None:
+        self.path = str(path)
+        self.component = component
+        self.name = self.path if component is None else f"{self.path}/{component}"
+        arr = self._h_array()
+        _check_2d(arr, self.name)
+        self.n_rows, self.n_features = (int(s) for s in arr.shape)
+        self.dtype = np.dtype(arr.dtype)
+        compute_dtype(self.dtype)
+        self.chunk_rows = int(arr.chunks[0])
+        if arr.chunks[1] != self.n_features:
+            # Reading a row range then touches several chunks per row; still correct.
+            pass
+        committed = arr.attrs.get("committed_rows")
+        self.committed_rows = self.n_rows if committed is None else int(committed)
+        if block_rows is None:
+            target = _default_block_rows(self.n_features, self.dtype.itemsize)
+            block_rows = self.chunk_rows * max(1, target // self.chunk_rows)
+        self.block_rows = int(block_rows)
+
+    def _h_array(self) -> Any:
+        arr = self.__dict__.get("_h_arr")
+        if arr is None:
+            import zarr
+
+            if not os.path.exists(self.path) and "://" not in self.path:
+                raise SourceError(f"{self.path}: no such Zarr store; check the path")
+            try:
+                node = zarr.open(self.path, mode="r")
+            except Exception as exc:
+                raise SourceError(f"{self.path}: not a readable Zarr store ({exc})") from exc
+            if isinstance(node, zarr.Group):
+                names = sorted(name for name, _ in node.arrays())
+                choice = self.component
+                if choice is None:
+                    if len(names) == 1:
+                        choice = names[0]
+                    elif "X" in names:
+                        choice = "X"
+                    else:
+                        raise SourceError(
+                            f"{self.path}: Zarr group holds arrays {names}; "
+                            "name one with component= (or path/NAME)"
+                        )
+                if choice not in names:
+                    raise SourceError(f"{self.path}: no array {choice!r} in group; has {names}")
+                node = node[choice]
+            elif self.component is not None:
+                raise SourceError(f"{self.path}: is an array, not a group; drop component=")
+            arr = node
+            self.__dict__["_h_arr"] = arr
+        return arr
+
+    def _chunk_span(self, start: int, stop: int) -> str:
+        first, last = start // self.chunk_rows, max(start, stop - 1) // self.chunk_rows
+        if first == last:
+            return f"chunk {first} (rows {start}-{stop})"
+        return f"chunks {first}-{last} (rows {start}-{stop})"
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        if stop > self.committed_rows:
+            bad = max(start, self.committed_rows)
+            raise SourceError(
+                f"{self.name}: {self._chunk_span(bad, stop)} lie past committed_rows="
+                f"{self.committed_rows}: the store was not completely written; rewrite it"
+            )
+        try:
+            return self._h_array()[start:stop]
+        except SourceError:
+            raise
+        except Exception as exc:
+            raise SourceError(
+                f"{self.name}: {self._chunk_span(start, stop)} cannot be read ({exc}); "
+                "the chunk is corrupt: restore or rewrite the store"
+            ) from exc
+
+    def _raise_not_finite(self, block: np.ndarray, start: int) -> None:
+        # A chunk that was never written reads back as the NaN fill value.
+        c0 = start // self.chunk_rows
+        for c in range(c0, (start + len(block) - 1) // self.chunk_rows + 1):
+            lo, hi = (
+                max(c * self.chunk_rows, start),
+                min((c + 1) * self.chunk_rows, start + len(block)),
+            )
+            if np.isnan(block[lo - start : hi - start]).all():
+                raise SourceError(
+                    f"{self.name}: chunk {c} (rows {lo}-{hi}) reads as all NaN, the fill value: "
+                    "it is missing from the store; restore or rewrite it"
+                )
+        check_finite_block(block, start, self.name)
+
+    def to_dask(self) -> Any:
+        import dask.array as da
+
+        arr = self._h_array()
+        if self.committed_rows == self.n_rows:
+            return da.from_zarr(arr, chunks=(self.block_rows, self.n_features)).astype(
+                self.compute_dtype
+            )
+        return super().to_dask()
+
+
+class DaskSource(Source):
+    """A 2-D dask array; its row chunks are the blocks."""
+
+    def __init__(self, array: Any, name: str = "dask array") -> None:
+        if array.ndim != 2:
+            raise DataError(f"{name}: expected a 2-D array, got {array.ndim}-D; reshape it")
+        if any(math.isnan(c) for c in array.chunks[0]):
+            raise DataError(
+                f"{name}: unknown chunk sizes; call .compute_chunk_sizes() on the dask array first"
+            )
+        if len(array.chunks[1]) != 1:
+            array = array.rechunk({1: -1})
+        self.array = array
+        self.name = name
+        self.n_rows, self.n_features = (int(s) for s in array.shape)
+        self.dtype = np.dtype(array.dtype)
+        compute_dtype(self.dtype)
+        self._bounds = [
+            (int(lo), int(lo + n))
+            for lo, n in zip(
+                itertools.accumulate((0, *array.chunks[0][:-1])), array.chunks[0], strict=True
+            )
+        ]
+        self.block_rows = int(max(array.chunks[0])) if self.n_rows else 1
+
+    def _storage_bounds(self) -> list[tuple[int, int]]:
+        return list(self._bounds)
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        # Runs inside a task: compute the slice in this thread, never re-enter a cluster.
+        return np.asarray(self.array[start:stop].compute(scheduler="sync"))
+
+    def to_dask(self) -> Any:
+        return self.array.astype(self.compute_dtype)
+
+
+class BatchDirSource(Source):
+    """A directory of batch files (``.npy``, headerless ``.csv``, ``.parquet``), in name order.
+
+    Each file is a storage block. Files still being written (``*.tmp``) and
+    hidden files are ignored. All files must have the same number of columns.
+    """
+
+    def __init__(self, path: str | os.PathLike, header: bool = False) -> None:
+        self.path = str(path)
+        self.name = self.path
+        self.header = header
+        files = sorted(
+            f
+            for f in os.listdir(self.path)
+            if f.endswith(_BATCH_SUFFIXES) and not f.startswith(".")
+        )
+        if not files:
+            raise SourceError(
+                f"{self.path}: no .npy, .csv or .parquet batch files; check the directory"
+            )
+        self.files = files
+        rows, widths, dtypes = [], set(), []
+        for f in files:
+            n, d, dt = _batch_file_shape(os.path.join(self.path, f), header)
+            rows.append(n)
+            widths.add(d)
+            dtypes.append(dt)
+        if len(widths) != 1:
+            raise DataError(
+                f"{self.path}: batch files have different widths {sorted(widths)}; "
+                "every file needs the same number of columns"
+            )
+        self.n_features = widths.pop()
+        self.offsets = [0, *itertools.accumulate(rows)]
+        self.n_rows = self.offsets[-1]
+        self.dtype = np.result_type(*dtypes)
+        self.block_rows = max(rows) if rows else 1
+
+    def _storage_bounds(self) -> list[tuple[int, int]]:
+        return [(lo, hi) for lo, hi in itertools.pairwise(self.offsets) if hi > lo]
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        parts = []
+        for i, (lo, hi) in enumerate(itertools.pairwise(self.offsets)):
+            if hi <= start or lo >= stop or hi == lo:
+                continue
+            data = read_batch_file(os.path.join(self.path, self.files[i]), self.header)
+            parts.append(data[max(start, lo) - lo : min(stop, hi) - lo])
+        if not parts:
+            return np.empty((0, self.n_features), self.dtype)
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _check_2d(array: Any, name: str) -> None:
+    if array.ndim != 2:
+        hint = (
+            "Reshape your data either using array.reshape(-1, 1) if your data has a single "
+            "feature or array.reshape(1, -1) if it contains a single sample."
+        )
+        raise DataError(f"{name}: expected a 2-D array, got {array.ndim}-D. {hint}")
+
+
+def _batch_file_shape(path: str, header: bool) -> tuple[int, int, np.dtype]:
+    if path.endswith(".npy"):
+        try:
+            with open(path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                shape, _, dtype = np.lib.format._read_array_header(fh, version)  # type: ignore[attr-defined]
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"{path}: not a readable .npy file ({exc})") from exc
+        if len(shape) != 2:
+            raise DataError(f"{path}: holds a {len(shape)}-D array; batch files must be 2-D")
+        return int(shape[0]), int(shape[1]), np.dtype(dtype)
+    data = read_batch_file(path, header)
+    return data.shape[0], data.shape[1], data.dtype
+
+
+def read_batch_file(path: str, header: bool = False) -> np.ndarray:
+    """Read one batch file (``.npy`` without pickle, ``.csv``, ``.parquet``) as a 2-D array."""
+    try:
+        if path.endswith(".npy"):
+            data = np.load(path, allow_pickle=False)
+        elif path.endswith(".csv"):
+            data = _read_csv(path, header)
+        elif path.endswith(".parquet"):
+            data = _read_parquet(path)
+        else:
+            raise SourceError(f"{path}: unknown batch file type; use .npy, .csv or .parquet")
+    except FileNotFoundError as exc:
+        raise SourceError(f"{path}: no such file; check the path") from exc
+    except (SourceError, DataError):
+        raise
+    except (ValueError, OSError) as exc:
+        raise SourceError(f"{path}: cannot be read ({exc})") from exc
+    if data.ndim == 1 and path.endswith(".csv"):
+        data = data.reshape(-1, 1) if data.size else data.reshape(0, 0)
+    if data.ndim != 2:
+        raise DataError(f"{path}: holds a {data.ndim}-D array; batch files must be 2-D")
+    if data.dtype.kind not in "biuf":
+        raise DataError(f"{path}: dtype {data.dtype} is not numeric; write numbers only")
+    return data
+
+
+def _read_csv(path: str, header: bool) -> np.ndarray:
+    with open(path) as fh:
+        return _parse_csv_lines(path, fh, header, 0)
+
+
+def _parse_csv_lines(path: str, lines: Iterable[str], header: bool, first_line: int) -> np.ndarray:
+    lines = list(lines)
+    if header and first_line == 0:
+        lines = lines[1:]
+        first_line = 1
+    lines = [ln for ln in lines if ln.strip()]
+    if not lines:
+        return np.empty((0, 0))
+    try:
+        return np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        raise DataError(
+            f"{path}: {exc} (after line {first_line}); CSV cells must be numbers"
+            + ("" if header else ", and a header row needs --header")
+        ) from exc
+
+
+def _read_parquet(path: str) -> np.ndarray:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise SourceError(
+            f"{path}: reading .parquet needs pyarrow; pip install pyarrow or convert to .npy"
+        ) from exc
+    table = pq.read_table(path)
+    return (
+        np.column_stack([c.to_numpy() for c in table.columns])
+        if table.num_columns
+        else (np.empty((table.num_rows, 0)))
+    )
+
+
+def iter_csv_blocks(path: str, block_rows: int, header: bool = False) -> Iterator[np.ndarray]:
+    """Parse a CSV file in blocks of ``block_rows`` lines (bounded memory)."""
+    try:
+        fh = open(path)
+    except FileNotFoundError as exc:
+        raise SourceError(f"{path}: no such file; check the path") from exc
+    with fh:
+        line_no = 0
+        if header:
+            next(fh, None)
+            line_no = 1
+        while True:
+            lines = list(itertools.islice(fh, block_rows))
+            if not lines:
+                return
+            block = _parse_csv_lines(path, lines, False, line_no)
+            line_no += len(lines)
+            if block.size:
+                yield block
+
+
+def open_source(
+    data: Any,
+    *,
+    dtype: Any = None,
+    shape: tuple[int, int] | None = None,
+    component: str | None = None,
+    header: bool = False,
+    block_rows: int | None = None,
+) -> Source:
+    """Open anything streamclust can read as a :class:`Source`.
+
+    Parameters
+    ----------
+    data : Source, ndarray, dask array, or path
+        A path may name a Zarr store (directory with ``zarr.json`` or ``.zarray``,
+        optionally ``store.zarr/array``), a ``.npy`` file (memory-mapped), a raw
+        binary file (with ``dtype`` and ``shape``), or a directory of batch
+        files (``.npy``, ``.csv``, ``.parquet``).
+    dtype, shape : optional
+        Required for raw binary files; ``shape=(-1, n_features)`` infers rows.
+    component : str, optional
+        The array inside a Zarr group.
+    header : bool
+        CSV batch files start with a header row.
+    block_rows : int, optional
+        Rows per block (default: whole Zarr chunks, or about 8 MiB).
+
+    Examples
+    --------
+    >>> import numpy as np, streamclust as sc
+    >>> src = sc.open_source(np.zeros((10, 3)))
+    >>> src.shape
+    (10, 3)
+    """
+    if isinstance(data, Source):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return _open_path(Path(data), dtype, shape, component, header, block_rows)
+    if _is_dask_array(data):
+        return DaskSource(data)
+    if hasattr(data, "__array__") or isinstance(data, (list, tuple)):
+        try:
+            array = np.asarray(data)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"cannot convert input to a numeric array ({exc})") from exc
+        return ArraySource(array, block_rows=block_rows)
+    raise SourceError(
+        f"cannot read {type(data).__name__}; pass a path, an ndarray, a dask array or a Source"
+    )
+
+
+def _is_dask_array(obj: Any) -> bool:
+    return type(obj).__module__.startswith("dask.array") and hasattr(obj, "chunks")
+
+
+def _open_path(
+    path: Path,
+    dtype: Any,
+    shape: tuple[int, int] | None,
+    component: str | None,
+    header: bool,
+    block_rows: int | None,
+) -> Source:
+    if not path.exists():
+        # "store.zarr/X" names an array inside a group.
+        if path.parent.exists() and _is_zarr(path.parent) and component is None:
+            return ZarrSource(path.parent, component=path.name, block_rows=block_rows)
+        raise SourceError(f"{path}: no such file or directory; check the path")
+    if path.is_dir():
+        if _is_zarr(path):
+            return ZarrSource(path, component=component, block_rows=block_rows)
+        return BatchDirSource(path, header=header)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return NpySource(path, block_rows=block_rows)
+    if suffix in (".csv", ".parquet"):
+        raise SourceError(
+            f"{path}: a single {suffix} file is read by 'streamclust convert {path} out.zarr' "
+            "or as part of a batch directory; convert it first"
+        )
+    if dtype is None or shape is None:
+        raise SourceError(
+            f"{path}: unknown format '{suffix or path.name}'; for a raw binary memmap pass "
+            "dtype= and shape= (CLI: --dtype float32 --shape -1,N)"
+        )
+    return RawSource(path, dtype=dtype, shape=shape, block_rows=block_rows)
+
+
+def _is_zarr(path: Path) -> bool:
+    return any((path / marker).exists() for marker in ("zarr.json", ".zarray", ".zgroup"))
+
+
+class _AtomicWriter:
+    """Streams blocks of rows into a new ``.zarr`` store or ``.npy`` file, then renames it.
+
+    Everything is written under a temporary name next to ``path`` and moved
+    into place by :meth:`commit`; :meth:`abort` removes it. A Zarr store gets
+    a zstd + crc32c codec chain, the fill value ``fill`` (NaN for floats, so a
+    missing chunk cannot pass for data) and a ``committed_rows`` attribute
+    advanced after every block.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        chunk_rows: int | None = None,
+        n_rows: int | None = None,
+        compression_level: int = 1,
+        attributes: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in (".zarr", ".npy"):
+            raise SourceError(f"{self.path}: output must end in .zarr or .npy")
+        if self.path.exists() and not overwrite:
+            raise SourceError(
+                f"{self.path}: already exists; remove it or choose another output path"
+            )
+        if not self.path.parent.is_dir():
+            raise SourceError(f"{self.path.parent}: no such directory for the output")
+        self.zarr = suffix == ".zarr"
+        self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.chunk_rows = chunk_rows
+        self.n_rows = n_rows
+        self.level = compression_level
+        self.attributes = attributes or {}
+        self.arr: Any = None
+        self.rows = 0
+
+    def _create(self, block: np.ndarray) -> None:
+        tail = block.shape[1:]
+        dtype = block.dtype
+        if self.zarr:
+            import zarr
+            from zarr.codecs import Crc32cCodec, ZstdCodec
+
+            width = int(np.prod(tail)) if tail else 1
+            rows = self.chunk_rows or _default_block_rows(width, dtype.itemsize)
+            fill = np.nan if dtype.kind == "f" else -1
+            self.arr = zarr.create_array(
+                store=str(self.tmp),
+                shape=(0, *tail),
+                chunks=(rows, *tail),
+                dtype=dtype,
+                fill_value=fill,
+                compressors=[ZstdCodec(level=self.level), Crc32cCodec()],
+                attributes={**self.attributes, "committed_rows": 0},
+            )
+        else:
+            if self.n_rows is None:
+                raise SourceError(f"{self.path}: .npy output needs the row count up front")
+            self.arr = np.lib.format.open_memmap(
+                self.tmp, mode="w+", dtype=dtype, shape=(self.n_rows, *tail)
+            )
+
+    def append(self, block: np.ndarray) -> None:
+        block = np.asarray(block)
+        if self.arr is None:
+            self._create(block)
+        if block.shape[1:] != self.arr.shape[1:]:
+            raise DataError(
+                f"{self.path}: block of shape {block.shape} does not match earlier blocks "
+                f"{self.arr.shape[1:]}; every block needs the same columns"
+            )
+        stop = self.rows + len(block)
+        if self.zarr:
+            self.arr.resize((stop, *self.arr.shape[1:]))
+            self.arr[self.rows : stop] = block
+            self.rows = stop
+            self.arr.attrs["committed_rows"] = stop
+        else:
+            self.arr[self.rows : stop] = block
+            self.rows = stop
+
+    def commit(self) -> Path:
+        if self.arr is None:
+            raise DataError(f"{self.path}: no rows to write")
+        if not self.zarr:
+            self.arr.flush()
+            del self.arr
+            self.arr = True
+        if self.path.exists():
+            if self.path.is_dir():
+                shutil.rmtree(self.path)
+            else:
+                self.path.unlink()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self.tmp.is_dir():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        elif self.tmp.exists():
+            self.tmp.unlink()
+
+
+def write_array(
+    data: Iterable[np.ndarray] | np.ndarray,
+    path: str | os.PathLike,
+    *,
+    n_rows: int | None = None,
+    chunk_rows: int | None = None,
+    overwrite: bool = False,
+    attributes: dict[str, Any] | None = None,
+) -> Path:
+    """Write an array, or an iterable of row blocks, to a new ``.zarr`` or ``.npy``, atomically."""
+    if isinstance(data, np.ndarray):
+        n_rows, data = len(data), [data]
+    writer = _AtomicWriter(
+        path, chunk_rows=chunk_rows, n_rows=n_rows, overwrite=overwrite, attributes=attributes
+    )
+    try:
+        for block in data:
+            writer.append(block)
+        return writer.commit()
+    finally:
+        writer.abort()
+
+
+def write_zarr(
+    data: Any,
+    path: str | os.PathLike,
+    *,
+    block_rows: int | None = None,
+    dtype: Any = None,
+    compression_level: int = 1,
+    overwrite: bool = False,
+    attributes: dict[str, Any] | None = None,
+) -> ZarrSource:
+    """Write a 2-D array, Source, or iterable of 2-D blocks as a Zarr v3 array.
+
+    The array has chunks of ``block_rows`` full rows, a zstd + crc32c codec
+    chain (so a corrupt chunk is detected on read), NaN as its fill value (so
+    a missing chunk cannot pass for data) and a ``committed_rows`` attribute
+    advanced after every block. The store is built in a temporary directory
+    next to ``path`` and renamed into place when complete: a crash never leaves
+    a half-written store at ``path``. Every block must be finite.
+
+    Returns the written store opened as a :class:`ZarrSource`.
+
+    Examples
+    --------
+    >>> import numpy as np, streamclust as sc, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> src = sc.write_zarr(np.ones((10, 2), np.float32), os.path.join(d, "x.zarr"))
+    >>> src.shape, src.dtype
+    ((10, 2), dtype('float32'))
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".zarr":
+        raise SourceError(f"{path}: a Zarr store's name must end in .zarr")
+    if isinstance(data, (np.ndarray, Source)) or _is_dask_array(data):
+        src = open_source(data)
+        blocks: Iterable[np.ndarray] = (b for _, b in src.iter_blocks())
+        dtype = dtype or src.compute_dtype
+    else:
+        blocks = data
+    writer = _AtomicWriter(
+        path,
+        chunk_rows=block_rows,
+        compression_level=compression_level,
+        attributes=attributes,
+        overwrite=overwrite,
+    )
+    try:
+        for block in blocks:
+            block = np.asarray(block)
+            if block.ndim != 2:
+                raise DataError(f"write_zarr({path}): block of shape {block.shape} is not 2-D")
+            out_dtype = compute_dtype(dtype or block.dtype)
+            check_finite_block(block, writer.rows, f"write_zarr({path})")
+            writer.append(block.astype(out_dtype, copy=False))
+        writer.commit()
+    finally:
+        writer.abort()
+    return ZarrSource(path)

@@ -1,0 +1,312 @@
+"""StreamingKMeans against scikit-learn, across schedulers, in and out of core."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import zarr
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import streamclust as sc
+
+CHAPTER = dict(
+    n_clusters=5,
+    n_init=10,
+    batch_size=100,
+    init_size=500,
+    max_steps=100,
+    last_n=10,
+    random_state=42,
+    progress=False,
+)
+
+
+def test_matches_minibatchkmeans_partial_fit(blobs32):
+    """n_init=1, same initial centers, same batches, no reassignment: same centers."""
+    X = blobs32[:5000].astype(np.float64)
+    init = X[:16].copy()
+    ref = MiniBatchKMeans(
+        n_clusters=16, init=init, n_init=1, batch_size=100, reassignment_ratio=0.0
+    )
+    for lo in range(0, len(X), 100):
+        ref.partial_fit(X[lo : lo + 100])
+    ours = sc.StreamingKMeans(
+        n_clusters=16,
+        init=init,
+        n_init=1,
+        batch_size=100,
+        reassignment_ratio=0.0,
+        shuffle=False,
+        client="sync",
+        progress=False,
+    ).fit(X)
+    assert ours.n_steps_ == 50
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-5)
+
+    stream = sc.StreamingKMeans(
+        n_clusters=16, init=init, n_init=1, batch_size=100, reassignment_ratio=0.0, progress=False
+    )
+    for lo in range(0, len(X), 100):
+        stream.partial_fit(X[lo : lo + 100])
+    np.testing.assert_allclose(stream.cluster_centers_, ref.cluster_centers_, rtol=1e-5)
+    # scikit-learn's partial_fit inertia_: the last batch with the updated centers.
+    assert stream.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)
+
+
+@pytest.mark.parametrize("ref_seed", [0, 42])
+def test_chapter_loop_matches_full_kmeans(chapter_X, ref_seed):
+    km = sc.StreamingKMeans(**CHAPTER).fit(chapter_X)
+    ref = KMeans(n_clusters=5, n_init=10, random_state=ref_seed).fit(chapter_X)
+    assert km.n_steps_ == 100 and km.n_passes_ == 5
+    assert km.inertia_ <= 1.01 * ref.inertia_
+    # inertia_ is the exact inertia over all rows, as scikit-learn computes it.
+    exact = ((chapter_X - km.cluster_centers_[km.labels_]) ** 2).sum()
+    assert km.inertia_ == pytest.approx(exact, rel=1e-12)
+    assert km.score(chapter_X) == pytest.approx(-exact, rel=1e-12)
+    assert km.init_scores_.shape == (10,)
+    assert km.best_init_ == int(np.argmin(km.init_scores_))
+
+
+def test_selection_full_and_refine(blobs32):
+    km = sc.StreamingKMeans(
+        n_clusters=16,
+        n_init=4,
+        batch_size=512,
+        selection="full",
+        random_state=1,
+        client="sync",
+        progress=False,
+    ).fit(blobs32)
+    assert km.init_inertias_.shape == (4,)
+    assert km.best_init_ == int(np.argmin(km.init_inertias_))
+    assert km.inertia_ == km.init_inertias_[km.best_init_]
+    refined = sc.StreamingKMeans(
+        n_clusters=16,
+        n_init=4,
+        batch_size=512,
+        selection="full",
+        refine=3,
+        random_state=1,
+        client="sync",
+        progress=False,
+    ).fit(blobs32)
+    assert refined.inertia_ < km.inertia_
+    # One more Lloyd step from the refined centers, done by scikit-learn.
+    ref = KMeans(n_clusters=16, init=refined.cluster_centers_, n_init=1, max_iter=1).fit(blobs32)
+    assert ref.inertia_ <= refined.inertia_ * (1 + 1e-6)
+
+
+def test_max_steps_wins_over_max_passes(chapter_X):
+    km = sc.StreamingKMeans(
+        n_clusters=5, batch_size=300, max_passes=1, max_steps=15, random_state=0, progress=False
+    ).fit(chapter_X)
+    assert km.n_steps_ == 15 and km.n_passes_ == 3
+    km = sc.StreamingKMeans(
+        n_clusters=5, batch_size=300, max_passes=2, random_state=0, progress=False
+    ).fit(chapter_X)
+    assert km.n_steps_ == 14 and km.n_passes_ == 2
+
+
+def test_last_n_longer_than_fit_uses_all_steps(chapter_X):
+    km = sc.StreamingKMeans(
+        n_clusters=5, batch_size=1000, last_n=50, random_state=0, progress=False
+    ).fit(chapter_X)
+    assert km.n_steps_ == 2
+    assert np.all(km.init_scores_ > 0)
+
+
+def test_no_center_dies(blobs32):
+    """Low-count centers are reassigned: every center ends up owning rows."""
+    init = np.repeat(blobs32[:1], 16, axis=0) + np.arange(16)[:, None] * 1e-3
+    km = sc.StreamingKMeans(
+        n_clusters=16, init=init, n_init=1, batch_size=256, random_state=0, progress=False
+    ).fit(blobs32)
+    assert len(np.unique(km.labels_)) == 16
+
+
+@pytest.mark.parametrize("client", ["sync", "threads"])
+def test_zarr_and_memmap_give_identical_centers(blobs_zarr, blobs_npy, blobs32, client):
+    params = dict(
+        n_clusters=16, n_init=3, batch_size=1000, random_state=7, client=client, progress=False
+    )
+    # The model depends on the data and its block partition; give both the same blocks.
+    a = sc.StreamingKMeans(**params).fit(sc.ZarrSource(blobs_zarr, block_rows=3000))
+    b = sc.StreamingKMeans(**params).fit(sc.NpySource(blobs_npy, block_rows=3000))
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    assert a.inertia_ == b.inertia_
+    assert not hasattr(a, "labels_")
+    # The in-memory twin with the same blocks gives the same model too.
+    c = sc.StreamingKMeans(**params).fit(sc.ArraySource(blobs32, block_rows=3000))
+    np.testing.assert_array_equal(a.cluster_centers_, c.cluster_centers_)
+
+
+def test_same_model_on_sync_threads_and_local_cluster(blobs_zarr, cluster_client):
+    from distributed import get_task_stream
+
+    params = dict(
+        n_clusters=16,
+        n_init=4,
+        batch_size=1000,
+        selection="full",
+        refine=1,
+        random_state=3,
+        progress=False,
+    )
+    sync = sc.StreamingKMeans(**params, client="sync").fit(blobs_zarr)
+    threads = sc.StreamingKMeans(**params, client="threads").fit(blobs_zarr)
+    with get_task_stream(cluster_client) as ts:
+        dist = sc.StreamingKMeans(**params, client=cluster_client).fit(blobs_zarr)
+    for other in (threads, dist):
+        np.testing.assert_array_equal(sync.cluster_centers_, other.cluster_centers_)
+        np.testing.assert_array_equal(sync.init_scores_, other.init_scores_)
+        assert sync.inertia_ == other.inertia_
+    # The work ran on both worker processes, not on the driver.
+    workers = {t["worker"] for t in ts.data}
+    assert workers == set(cluster_client.scheduler_info()["workers"])
+    assert any(t["key"].startswith("_scan_task") for t in ts.data)
+    assert any(t["key"].startswith("_read_task") for t in ts.data)
+
+
+def test_in_memory_on_cluster_matches_sync(blobs32, cluster_client):
+    params = dict(n_clusters=8, n_init=2, batch_size=2000, random_state=5, progress=False)
+    a = sc.StreamingKMeans(**params, client="sync").fit(blobs32)
+    b = sc.StreamingKMeans(**params, client=cluster_client).fit(blobs32)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+
+
+def test_fit_memory_does_not_grow_with_rows(tmp_path):
+    """Peak Python-heap memory of a fit over 4x more rows stays the same."""
+    from streamclust.datasets import write_blobs_zarr
+
+    peaks = []
+    for rows in (60_000, 60_000, 240_000):  # the first run warms caches and is not counted
+        if not (tmp_path / f"b{rows}.zarr").exists():
+            write_blobs_zarr(
+                tmp_path / f"b{rows}.zarr", rows, n_centers=8, n_features=16, block_rows=10_000
+            )
+        # Memory is bounded by the block, so fix the block and vary the rows.
+        src = sc.ZarrSource(tmp_path / f"b{rows}.zarr", block_rows=10_000)
+        km = sc.StreamingKMeans(
+            n_clusters=8, n_init=3, batch_size=1000, random_state=0, client="sync", progress=False
+        )
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        km.fit(src)
+        peaks.append(tracemalloc.get_traced_memory()[1] - base)
+        tracemalloc.stop()
+    data_bytes = 240_000 * 16 * 4
+    block_bytes = 10_000 * 16 * 4
+    assert peaks[2] < peaks[1] + block_bytes, peaks
+    assert peaks[2] < data_bytes / 2, peaks
+
+
+def test_predict_transform_score_on_every_input_kind(blobs32, blobs_zarr, tmp_path):
+    import dask.array as da
+
+    km = sc.StreamingKMeans(
+        n_clusters=8, n_init=2, batch_size=1000, random_state=0, client="sync", progress=False
+    ).fit(blobs32)
+    labels = km.predict(blobs32)
+    dist = km.transform(blobs32)
+    ref = np.sqrt(
+        ((blobs32[:, None, :].astype(np.float64) - km.cluster_centers_[None]) ** 2).sum(-1)
+    )
+    np.testing.assert_allclose(dist, ref, rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(labels, ref.argmin(1))
+    np.testing.assert_array_equal(km.predict(blobs_zarr), labels)
+    lazy = km.predict(da.from_array(blobs32, chunks=(3000, 8)))
+    assert isinstance(lazy, da.Array)
+    np.testing.assert_array_equal(lazy.compute(), labels)
+    lazy_t = km.transform(da.from_array(blobs32, chunks=(3000, 8)))
+    np.testing.assert_array_equal(lazy_t.compute(), dist)
+    out = km.predict(blobs_zarr, out=tmp_path / "labels.zarr")
+    stored = zarr.open_array(out, mode="r")
+    assert stored.attrs["committed_rows"] == len(labels)
+    np.testing.assert_array_equal(stored[:], labels)
+    km.predict(blobs_zarr, out=tmp_path / "labels.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), labels)
+    assert km.score(blobs_zarr) == pytest.approx(km.score(blobs32), rel=1e-12)
+    assert km.score(da.from_array(blobs32, chunks=(5000, 8))) == pytest.approx(
+        km.score(blobs32), rel=1e-12
+    )
+
+
+def test_fit_on_dask_array_equals_in_memory(blobs32):
+    import dask.array as da
+
+    params = dict(
+        n_clusters=8, n_init=2, batch_size=1000, random_state=0, client="sync", progress=False
+    )
+    a = sc.StreamingKMeans(**params).fit(da.from_array(blobs32, chunks=(4000, 8)))
+    b = sc.StreamingKMeans(**params).fit(sc.ArraySource(blobs32, block_rows=4000))
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+
+
+def test_save_load_predict_and_continue_bit_identical(blobs32, tmp_path):
+    km = sc.StreamingKMeans(
+        n_clusters=8, n_init=3, batch_size=500, random_state=0, progress=False
+    ).fit(blobs32[:10_000])
+    km.save(tmp_path / "model")
+    loaded = sc.load(tmp_path / "model")
+    assert isinstance(loaded, sc.StreamingKMeans)
+    assert loaded.get_params() == km.get_params()
+    np.testing.assert_array_equal(loaded.predict(blobs32), km.predict(blobs32))
+    for lo in range(10_000, 20_000, 500):
+        km.partial_fit(blobs32[lo : lo + 500])
+        loaded.partial_fit(blobs32[lo : lo + 500])
+    np.testing.assert_array_equal(loaded.cluster_centers_, km.cluster_centers_)
+    np.testing.assert_array_equal(loaded.init_scores_, km.init_scores_)
+    assert loaded.n_steps_ == km.n_steps_
+
+
+def test_partial_fit_stream_selects_by_last_n(chapter_X):
+    """The chapter's loop, one partial_fit per batch, all candidates in lockstep."""
+    rng = np.random.default_rng(42)
+    km = sc.StreamingKMeans(
+        n_clusters=5, n_init=10, init_size=500, last_n=10, random_state=42, progress=False
+    )
+    km.partial_fit(chapter_X[rng.choice(len(chapter_X), 500, replace=False)])
+    for _ in range(100):
+        km.partial_fit(chapter_X[rng.choice(len(chapter_X), 100, replace=False)])
+    assert km.n_steps_ == 101
+    assert km.best_init_ == int(np.argmin(km.init_scores_))
+    ref = KMeans(n_clusters=5, n_init=10, random_state=0).fit(chapter_X)
+    assert -km.score(chapter_X) <= 1.02 * ref.inertia_
+
+
+def test_partial_fit_on_a_source(blobs_zarr, blobs32):
+    km = sc.StreamingKMeans(
+        n_clusters=8, n_init=2, batch_size=1000, random_state=0, client="sync", progress=False
+    )
+    km.partial_fit(blobs_zarr)
+    assert km.n_steps_ == sum(
+        -(-(hi - lo) // 1000) for lo, hi in sc.open_source(blobs_zarr).blocks(1000)
+    )
+    assert km.inertia_ == pytest.approx(-km.score(blobs32), rel=1e-12)
+
+
+def test_pipeline_and_grid_search(blobs32):
+    pipe = make_pipeline(
+        StandardScaler(),
+        sc.StreamingKMeans(n_init=1, batch_size=500, random_state=0, progress=False),
+    )
+    grid = GridSearchCV(pipe, {"streamingkmeans__n_clusters": [4, 16]}, cv=2)
+    grid.fit(blobs32[:4000])
+    assert grid.best_params_["streamingkmeans__n_clusters"] == 16
+    assert pipe.fit_transform(blobs32[:2000]).shape == (2000, 8)
+
+
+def test_same_random_state_same_model_different_state_different(chapter_X):
+    a = sc.StreamingKMeans(n_clusters=5, random_state=1, progress=False).fit(chapter_X)
+    b = sc.StreamingKMeans(n_clusters=5, random_state=1, progress=False).fit(chapter_X)
+    c = sc.StreamingKMeans(n_clusters=5, random_state=2, batch_size=100, progress=False).fit(
+        chapter_X
+    )
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    assert not np.array_equal(a.cluster_centers_, c.cluster_centers_)
