@@ -232,6 +232,15 @@ def block_predict(block: np.ndarray, start: int, centers: np.ndarray) -> np.ndar
     return out
 
 
+def kmeans_plusplus_task(pool: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Task: k-means++ centers of ``pool`` (run in float64: scikit-learn's float32 path
+    upcasts chunk by chunk and is about twice as slow), returned in the pool's dtype."""
+    from sklearn.cluster import kmeans_plusplus
+
+    centers, _ = kmeans_plusplus(pool.astype(np.float64), k, random_state=seed)
+    return centers.astype(pool.dtype)
+
+
 def sample_rows(block: np.ndarray, start: int, n: int, seed: int) -> np.ndarray:
     """Task: ``n`` rows of a block drawn uniformly without replacement (seeded)."""
     if n >= block.shape[0]:

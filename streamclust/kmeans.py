@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
-from sklearn.cluster import kmeans_plusplus
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -234,7 +233,11 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ initialization
 
     def _init_candidates(
-        self, pool: np.ndarray, n_init: int, root: np.random.SeedSequence
+        self,
+        pool: np.ndarray,
+        n_init: int,
+        root: np.random.SeedSequence,
+        runner: runtime.Runner | None = None,
     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Initial centers (n_init, k, d) and reassignment RNG states of every candidate."""
         k = self.n_clusters
@@ -245,6 +248,10 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             )
         centers = np.empty((n_init, k, pool.shape[1]), pool.dtype)
         states = []
+        # On a cluster the candidates' k-means++ runs in parallel on the workers (one BLAS
+        # thread each); in-process, parallel runs would only fight over the BLAS threads.
+        runner = runner if runner is not None and runner.remote else runtime.Runner()
+        pending = {}
         for c in range(n_init):
             ss = _child(root, _SEED_CANDIDATE, c)
             init_ss, rng_ss = ss.spawn(2)
@@ -257,11 +264,13 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                     )
                 centers[c] = init
             elif self.init == "k-means++":
-                centers[c], _ = kmeans_plusplus(pool, k, random_state=_seed_int(init_ss))
+                pending[c] = runner.submit(K.kmeans_plusplus_task, pool, k, _seed_int(init_ss))
             else:
                 rng = np.random.default_rng(init_ss)
                 centers[c] = pool[rng.choice(pool.shape[0], size=k, replace=False)]
             states.append(dict(np.random.PCG64(rng_ss).state))
+        for c, fut in pending.items():
+            centers[c] = fut.result()
         return centers, states
 
     def _init_pool(
@@ -300,7 +309,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         ranges = source.blocks(min_rows=self.batch_size)
 
         pool = self._init_pool(source, ranges, runner, root)
-        centers, rng_states = self._init_candidates(pool, n_init, root)
+        centers, rng_states = self._init_candidates(pool, n_init, root, runner)
         groups = np.array_split(np.arange(n_init), min(n_init, runner.n_workers))
         chains = [
             K.new_chain(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import importlib
 import logging
 import os
 import sys
@@ -171,6 +172,8 @@ def _local_client() -> Any:
             silence_logs=logging.ERROR,
         )
         client = Client(_local_cluster, set_as_default=False)
+        # Import the kernels on every worker now, not inside the first timed task.
+        client.run(importlib.import_module, "streamclust._kmeans_kernels")
         _clients["local"] = client
     _announce(client)
     return client

@@ -360,15 +360,26 @@ class ZarrSource(Source):
                 f"{self.name}: {self._chunk_span(bad, stop)} lie past committed_rows="
                 f"{self.committed_rows}: the store was not completely written; rewrite it"
             )
+        arr = self._h_array()
         try:
-            return self._h_array()[start:stop]
-        except SourceError:
-            raise
+            return arr[start:stop]
         except Exception as exc:
-            raise SourceError(
-                f"{self.name}: {self._chunk_span(start, stop)} cannot be read ({exc}); "
-                "the chunk is corrupt: restore or rewrite the store"
-            ) from exc
+            first_error: Exception = exc
+        # Find the chunk that fails, so the message names it.
+        lo = start
+        while lo < stop:
+            hi = min((lo // self.chunk_rows + 1) * self.chunk_rows, stop)
+            try:
+                arr[lo:hi]
+            except Exception as exc:
+                raise SourceError(
+                    f"{self.name}: {self._chunk_span(lo, hi)} cannot be read ({exc}); "
+                    "the chunk is corrupt: restore or rewrite the store"
+                ) from exc
+            lo = hi
+        raise SourceError(
+            f"{self.name}: {self._chunk_span(start, stop)} cannot be read ({first_error})"
+        ) from first_error
 
     def _raise_not_finite(self, block: np.ndarray, start: int) -> None:
         # A chunk that was never written reads back as the NaN fill value.
@@ -497,9 +508,10 @@ def _check_2d(array: Any, name: str) -> None:
 def _batch_file_shape(path: str, header: bool) -> tuple[int, int, np.dtype]:
     if path.endswith(".npy"):
         try:
-            with open(path, "rb") as fh:
-                version = np.lib.format.read_magic(fh)
-                shape, _, dtype = np.lib.format._read_array_header(fh, version)  # type: ignore[attr-defined]
+            # A memory map reads only the header.
+            header = np.load(path, mmap_mode="r", allow_pickle=False)
+            shape, dtype = header.shape, header.dtype
+            del header
         except (OSError, ValueError) as exc:
             raise SourceError(f"{path}: not a readable .npy file ({exc})") from exc
         if len(shape) != 2:

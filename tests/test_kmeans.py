@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 
 import numpy as np
@@ -181,11 +182,11 @@ def test_in_memory_on_cluster_matches_sync(blobs32, cluster_client):
 
 
 def test_fit_memory_does_not_grow_with_rows(tmp_path):
-    """Peak Python-heap memory of a fit over 4x more rows stays the same."""
+    """Peak Python-heap memory of a fit over 8x more rows stays the same."""
     from streamclust.datasets import write_blobs_zarr
 
     peaks = []
-    for rows in (60_000, 60_000, 240_000):  # the first run warms caches and is not counted
+    for rows in (60_000, 60_000, 480_000):  # the first run warms caches and is not counted
         if not (tmp_path / f"b{rows}.zarr").exists():
             write_blobs_zarr(
                 tmp_path / f"b{rows}.zarr", rows, n_centers=8, n_features=16, block_rows=10_000
@@ -195,15 +196,17 @@ def test_fit_memory_does_not_grow_with_rows(tmp_path):
         km = sc.StreamingKMeans(
             n_clusters=8, n_init=3, batch_size=1000, random_state=0, client="sync", progress=False
         )
+        gc.collect()
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         km.fit(src)
         peaks.append(tracemalloc.get_traced_memory()[1] - base)
         tracemalloc.stop()
-    data_bytes = 240_000 * 16 * 4
+    data_bytes = 480_000 * 16 * 4
     block_bytes = 10_000 * 16 * 4
-    assert peaks[2] < peaks[1] + block_bytes, peaks
-    assert peaks[2] < data_bytes / 2, peaks
+    # 8x the rows: a per-row leak would add megabytes; allow two blocks of noise.
+    assert peaks[2] < peaks[1] + 2 * block_bytes, peaks
+    assert peaks[2] < data_bytes / 5, peaks
 
 
 def test_predict_transform_score_on_every_input_kind(blobs32, blobs_zarr, tmp_path):

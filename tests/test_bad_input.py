@@ -1,0 +1,283 @@
+"""Bad input fails fast with one line naming the value and the fix, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import zarr
+
+import streamclust as sc
+from streamclust.cli import main
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture()
+def data_dir(tmp_path, blobs32):
+    np.save(tmp_path / "x.npy", blobs32[:3000])
+    sc.write_zarr(blobs32[:3000], tmp_path / "x.zarr", block_rows=1000)
+    return tmp_path
+
+
+def snapshot(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+# ---------------------------------------------------------------- library errors
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"n_clusters": 0}, "n_clusters=0 must be >= 1"),
+        ({"n_init": 0}, "n_init=0 must be >= 1"),
+        ({"batch_size": 1.5}, "batch_size=1.5 must be an integer"),
+        ({"init_size": 3, "n_clusters": 5}, "init_size=3 is smaller than n_clusters=5"),
+        ({"last_n": 0}, "last_n=0 must be >= 1"),
+        ({"selection": "best"}, "selection='best' is not one of"),
+        ({"reassignment_ratio": 2.0}, r"reassignment_ratio=2.0 is outside \[0.0, 1.0\]"),
+        ({"init": "kmeans||"}, "init='kmeans||' is not one of"),
+        ({"init": np.zeros((3, 8)), "n_clusters": 5, "n_init": 1}, r"init has shape \(3, 8\)"),
+        ({"client": "nonsense"}, "scheduler='nonsense' is not an address"),
+    ],
+)
+def test_bad_parameters(params, match, blobs32):
+    with pytest.raises(sc.ParameterError, match=match):
+        sc.StreamingKMeans(progress=False, **params).fit(blobs32)
+
+
+@pytest.mark.parametrize(
+    ("X", "match"),
+    [
+        (np.zeros(10), "Reshape your data"),
+        (np.zeros((2, 3, 4)), "dim 3"),
+        (np.zeros((0, 3)), "0 sample"),
+        (np.array([[1.0, np.nan]] * 20), "NaN"),
+        (np.array([[1.0, np.inf]] * 20), "infinity"),
+    ],
+)
+def test_bad_arrays(X, match):
+    with pytest.raises(sc.DataError, match=match):
+        sc.StreamingKMeans(n_clusters=2, progress=False).fit(X)
+
+
+def test_more_clusters_than_rows():
+    with pytest.raises(sc.DataError, match="n_clusters=12 exceeds the 10 rows"):
+        sc.StreamingKMeans(n_clusters=12, progress=False).fit(
+            np.random.default_rng(0).random((10, 2))
+        )
+
+
+def test_nan_rows_in_a_zarr_store_name_the_row(tmp_path, blobs32):
+    bad = blobs32[:3000].copy()
+    bad[1234, 3] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(sc.DataError, match="row 1234, column 3 is nan"):
+        sc.StreamingKMeans(n_clusters=4, client="sync", progress=False).fit(
+            str(tmp_path / "bad.npy")
+        )
+
+
+def test_predict_with_wrong_width(blobs32, data_dir):
+    km = sc.StreamingKMeans(n_clusters=4, progress=False).fit(blobs32[:2000])
+    with pytest.raises(sc.DataError, match="X has 3 features, but StreamingKMeans is expecting 8"):
+        km.predict(blobs32[:10, :3])
+    np.save(data_dir / "narrow.npy", blobs32[:100, :5])
+    with pytest.raises(sc.DataError, match="X has 5 features"):
+        km.predict(str(data_dir / "narrow.npy"))
+
+
+def test_missing_and_corrupt_zarr_chunks(tmp_path, blobs32):
+    src = sc.write_zarr(blobs32[:3000], tmp_path / "x.zarr", block_rows=1000)
+    shutil.copytree(tmp_path / "x.zarr", tmp_path / "missing.zarr")
+    os.remove(tmp_path / "missing.zarr" / "c" / "1" / "0")
+    with pytest.raises(sc.SourceError, match=r"chunk 1 \(rows 1000-2000\) reads as all NaN"):
+        sc.open_source(tmp_path / "missing.zarr").read(0, 3000)
+    chunk = tmp_path / "x.zarr" / "c" / "2" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[10] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    with pytest.raises(sc.SourceError, match=r"chunk 2 \(rows 2000-3000\) cannot be read"):
+        sc.StreamingKMeans(n_clusters=4, client="sync", progress=False).fit(src)
+
+
+def test_rows_past_committed_rows(tmp_path, blobs32):
+    sc.write_zarr(blobs32[:3000], tmp_path / "x.zarr", block_rows=1000)
+    arr = zarr.open_array(tmp_path / "x.zarr", mode="r+")
+    arr.attrs["committed_rows"] = 2000  # as if the writer died after two chunks
+    with pytest.raises(sc.SourceError, match="past committed_rows=2000"):
+        sc.open_source(tmp_path / "x.zarr").read(0, 3000)
+
+
+def test_unreachable_scheduler_fails_fast(blobs32, tmp_path):
+    np.save(tmp_path / "x.npy", blobs32[:100])
+    with pytest.raises(sc.SchedulerError, match="cannot reach the Dask scheduler"):
+        sc.StreamingKMeans(n_clusters=2, client="tcp://127.0.0.1:1", progress=False).fit(
+            str(tmp_path / "x.npy")
+        )
+
+
+# ---------------------------------------------------------------- model files
+
+
+def test_model_directory_errors(tmp_path, blobs32):
+    km = sc.StreamingKMeans(n_clusters=4, progress=False).fit(blobs32[:2000])
+    with pytest.raises(sc.ModelFileError, match="no saved model here"):
+        sc.load(tmp_path / "nothing")
+    km.save(tmp_path / "m")
+    arrays = tmp_path / "m" / "arrays.npz"
+    good = arrays.read_bytes()
+    arrays.write_bytes(good[: len(good) // 2])
+    with pytest.raises(sc.ModelFileError, match="checksum does not match"):
+        sc.load(tmp_path / "m")
+    arrays.write_bytes(good)
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    manifest["class"] = "os.system"
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(sc.ModelFileError, match=r"unknown model class 'os\.system'"):
+        sc.load(tmp_path / "m")
+    (tmp_path / "m" / "manifest.json").write_text("{not json")
+    with pytest.raises(sc.ModelFileError, match="unreadable manifest"):
+        sc.load(tmp_path / "m")
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(sc.ModelFileError, match="not a streamclust model"):
+        sc.load(tmp_path / "m")
+
+
+def test_pickled_arrays_are_refused(tmp_path, blobs32):
+    """An arrays file with an object array (which would need pickle) is rejected."""
+    import hashlib
+
+    km = sc.StreamingKMeans(n_clusters=4, progress=False).fit(blobs32[:2000])
+    km.save(tmp_path / "m")
+    arrays = tmp_path / "m" / "arrays.npz"
+    with np.load(arrays) as npz:
+        content = {k: npz[k] for k in npz.files}
+    content["cluster_centers_"] = np.array([{"evil": 1}], dtype=object)
+    np.savez(arrays, **content)
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    manifest["arrays"]["sha256"] = hashlib.sha256(arrays.read_bytes()).hexdigest()
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(sc.ModelFileError, match="unreadable"):
+        sc.load(tmp_path / "m")
+
+
+# ---------------------------------------------------------------- command line
+
+CLI_CASES = [
+    (["fit", "{d}/nope.zarr", "--k", "3", "--out", "{d}/m"], "no such file or directory"),
+    (["fit", "{d}/x.npy", "--k", "0", "--out", "{d}/m"], "n_clusters=0"),
+    (["fit", "{d}/x.npy", "--k", "3", "--n-init", "-1", "--out", "{d}/m"], "n_init=-1"),
+    (["fit", "{d}/x.npy", "--k", "3", "--batch-size", "abc", "--out", "{d}/m"], "abc"),
+    (["fit", "{d}/x.npy", "--k", "3"], "Missing option '--out'"),
+    (["fit", "{d}/x.npy", "--k", "5000", "--out", "{d}/m"], "n_clusters=5000 exceeds"),
+    (["fit", "{d}/x.npy", "--k", "3", "--init-size", "2", "--out", "{d}/m"], "init_size=2"),
+    (["fit", "{d}/x.npy", "--k", "3", "--selection", "x", "--out", "{d}/m"], "'x' is not one of"),
+    (["fit", "{d}/bad.csv", "--k", "3", "--out", "{d}/m"], "convert it first"),
+    (["fit", "{d}/raw.bin", "--k", "3", "--out", "{d}/m"], "pass dtype= and shape="),
+    (
+        [
+            "fit",
+            "{d}/raw.bin",
+            "--dtype",
+            "float32",
+            "--shape",
+            "-1,7",
+            "--k",
+            "3",
+            "--out",
+            "{d}/m",
+        ],
+        "not a whole number of 7-feature",
+    ),
+    (
+        ["fit", "{d}/x.npy", "--k", "3", "--scheduler", "tcp://127.0.0.1:1", "--out", "{d}/m"],
+        "cannot reach the Dask scheduler",
+    ),
+    (["fit", "{d}/x.npy", "--k", "3", "--out", "{d}/x.zarr"], "already exists"),
+    (
+        [
+            "fit",
+            "{d}/x.npy",
+            "--k",
+            "3",
+            "--tls-ca",
+            "{d}/ca.pem",
+            "--scheduler",
+            "tls://127.0.0.1:1",
+            "--out",
+            "{d}/m",
+        ],
+        "--tls-cert None: no such file",
+    ),
+    (
+        ["predict", "{d}/x.npy", "--model-dir", "{d}/nomodel", "--out", "{d}/l.zarr"],
+        "no saved model here",
+    ),
+    (
+        ["predict", "{d}/x.npy", "--model-dir", "{d}/model", "--out", "{d}/l.txt"],
+        "must end in .zarr or .npy",
+    ),
+    (
+        ["predict", "{d}/narrow.npy", "--model-dir", "{d}/model", "--out", "{d}/l.npy"],
+        "X has 5 features",
+    ),
+    (["score", "{d}/x.npy", "--model-dir", "{d}/x.zarr"], "no saved model here"),
+    (["convert", "{d}/bad.csv", "{d}/c.zarr"], "could not convert string"),
+    (["convert", "{d}/nan.csv", "{d}/c.zarr"], "is nan"),
+    (["convert", "{d}/x.npy", "{d}/c.txt"], "must end in .zarr"),
+    (["convert", "{d}/missing.csv", "{d}/c.zarr"], "no such file"),
+    (["convert", "{d}/x.npy", "{d}/c.zarr", "--block-rows", "0"], "--block-rows 0"),
+    (["demo", "--rows", "10"], "--rows 10 is too small"),
+    (["nosuchcommand"], "No such command"),
+]
+
+
+@pytest.fixture()
+def cli_dir(data_dir, blobs32, capsys):
+    (data_dir / "bad.csv").write_text("1,2,3\n4,abc,6\n")
+    (data_dir / "nan.csv").write_text("1,2,3\n4,nan,6\n")
+    (data_dir / "raw.bin").write_bytes(b"\0" * 100)
+    np.save(data_dir / "narrow.npy", blobs32[:100, :5])
+    (data_dir / "ca.pem").write_text("")
+    assert (
+        main(
+            [
+                "fit",
+                str(data_dir / "x.npy"),
+                "--k",
+                "3",
+                "--scheduler",
+                "sync",
+                "--out",
+                str(data_dir / "model"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    return data_dir
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    CLI_CASES,
+    ids=[" ".join(c[0][:2]) + f"-{i}" for i, c in enumerate(CLI_CASES)],
+)
+def test_cli_bad_input_is_one_line_exit_2_nothing_written(args, match, cli_dir, capsys):
+    before = snapshot(cli_dir)
+    code, _out, err = run_cli([a.replace("{d}", str(cli_dir)) for a in args], capsys)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("streamclust: error: "), err
+    assert match in err
+    assert "Traceback" not in err
+    assert snapshot(cli_dir) == before

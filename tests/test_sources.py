@@ -1,0 +1,167 @@
+"""Every Source reads the same rows as the in-memory array it was written from."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+
+import dask.array as da
+import numpy as np
+import pytest
+
+import streamclust as sc
+from streamclust.cli import main
+
+
+@pytest.fixture()
+def table():
+    return np.random.default_rng(0).normal(size=(1050, 6)).astype(np.float32)
+
+
+def all_sources(tmp_path, table):
+    np.save(tmp_path / "t.npy", table)
+    table.tofile(tmp_path / "t.bin")
+    batches = tmp_path / "batches"
+    batches.mkdir()
+    for i, lo in enumerate(range(0, len(table), 200)):
+        np.save(batches / f"b{i:03d}.npy", table[lo : lo + 200])
+    (batches / "late.npy.tmp").write_bytes(b"partial")  # still being written: ignored
+    return {
+        "zarr": sc.write_zarr(table, tmp_path / "t.zarr", block_rows=128),
+        "npy": sc.open_source(tmp_path / "t.npy", block_rows=128),
+        "raw": sc.open_source(tmp_path / "t.bin", dtype="float32", shape=(-1, 6)),
+        "array": sc.open_source(table, block_rows=100),
+        "dask": sc.open_source(da.from_array(table, chunks=(300, 3))),
+        "batches": sc.open_source(batches),
+    }
+
+
+def test_every_source_reads_the_same_rows(tmp_path, table):
+    for name, src in all_sources(tmp_path, table).items():
+        assert src.shape == table.shape, name
+        assert src.compute_dtype == np.float32, name
+        np.testing.assert_array_equal(src.read(0, src.n_rows), table, err_msg=name)
+        np.testing.assert_array_equal(src.read(17, 555), table[17:555], err_msg=name)
+        pieces = [b for _, b in src.iter_blocks()]
+        np.testing.assert_array_equal(np.concatenate(pieces), table, err_msg=name)
+        np.testing.assert_array_equal(src.to_dask().compute(), table, err_msg=name)
+        # Sources travel to workers as descriptions and reopen there.
+        clone = pickle.loads(pickle.dumps(src))
+        np.testing.assert_array_equal(clone.read(5, 9), table[5:9], err_msg=name)
+
+
+def test_block_ranges_cover_rows_and_respect_min_rows(tmp_path, table):
+    src = sc.ZarrSource(sc.write_zarr(table, tmp_path / "t.zarr", block_rows=100).path)
+    assert src.chunk_rows == 100
+    for min_rows in (1, 100, 250, 5000):
+        ranges = src.blocks(min_rows)
+        assert ranges[0][0] == 0 and ranges[-1][1] == len(table)
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+        assert all(hi - lo >= min(min_rows, len(table)) for lo, hi in ranges)
+
+
+def test_zarr_store_layout(tmp_path, table):
+    import zarr
+
+    src = sc.write_zarr(table, tmp_path / "t.zarr", block_rows=100)
+    arr = zarr.open_array(src.path, mode="r")
+    assert arr.metadata.zarr_format == 3
+    assert arr.attrs["committed_rows"] == len(table)
+    assert np.isnan(arr.metadata.fill_value)
+    names = [c["name"] for c in arr.metadata.to_dict()["codecs"]]
+    assert names == ["bytes", "zstd", "crc32c"]
+    assert not list(tmp_path.glob(".*tmp*"))  # the temporary store was renamed
+
+
+def test_write_zarr_from_blocks_and_crash_leaves_nothing(tmp_path, table):
+    def blocks():
+        yield table[:500]
+        yield table[500:]
+
+    src = sc.write_zarr(blocks(), tmp_path / "b.zarr", block_rows=128)
+    np.testing.assert_array_equal(src.read(0, src.n_rows), table)
+
+    def failing():
+        yield table[:500]
+        raise RuntimeError("producer died")
+
+    with pytest.raises(RuntimeError):
+        sc.write_zarr(failing(), tmp_path / "c.zarr")
+    assert not (tmp_path / "c.zarr").exists()
+    assert not list(tmp_path.glob(".c.zarr*"))
+
+
+def test_zarr_group_component(tmp_path, table):
+    import zarr
+
+    group = zarr.open_group(tmp_path / "g.zarr", mode="w")
+    group.create_array("X", data=table, chunks=(256, 6))
+    group.create_array("y", data=table[:, :2], chunks=(256, 2))
+    src = sc.open_source(tmp_path / "g.zarr")
+    np.testing.assert_array_equal(src.read(0, 10), table[:10])
+    src_y = sc.open_source(tmp_path / "g.zarr" / "y")
+    assert src_y.n_features == 2
+
+
+def test_zarr_v2_store(tmp_path, table):
+    import zarr
+
+    zarr.create_array(tmp_path / "v2.zarr", data=table, chunks=(300, 6), zarr_format=2)
+    src = sc.open_source(tmp_path / "v2.zarr")
+    np.testing.assert_array_equal(src.read(0, src.n_rows), table)
+
+
+def test_csv_batches_with_and_without_header(tmp_path, table):
+    d = tmp_path / "csv"
+    d.mkdir()
+    np.savetxt(d / "a.csv", table[:500], delimiter=",")
+    np.savetxt(d / "b.csv", table[500:], delimiter=",")
+    src = sc.open_source(d)
+    np.testing.assert_allclose(src.read(0, src.n_rows), table, rtol=1e-6)
+    h = tmp_path / "hcsv"
+    h.mkdir()
+    np.savetxt(h / "a.csv", table[:10], delimiter=",", header="a,b,c,d,e,f", comments="")
+    with pytest.raises(sc.DataError, match="a header row needs --header"):
+        sc.open_source(h)
+    assert sc.open_source(h, header=True).n_rows == 10
+
+
+def test_convert_cli_csv_and_npy(tmp_path, table, capsys):
+    np.savetxt(tmp_path / "t.csv", table, delimiter=",")
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "t.csv"),
+                str(tmp_path / "c.zarr"),
+                "--block-rows",
+                "200",
+                "--dtype",
+                "float32",
+            ]
+        )
+        == 0
+    )
+    src = sc.open_source(tmp_path / "c.zarr")
+    assert src.chunk_rows == 200 and src.dtype == np.float32
+    np.testing.assert_allclose(src.read(0, src.n_rows), table, rtol=1e-6)
+    np.save(tmp_path / "t.npy", table)
+    assert main(["convert", str(tmp_path / "t.npy"), str(tmp_path / "n.zarr"), "--json"]) == 0
+    assert '"rows": 1050' in capsys.readouterr().out
+
+
+def test_integer_data_computes_in_float64(tmp_path):
+    ints = np.arange(40, dtype=np.int32).reshape(20, 2)
+    np.save(tmp_path / "i.npy", ints)
+    src = sc.open_source(tmp_path / "i.npy")
+    block = src.read(0, 20)
+    assert block.dtype == np.float64
+    np.testing.assert_array_equal(block, ints)
+
+
+def test_raw_file_with_wrong_shape(tmp_path, table):
+    table.tofile(tmp_path / "t.bin")
+    with pytest.raises(
+        sc.DataError, match=r"has 25200 bytes but shape=\(10, 25\) of float32 needs 1000"
+    ):
+        sc.open_source(tmp_path / "t.bin", dtype="float32", shape=(10, 25))
