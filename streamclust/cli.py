@@ -337,8 +337,7 @@ def demo(
     """Write the chapter's 5-blob data and a synthetic set as Zarr, cluster both, print a table."""
     from sklearn.cluster import KMeans
 
-    from .datasets import make_chapter_blobs, write_blobs_zarr
-    from .kmeans import StreamingKMeans
+    from .datasets import CHAPTER_LOOP, make_chapter_blobs, write_blobs_zarr
     from .sources import write_zarr
 
     if rows < 1000:
@@ -354,56 +353,18 @@ def demo(
         blobs = root / "chapter_blobs.zarr"
         if not blobs.exists():
             write_zarr(X, blobs)
-        t0 = time.perf_counter()
-        km = StreamingKMeans(
-            n_clusters=5,
-            n_init=10,
-            batch_size=100,
-            init_size=500,
-            max_steps=100,
-            last_n=10,
-            random_state=42,
-            client=scheduler,
-            progress=progress,
-        ).fit(str(blobs))
-        t_ours = time.perf_counter() - t0
         ref = KMeans(n_clusters=5, n_init=10, random_state=42).fit(X)
         results.append(
-            {
-                "data": "chapter 5 blobs",
-                "rows": 2000,
-                "features": 2,
-                "k": 5,
-                "seconds": t_ours,
-                "inertia": km.inertia_,
-                "reference": "KMeans(n_init=10)",
-                "reference_inertia": ref.inertia_,
-            }
+            _timed_fit(str(blobs), CHAPTER_LOOP, scheduler, progress, "chapter 5 blobs")
+            | {"reference": "KMeans(n_init=10)", "reference_inertia": ref.inertia_}
         )
         synth = root / f"blobs_{rows}.zarr"
         if not synth.exists():
             write_blobs_zarr(synth, rows)
-        t0 = time.perf_counter()
-        km = StreamingKMeans(
-            n_clusters=64,
-            n_init=10,
-            batch_size=4096,
-            random_state=0,
-            client=scheduler,
-            progress=progress,
-        ).fit(str(synth))
-        t_big = time.perf_counter() - t0
+        big = {"n_clusters": 64, "n_init": 10, "batch_size": 4096, "random_state": 0}
         results.append(
-            {
-                "data": "64 overlapping blobs",
-                "rows": rows,
-                "features": 32,
-                "k": 64,
-                "seconds": t_big,
-                "inertia": km.inertia_,
-                "reference": "",
-                "reference_inertia": None,
-            }
+            _timed_fit(str(synth), big, scheduler, progress, "64 overlapping blobs")
+            | {"reference": "", "reference_inertia": None}
         )
     finally:
         if tmp:
@@ -423,6 +384,30 @@ def demo(
     if not tmp:
         lines.append(f"data kept in {root}")
     _emit(as_json, {"results": results}, lines)
+
+
+def _timed_fit(
+    path: str, params: dict[str, Any], scheduler: str | None, progress: bool, name: str
+) -> dict[str, Any]:
+    from .kmeans import StreamingKMeans
+
+    t0 = time.perf_counter()
+    km = StreamingKMeans(**params, client=scheduler, progress=progress).fit(path)
+    seconds = time.perf_counter() - t0
+    return {
+        "data": name,
+        "rows": _rows(path),
+        "features": km.n_features_in_,
+        "k": km.n_clusters,
+        "seconds": seconds,
+        "inertia": km.inertia_,
+    }
+
+
+def _rows(path: str) -> int:
+    from .sources import open_source
+
+    return open_source(path).n_rows
 
 
 def main(argv: list[str] | None = None) -> int:

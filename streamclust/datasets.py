@@ -10,11 +10,23 @@ import numpy as np
 
 from .sources import ZarrSource, write_zarr
 
-__all__ = ["BlobSpec", "blob_blocks", "make_chapter_blobs", "write_blobs_zarr"]
+__all__ = ["CHAPTER_LOOP", "BlobSpec", "blob_blocks", "make_chapter_blobs", "write_blobs_zarr"]
 
 #: The chapter's five blobs (centers, standard deviations, seed).
 CHAPTER_CENTERS = np.array([[0.2, 2.3], [-1.5, 2.3], [-2.8, 1.8], [-2.8, 2.8], [-2.8, 1.3]])
 CHAPTER_STDS = np.array([0.4, 0.3, 0.1, 0.1, 0.1])
+
+#: The chapter's manual mini-batch loop, as StreamingKMeans parameters: 10 inits, 100 steps
+#: of 100 rows after a 500-row initialization, best by the sum of the last 10 batch inertias.
+CHAPTER_LOOP = {
+    "n_clusters": 5,
+    "n_init": 10,
+    "batch_size": 100,
+    "init_size": 500,
+    "max_steps": 100,
+    "last_n": 10,
+    "random_state": 42,
+}
 
 
 def make_chapter_blobs(

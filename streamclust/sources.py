@@ -509,9 +509,9 @@ def _batch_file_shape(path: str, header: bool) -> tuple[int, int, np.dtype]:
     if path.endswith(".npy"):
         try:
             # A memory map reads only the header.
-            header = np.load(path, mmap_mode="r", allow_pickle=False)
-            shape, dtype = header.shape, header.dtype
-            del header
+            mapped: Any = np.load(path, mmap_mode="r", allow_pickle=False)
+            shape, dtype = mapped.shape, mapped.dtype
+            del mapped
         except (OSError, ValueError) as exc:
             raise SourceError(f"{path}: not a readable .npy file ({exc})") from exc
         if len(shape) != 2:

@@ -14,17 +14,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import streamclust as sc
+from streamclust.datasets import CHAPTER_LOOP
 
-CHAPTER = dict(
-    n_clusters=5,
-    n_init=10,
-    batch_size=100,
-    init_size=500,
-    max_steps=100,
-    last_n=10,
-    random_state=42,
-    progress=False,
-)
+CHAPTER = {**CHAPTER_LOOP, "progress": False}
 
 
 def test_matches_minibatchkmeans_partial_fit(blobs32):
