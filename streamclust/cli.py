@@ -390,24 +390,20 @@ def _timed_fit(
     path: str, params: dict[str, Any], scheduler: str | None, progress: bool, name: str
 ) -> dict[str, Any]:
     from .kmeans import StreamingKMeans
+    from .sources import open_source
 
+    source = open_source(path)
     t0 = time.perf_counter()
-    km = StreamingKMeans(**params, client=scheduler, progress=progress).fit(path)
+    km = StreamingKMeans(**params, client=scheduler, progress=progress).fit(source)
     seconds = time.perf_counter() - t0
     return {
         "data": name,
-        "rows": _rows(path),
+        "rows": source.n_rows,
         "features": km.n_features_in_,
         "k": km.n_clusters,
         "seconds": seconds,
         "inertia": km.inertia_,
     }
-
-
-def _rows(path: str) -> int:
-    from .sources import open_source
-
-    return open_source(path).n_rows
 
 
 def main(argv: list[str] | None = None) -> int:
