@@ -239,38 +239,39 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         root: np.random.SeedSequence,
         runner: runtime.Runner | None = None,
     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Initial centers (n_init, k, d) and reassignment RNG states of every candidate."""
+        """Initial centers (n_init, k, d) and reassignment RNG states of every candidate.
+
+        The candidates' k-means++ runs in parallel on the runner's workers or threads.
+        """
         k = self.n_clusters
         if pool.shape[0] < k:
             raise DataError(
                 f"n_clusters={k} exceeds the {pool.shape[0]} rows seen at initialization "
                 f"(n_samples={pool.shape[0]}); pass more rows or lower n_clusters"
             )
+        if not isinstance(self.init, str) and np.shape(self.init)[1] != pool.shape[1]:
+            raise DataError(
+                f"init has {np.shape(self.init)[1]} features but the data has {pool.shape[1]}; "
+                "pass centers of the data's width"
+            )
+        runner = runner if runner is not None else runtime.Runner()
         centers = np.empty((n_init, k, pool.shape[1]), pool.dtype)
         states = []
-        # On a cluster the candidates' k-means++ runs in parallel on the workers (one BLAS
-        # thread each); in-process, parallel runs would only fight over the BLAS threads.
-        runner = runner if runner is not None and runner.remote else runtime.Runner()
         pending = {}
-        for c in range(n_init):
-            ss = _child(root, _SEED_CANDIDATE, c)
-            init_ss, rng_ss = ss.spawn(2)
-            if not isinstance(self.init, str):
-                init = np.asarray(self.init, dtype=pool.dtype)
-                if init.shape[1] != pool.shape[1]:
-                    raise DataError(
-                        f"init has {init.shape[1]} features but the data has {pool.shape[1]}; "
-                        "pass centers of the data's width"
-                    )
-                centers[c] = init
-            elif self.init == "k-means++":
-                pending[c] = runner.submit(K.kmeans_plusplus_task, pool, k, _seed_int(init_ss))
-            else:
-                rng = np.random.default_rng(init_ss)
-                centers[c] = pool[rng.choice(pool.shape[0], size=k, replace=False)]
-            states.append(dict(np.random.PCG64(rng_ss).state))
-        for c, fut in pending.items():
-            centers[c] = fut.result()
+        with runner.parallel():
+            for c in range(n_init):
+                init_ss, rng_ss = _child(root, _SEED_CANDIDATE, c).spawn(2)
+                states.append(dict(np.random.PCG64(rng_ss).state))
+                if not isinstance(self.init, str):
+                    centers[c] = np.asarray(self.init, dtype=pool.dtype)
+                elif self.init == "k-means++":
+                    seed = _seed_int(init_ss)
+                    pending[c] = runner.submit(K.kmeans_plusplus_task, pool, k, seed)
+                else:
+                    rng = np.random.default_rng(init_ss)
+                    centers[c] = pool[rng.choice(pool.shape[0], size=k, replace=False)]
+            for c, fut in pending.items():
+                centers[c] = fut.result()
         return centers, states
 
     def _init_pool(

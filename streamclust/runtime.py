@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import contextlib
 import importlib
 import logging
 import os
@@ -46,6 +47,8 @@ _local_cluster: Any = None
 _clients: dict[str, Any] = {}
 _thread_pool: cf.ThreadPoolExecutor | None = None
 _announced: set[int] = set()
+_blas_sections = 0
+_blas_limiter: Any = None
 
 
 # --------------------------------------------------------------------------- runners
@@ -63,6 +66,15 @@ class _Done:
         return self.value
 
 
+class _Later:
+    """A block being read on the driver's thread pool (resolved before use)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: cf.Future[np.ndarray]) -> None:
+        self.future = future
+
+
 class Runner:
     """Runs tasks somewhere. ``submit`` returns an object with ``.result()``."""
 
@@ -70,12 +82,25 @@ class Runner:
     remote = False
     n_workers = 1
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def submit(self, fn: Callable[..., Any], *args: Any, worker: str | None = None) -> Any:
+        """Run ``fn(*args)``; ``worker`` is a placement hint (cluster runners only)."""
         return _Done(fn(*args))
 
     def block_handle(self, source: Source, lo: int, hi: int) -> Any:
         """Something a task can turn into the block ``lo:hi`` (see ``_block``)."""
         return (source, lo, hi)
+
+    def placement(self, n: int) -> list[str | None]:
+        """Where each of ``n`` chains of a scan lives (None: anywhere)."""
+        return [None] * n
+
+    def read_ahead(self, source: Source, lo: int, hi: int, places: list[str | None]) -> list[Any]:
+        """Block handles for a later step of a scan, one per chain placement."""
+        return [(source, lo, hi)] * len(places)
+
+    def parallel(self) -> contextlib.AbstractContextManager[None]:
+        """Context for a section whose tasks run concurrently in this process."""
+        return contextlib.nullcontext()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.kind} workers={self.n_workers}>"
@@ -98,8 +123,45 @@ class _ThreadRunner(Runner):
         self.pool = _thread_pool
         self.n_workers = self.pool._max_workers
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def submit(self, fn: Callable[..., Any], *args: Any, worker: str | None = None) -> Any:
         return self.pool.submit(fn, *args)
+
+    def read_ahead(self, source: Source, lo: int, hi: int, places: list[str | None]) -> list[Any]:
+        if source.in_memory:
+            return [(source, lo, hi)] * len(places)
+        # One read shared by every chain: the block lands in this process's memory.
+        fut = self.pool.submit(_read_task, source, lo, hi)
+        return [_Later(fut)] * len(places)
+
+    def parallel(self) -> contextlib.AbstractContextManager[None]:
+        return _single_threaded_blas() if self.n_workers > 1 else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """BLAS limited to one thread while tasks run on our thread pool.
+
+    Several threads each calling a multithreaded BLAS oversubscribe the cores,
+    and OpenBLAS serializes concurrent callers: on 2 cores a K-Means pass ran
+    1.6x slower. scikit-learn's KMeans limits BLAS the same way (threadpoolctl)
+    around its own threads. Sections nest and overlap; the last one to leave
+    restores the user's setting.
+    """
+    global _blas_sections, _blas_limiter
+    from threadpoolctl import threadpool_limits
+
+    with _lock:
+        if _blas_sections == 0:
+            _blas_limiter = threadpool_limits(limits=1, user_api="blas")
+        _blas_sections += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _blas_sections -= 1
+            if _blas_sections == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 class _DistributedRunner(Runner):
@@ -111,14 +173,30 @@ class _DistributedRunner(Runner):
         workers = client.scheduler_info(n_workers=-1).get("workers", {})
         self.n_workers = max(1, len(workers))
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return self.client.submit(fn, *args, pure=False)
+    def submit(self, fn: Callable[..., Any], *args: Any, worker: str | None = None) -> Any:
+        if worker is None:
+            return self.client.submit(fn, *args, pure=False)
+        # A preference, not a pin: if that worker is lost the task runs elsewhere.
+        return self.client.submit(fn, *args, pure=False, workers=[worker], allow_other_workers=True)
 
     def block_handle(self, source: Source, lo: int, hi: int) -> Any:
         if source.in_memory:
             # The data is on the driver already: ship the block, not the whole array.
             return self.client.scatter(source.read(lo, hi), hash=False)
         return (source, lo, hi)
+
+    def placement(self, n: int) -> list[str | None]:
+        workers = sorted(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+        return [workers[i % len(workers)] if workers else None for i in range(n)]
+
+    def read_ahead(self, source: Source, lo: int, hi: int, places: list[str | None]) -> list[Any]:
+        # Each chain's worker reads the block itself: shipping an 8 MiB block from
+        # the worker that read it to the others costs as much as reading it again,
+        # and it would draw every chain onto the reader's worker.
+        if source.in_memory:
+            data = source.read(lo, hi)
+            return [self.client.scatter(data, workers=[w] if w else None) for w in places]
+        return [self.submit(_read_task, source, lo, hi, worker=w) for w in places]
 
 
 def _block(handle: Any) -> np.ndarray:
@@ -297,29 +375,26 @@ def map_blocks(
     """
     ranges = source.blocks() if ranges is None else ranges
     window = max(2, 2 * runner.n_workers)
-    pending: deque[tuple[Any, int]] = deque()
     it = iter(ranges)
-    for lo, hi in it:
-        pending.append(
-            (runner.submit(_map_task, fn, runner.block_handle(source, lo, hi), lo, args), hi - lo)
-        )
-        if len(pending) >= window:
-            break
-    while pending:
-        fut, n = pending.popleft()
-        result = fut.result()
+    pending: deque[tuple[Any, int]] = deque()
+
+    def _submit_next() -> None:
         nxt = next(it, None)
         if nxt is not None:
             lo, hi = nxt
-            pending.append(
-                (
-                    runner.submit(_map_task, fn, runner.block_handle(source, lo, hi), lo, args),
-                    hi - lo,
-                )
-            )
-        if progress is not None:
-            progress(n)
-        yield result
+            handle = runner.block_handle(source, lo, hi)
+            pending.append((runner.submit(_map_task, fn, handle, lo, args), hi - lo))
+
+    with runner.parallel():
+        for _ in range(window):
+            _submit_next()
+        while pending:
+            fut, n = pending.popleft()
+            result = fut.result()
+            _submit_next()
+            if progress is not None:
+                progress(n)
+            yield result
 
 
 def _read_task(source: Source, lo: int, hi: int) -> np.ndarray:
@@ -351,39 +426,29 @@ def scan(
     ``readahead`` later blocks are read while the current one computes.
     """
     states = list(states)
-    reads: deque[Any] = deque()
+    places = runner.placement(len(states))
     queue = iter(steps)
-    planned: deque[tuple[int, int, Any]] = deque()
+    planned: deque[tuple[tuple[int, int, Any], list[Any]]] = deque()
 
-    def _prefetch() -> None:
+    def _read_next() -> None:
         nxt = next(queue, None)
-        if nxt is None:
-            return
-        lo, hi, _ = nxt
-        planned.append(nxt)
-        if runner.kind == "sync":
-            reads.append(None)
-        elif source.in_memory:
-            reads.append(runner.block_handle(source, lo, hi))
-        else:
-            reads.append(runner.submit(_read_task, source, lo, hi))
+        if nxt is not None:
+            planned.append((nxt, runner.read_ahead(source, nxt[0], nxt[1], places)))
 
-    for _ in range(readahead + 1):
-        _prefetch()
-    while planned:
-        lo, hi, arg = planned.popleft()
-        read = reads.popleft()
-        if read is None:
-            handle: Any = (source, lo, hi)
-        elif runner.kind == "threads" and not source.in_memory:
-            handle = read.result()
-        else:
-            handle = read
-        _prefetch()
-        futures = [runner.submit(_scan_task, fn, handle, lo, s, (arg,)) for s in states]
-        states = [f.result() for f in futures]
-        if progress is not None:
-            progress(hi - lo)
+    with runner.parallel():
+        for _ in range(readahead + 1):
+            _read_next()
+        while planned:
+            (lo, hi, arg), handles = planned.popleft()
+            handles = [h.future.result() if isinstance(h, _Later) else h for h in handles]
+            _read_next()
+            futures = [
+                runner.submit(_scan_task, fn, h, lo, s, (arg,), worker=w)
+                for h, s, w in zip(handles, states, places, strict=True)
+            ]
+            states = [f.result() for f in futures]
+            if progress is not None:
+                progress(hi - lo)
     return states
 
 
