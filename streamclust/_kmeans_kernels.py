@@ -346,12 +346,47 @@ def block_predict(block: np.ndarray, start: int, centers: np.ndarray) -> np.ndar
     return out
 
 
-def kmeans_plusplus_task(pool: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Task: k-means++ centers of ``pool`` (run in float64: scikit-learn's float32 path
-    upcasts chunk by chunk and is about twice as slow), returned in the pool's dtype."""
-    from sklearn.cluster import kmeans_plusplus
+def kmeans_plusplus(pool: np.ndarray, k: int, seeds: list[int]) -> np.ndarray:
+    """Greedy k-means++ for ``len(seeds)`` candidates in lockstep, (g, k, d) in the pool dtype.
 
-    centers, _ = kmeans_plusplus(pool.astype(np.float64), k, random_state=seed)
+    The algorithm of scikit-learn's ``kmeans_plusplus`` (``2 + log(k)`` local
+    trials per center, the trial that lowers the potential most wins), run for
+    every candidate at once: each round's trial centers of all candidates are
+    measured against the pool with one stacked GEMM, as the mini-batch steps
+    are. In float64 (scikit-learn's float32 path upcasts chunk by chunk and is
+    about twice as slow). Candidate ``i`` depends only on ``seeds[i]``.
+    """
+    X = pool.astype(np.float64)
+    n, d = X.shape
+    g = len(seeds)
+    trials = 2 + int(np.log(k))
+    rngs = [np.random.default_rng(s) for s in seeds]
+    xx = np.einsum("ij,ij->i", X, X)
+
+    def sq_dist(C: np.ndarray) -> np.ndarray:
+        D = C @ (-2 * X.T)
+        D += np.einsum("ij,ij->i", C, C)[:, None]
+        D += xx
+        return np.maximum(D, 0, out=D)
+
+    every = np.arange(g)
+    ids = np.array([rng.integers(n) for rng in rngs])
+    centers = np.empty((g, k, d), np.float64)
+    centers[:, 0] = X[ids]
+    closest = sq_dist(X[ids])  # (g, n): squared distance to the nearest chosen center
+    potential = closest.sum(axis=1)
+    for c in range(1, k):
+        draws = np.stack([rng.uniform(size=trials) for rng in rngs]) * potential[:, None]
+        cum = np.cumsum(closest, axis=1)
+        trial_ids = np.stack([np.searchsorted(cum[i], draws[i]) for i in range(g)])
+        np.minimum(trial_ids, n - 1, out=trial_ids)
+        dist = sq_dist(X[trial_ids.ravel()]).reshape(g, trials, n)
+        np.minimum(dist, closest[:, None, :], out=dist)
+        pots = dist.sum(axis=2)
+        best = pots.argmin(axis=1)
+        closest = dist[every, best]
+        potential = pots[every, best]
+        centers[:, c] = X[trial_ids[every, best]]
     return centers.astype(pool.dtype)
 
 

@@ -75,8 +75,9 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         accumulated in float64 in one pass after fitting.
     initialization
         ``init_size`` rows are sampled uniformly from up to 8 randomly chosen
-        blocks; each candidate runs k-means++ (or picks random rows) on that
-        sample with its own seed.
+        blocks; each candidate runs greedy k-means++ (or picks random rows) on
+        that sample with its own seed. The candidates' k-means++ rounds also
+        run in lockstep: one stacked GEMM measures all their trial centers.
 
     Parameters
     ----------
@@ -233,16 +234,9 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ initialization
 
     def _init_candidates(
-        self,
-        pool: np.ndarray,
-        n_init: int,
-        root: np.random.SeedSequence,
-        runner: runtime.Runner | None = None,
+        self, pool: np.ndarray, n_init: int, root: np.random.SeedSequence, runner: runtime.Runner
     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Initial centers (n_init, k, d) and reassignment RNG states of every candidate.
-
-        The candidates' k-means++ runs in parallel on the runner's workers or threads.
-        """
+        """Initial centers (n_init, k, d) and reassignment RNG states of every candidate."""
         k = self.n_clusters
         if pool.shape[0] < k:
             raise DataError(
@@ -254,24 +248,23 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 f"init has {np.shape(self.init)[1]} features but the data has {pool.shape[1]}; "
                 "pass centers of the data's width"
             )
-        runner = runner if runner is not None else runtime.Runner()
-        centers = np.empty((n_init, k, pool.shape[1]), pool.dtype)
-        states = []
-        pending = {}
-        with runner.parallel():
-            for c in range(n_init):
-                init_ss, rng_ss = _child(root, _SEED_CANDIDATE, c).spawn(2)
-                states.append(dict(np.random.PCG64(rng_ss).state))
-                if not isinstance(self.init, str):
-                    centers[c] = np.asarray(self.init, dtype=pool.dtype)
-                elif self.init == "k-means++":
-                    seed = _seed_int(init_ss)
-                    pending[c] = runner.submit(K.kmeans_plusplus_task, pool, k, seed)
-                else:
-                    rng = np.random.default_rng(init_ss)
-                    centers[c] = pool[rng.choice(pool.shape[0], size=k, replace=False)]
-            for c, fut in pending.items():
-                centers[c] = fut.result()
+        seeds = [_child(root, _SEED_CANDIDATE, c).spawn(2) for c in range(n_init)]
+        states = [dict(np.random.PCG64(rng_ss).state) for _, rng_ss in seeds]
+        if not isinstance(self.init, str):
+            centers = np.repeat(np.asarray(self.init, dtype=pool.dtype)[None], n_init, axis=0)
+        elif self.init == "k-means++":
+            # One task, on a worker or a pool thread (one BLAS thread, like the steps).
+            with runner.parallel():
+                centers = runner.submit(
+                    K.kmeans_plusplus, pool, k, [_seed_int(init_ss) for init_ss, _ in seeds]
+                ).result()
+        else:
+            centers = np.stack(
+                [
+                    pool[np.random.default_rng(init_ss).choice(len(pool), size=k, replace=False)]
+                    for init_ss, _ in seeds
+                ]
+            )
         return centers, states
 
     def _init_pool(
@@ -447,7 +440,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             root = self._root_seed()
             ranges = source.blocks(min_rows=self.batch_size)
             pool = self._init_pool(source, ranges, runner, _child(root, _SEED_PARTIAL))
-            centers, rng_states = self._init_candidates(pool, n_init, root)
+            centers, rng_states = self._init_candidates(pool, n_init, root, runner)
             self._state = K.new_chain(centers, rng_states, self.last_n, tuple(range(n_init)))
             self.n_steps_ = 0
             self.n_passes_ = 0
