@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _kmeans_kernels as K
 from . import runtime
+from ._apply import apply_blocks
 from ._validation import (
     as_source,
     check_float,
@@ -21,7 +22,7 @@ from ._validation import (
     is_out_of_core,
 )
 from .exceptions import DataError, ParameterError
-from .sources import ArraySource, Source, write_array
+from .sources import ArraySource, Source
 
 __all__ = ["StreamingKMeans"]
 
@@ -484,33 +485,8 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ prediction
 
-    def _block_op(self, X: Any, fn: Any, out_dtype: Any, width: int | None) -> Any:
-        """Apply a per-block kernel with the fitted centers to any accepted input."""
-        check_is_fitted(self, "cluster_centers_")
-        from .sources import _is_dask_array
-
-        if _is_dask_array(X):
-            source = as_source(self, X, reset=False)
-            arr = X if len(X.chunks[1]) == 1 else X.rechunk({1: -1})
-            centers = self.cluster_centers_.astype(source.compute_dtype)
-            kwargs: dict[str, Any] = {
-                "dtype": out_dtype,
-                "meta": np.empty((0,) * (1 if width is None else 2), out_dtype),
-            }
-            if width is None:
-                kwargs["drop_axis"] = 1
-            else:
-                kwargs["chunks"] = (arr.chunks[0], (width,))
-            return arr.map_blocks(
-                _dask_block, fn, centers, source.compute_dtype, source.name, **kwargs
-            )
-        source = as_source(self, X, reset=False)
-        centers = self.cluster_centers_.astype(source.compute_dtype)
-        if isinstance(source, ArraySource):
-            block = source.read(0, source.n_rows)
-            return fn(block, 0, centers)
-        runner = runtime.resolve_runner(self.client, source)
-        return runtime.map_blocks(fn, source, centers, runner=runner), source
+    def _centers_for(self, source: Source) -> np.ndarray:
+        return self.cluster_centers_.astype(source.compute_dtype)
 
     def predict(self, X: Any, out: Any = None) -> Any:
         """Index of the nearest center for every row.
@@ -519,13 +495,13 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         to ``out``, a ``.zarr`` or ``.npy`` path, and returns the written
         Source's path), and a lazy dask array for dask input.
         """
-        result = self._block_op(X, K.block_predict, np.int32, None)
-        return _collect(result, out)
+        return apply_blocks(self, X, K.block_predict, self._centers_for, np.int32, None, out)
 
     def transform(self, X: Any, out: Any = None) -> Any:
         """Euclidean distance of every row to every center, shape (n_samples, n_clusters)."""
-        result = self._block_op(X, K.block_transform, None, self.n_clusters)
-        return _collect(result, out)
+        return apply_blocks(
+            self, X, K.block_transform, self._centers_for, None, self.n_clusters, out
+        )
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
         """Fit, then return the labels of ``X`` (``labels_`` for in-memory data)."""
@@ -604,36 +580,6 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
-
-
-def _dask_block(block: np.ndarray, fn: Any, centers: np.ndarray, dtype: Any, name: str) -> Any:
-    from ._validation import check_finite_block
-
-    block = np.asarray(block, dtype=dtype)
-    check_finite_block(block, 0, name)
-    return fn(block, 0, centers)
-
-
-def _collect(result: Any, out: Any) -> Any:
-    """Return per-block results as one array, or stream them into ``out`` and return its path.
-
-    ``result`` is an ndarray (in-memory input), a lazy dask array (dask input),
-    or ``(iterator of blocks in order, source)`` (a Source or path).
-    """
-    if isinstance(result, tuple):
-        parts, source = result
-        if out is None:
-            return np.concatenate(list(parts))
-        n_rows = source.n_rows
-    elif out is None:
-        return result
-    elif isinstance(result, np.ndarray):
-        parts, n_rows = [result], len(result)
-    else:  # a lazy dask array: compute and write one block at a time
-        parts = (np.asarray(b.compute()) for b in result.to_delayed().ravel())
-        n_rows = int(result.shape[0])
-    write_array(parts, out, n_rows=n_rows)
-    return str(out)
 
 
 def _merge_chains(chains: list[K.Chain]) -> K.Chain:

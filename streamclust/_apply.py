@@ -1,0 +1,84 @@
+"""Apply a fitted model's per-block kernel to any accepted input.
+
+Shared by every estimator's ``predict``-like methods: an ndarray gives an
+ndarray, a dask array a lazy dask array, a Source or path one data-parallel
+pass (results concatenated, or streamed into ``out``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from . import runtime
+from ._validation import as_source, check_finite_block
+from .sources import ArraySource, Source, _is_dask_array, write_array
+
+__all__ = ["apply_blocks"]
+
+
+def apply_blocks(
+    est: Any,
+    X: Any,
+    fn: Callable[..., np.ndarray],
+    arg_for: Callable[[Source], Any],
+    out_dtype: Any,
+    width: int | None,
+    out: Any = None,
+) -> Any:
+    """``fn(block, start, arg)`` over every row of ``X``, collected.
+
+    ``arg_for(source)`` gives the kernel's model argument (e.g. centers in the
+    data's compute dtype). ``width`` is the result's number of columns (None
+    for one value per row). With ``out`` (a ``.zarr`` or ``.npy`` path) the
+    result is streamed to disk block by block and its path returned.
+    """
+    check_is_fitted(est)
+    source = as_source(est, X, reset=False)
+    arg = arg_for(source)
+    if _is_dask_array(X):
+        arr = X if len(X.chunks[1]) == 1 else X.rechunk({1: -1})
+        kwargs: dict[str, Any] = {
+            "dtype": out_dtype,
+            "meta": np.empty((0,) * (1 if width is None else 2), out_dtype),
+        }
+        if width is None:
+            kwargs["drop_axis"] = 1
+        else:
+            kwargs["chunks"] = (arr.chunks[0], (width,))
+        lazy = arr.map_blocks(_dask_block, fn, arg, source.compute_dtype, source.name, **kwargs)
+        return _collect(lazy, None, out)
+    if isinstance(source, ArraySource):
+        return _collect(fn(source.read(0, source.n_rows), 0, arg), None, out)
+    runner = runtime.resolve_runner(est.client, source)
+    return _collect(runtime.map_blocks(fn, source, arg, runner=runner), source, out)
+
+
+def _dask_block(block: np.ndarray, fn: Any, arg: Any, dtype: Any, name: str) -> Any:
+    block = np.asarray(block, dtype=dtype)
+    check_finite_block(block, 0, name)
+    return fn(block, 0, arg)
+
+
+def _collect(result: Any, source: Source | None, out: Any) -> Any:
+    """Return the result, or stream it into ``out`` and return its path.
+
+    ``result`` is an ndarray (in-memory input), a lazy dask array (dask input),
+    or an iterator of per-block arrays in order (a Source).
+    """
+    if source is not None:
+        if out is None:
+            return np.concatenate(list(result))
+        parts, n_rows = result, source.n_rows
+    elif out is None:
+        return result
+    elif isinstance(result, np.ndarray):
+        parts, n_rows = [result], len(result)
+    else:  # a lazy dask array: compute and write one block at a time
+        parts = (np.asarray(b.compute()) for b in result.to_delayed().ravel())
+        n_rows = int(result.shape[0])
+    write_array(parts, out, n_rows=n_rows)
+    return str(out)
