@@ -8,6 +8,7 @@ from .exceptions import (
     SourceError,
     StreamclustError,
 )
+from .gmm import StreamingGaussianMixture
 from .kmeans import StreamingKMeans
 from .persistence import load
 from .runtime import get_client
@@ -38,6 +39,7 @@ __all__ = [
     "Source",
     "SourceError",
     "StreamclustError",
+    "StreamingGaussianMixture",
     "StreamingKMeans",
     "ZarrSource",
     "__version__",

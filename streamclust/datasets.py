@@ -44,6 +44,18 @@ def make_chapter_blobs(
     return X, y
 
 
+def make_chapter_mixture() -> tuple[np.ndarray, np.ndarray]:
+    """The chapter's Gaussian-mixture data: two sheared blobs (1,000 rows) and a round
+    one (250 rows) shifted to (6, -8), made with ``make_blobs`` as the chapter does."""
+    from sklearn.datasets import make_blobs
+
+    X1, y1 = make_blobs(n_samples=1000, centers=((4, -4), (0, 0)), random_state=42)
+    X1 = X1 @ np.array([[0.374, 0.95], [0.732, 0.598]])
+    X2, y2 = make_blobs(n_samples=250, centers=1, random_state=42)
+    X2 = X2 + np.array([6.0, -8.0])
+    return np.r_[X1, X2], np.r_[y1, y2]
+
+
 @dataclass(frozen=True)
 class BlobSpec:
     """Overlapping Gaussian blobs: centers uniform in [-4, 4]^d, per-blob isotropic std

@@ -300,37 +300,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         n_init = self._check_params()
         source = as_source(self, X, reset=True)
         runner = runtime.resolve_runner(self.client, source)
-        root = self._root_seed()
-        ranges = source.blocks(min_rows=self.batch_size)
-
-        pool = self._init_pool(source, ranges, runner, root)
-        centers, rng_states = self._init_candidates(pool, n_init, root, runner)
-        groups = np.array_split(np.arange(n_init), min(n_init, runner.n_workers))
-        chains = [
-            K.new_chain(
-                centers[g].copy(), [rng_states[i] for i in g], self.last_n, tuple(g.tolist())
-            )
-            for g in groups
-        ]
-
-        batches = [math.ceil((hi - lo) / self.batch_size) for lo, hi in ranges]
-        per_pass = sum(batches)
-        total = self.max_steps if self.max_steps is not None else self.max_passes * per_pass
-        n_passes = math.ceil(total / per_pass)
-        done = 0
-        for p in range(n_passes):
-            steps = self._pass_plan(ranges, batches, root, p, total - done)
-            done += sum(s[2][1] for s in steps)
-            with runtime.progress_bar(
-                sum(hi - lo for lo, hi, _ in steps), f"pass {p + 1}/{n_passes}", self.progress
-            ) as bar:
-                chains = runtime.scan(
-                    K.scan_block, source, chains, steps, runner=runner, progress=bar.update
-                )
-        state = _merge_chains(chains)
-        self._state = state
-        self.n_steps_ = done
-        self.n_passes_ = n_passes
+        state = self._lockstep_fit(source, runner, n_init)
         self.init_scores_ = state.window_scores()
 
         in_memory = isinstance(source, ArraySource)
@@ -361,6 +331,38 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         elif hasattr(self, "labels_"):
             del self.labels_
         return self
+
+    def _lockstep_fit(self, source: Source, runner: runtime.Runner, n_init: int) -> K.Chain:
+        """Initialize ``n_init`` candidates and run every step; the merged state."""
+        root = self._root_seed()
+        ranges = source.blocks(min_rows=self.batch_size)
+        pool = self._init_pool(source, ranges, runner, root)
+        centers, rng_states = self._init_candidates(pool, n_init, root, runner)
+        groups = np.array_split(np.arange(n_init), min(n_init, runner.n_workers))
+        chains = [
+            K.new_chain(
+                centers[g].copy(), [rng_states[i] for i in g], self.last_n, tuple(g.tolist())
+            )
+            for g in groups
+        ]
+        batches = [math.ceil((hi - lo) / self.batch_size) for lo, hi in ranges]
+        per_pass = sum(batches)
+        total = self.max_steps if self.max_steps is not None else self.max_passes * per_pass
+        n_passes = math.ceil(total / per_pass)
+        done = 0
+        for p in range(n_passes):
+            steps = self._pass_plan(ranges, batches, root, p, total - done)
+            done += sum(s[2][1] for s in steps)
+            with runtime.progress_bar(
+                sum(hi - lo for lo, hi, _ in steps), f"pass {p + 1}/{n_passes}", self.progress
+            ) as bar:
+                chains = runtime.scan(
+                    K.scan_block, source, chains, steps, runner=runner, progress=bar.update
+                )
+        self._state = _merge_chains(chains)
+        self.n_steps_ = done
+        self.n_passes_ = n_passes
+        return self._state
 
     def _pass_plan(
         self,

@@ -46,9 +46,13 @@ def _sha256(path: Path) -> str:
 
 
 def _registry() -> dict[str, type]:
+    from .gmm import StreamingGaussianMixture
     from .kmeans import StreamingKMeans
 
-    return {"StreamingKMeans": StreamingKMeans}
+    return {
+        "StreamingKMeans": StreamingKMeans,
+        "StreamingGaussianMixture": StreamingGaussianMixture,
+    }
 
 
 def _json_param(name: str, value: Any, arrays: dict[str, np.ndarray]) -> Any:

@@ -1,0 +1,284 @@
+"""Pure NumPy kernels of StreamingGaussianMixture: no Dask, no estimator.
+
+Everything runs in float64. The parameters of one mixture are a :class:`Params`
+(``log_weights``, ``means``, ``prec_chol`` in scikit-learn's layout for each
+covariance type). A block task returns, per candidate mixture, the sufficient
+statistics of one EM iteration (:class:`Stats`), which the driver adds up in
+block order; :func:`m_step` turns their sum into new parameters with
+scikit-learn's formulas.
+
+The second-order statistics are *shifted*: they are taken around each
+component's current mean ``m`` (``sum r (x - m)(x - m)^T``), which the next
+mean differs from only by the EM update. Raw moments (``E[xx^T] - mu mu^T``)
+would cancel catastrophically when the data sit far from the origin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg
+from scipy.special import logsumexp
+
+from .exceptions import DataError
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+_LOG_2PI = np.log(2 * np.pi)
+
+
+@dataclass
+class Params:
+    """One Gaussian mixture: ``K`` components in ``d`` features, one covariance type."""
+
+    log_weights: np.ndarray  # (K,)
+    means: np.ndarray  # (K, d)
+    prec_chol: np.ndarray  # full (K,d,d), tied (d,d), diag (K,d), spherical (K,)
+    cov_type: str
+
+
+@dataclass
+class Stats:
+    """Sums over rows of one candidate's E-step (shifted around ``Params.means``)."""
+
+    nk: np.ndarray  # (K,) sum of responsibilities
+    s1: np.ndarray  # (K, d) sum r (x - m)
+    #: full/tied (K, d, d): sum r (x - m)(x - m)^T; diag/spherical (K, d): its diagonal
+    s2: np.ndarray
+    log_lik: float  # sum over rows of log p(x)
+    n: int  # rows
+
+    def __iadd__(self, other: Stats) -> Stats:
+        self.nk += other.nk
+        self.s1 += other.s1
+        self.s2 += other.s2
+        self.log_lik += other.log_lik
+        self.n += other.n
+        return self
+
+
+def precision_cholesky(covariances: np.ndarray, cov_type: str) -> np.ndarray:
+    """Cholesky factor of the precision matrices (scikit-learn's ``precisions_cholesky_``)."""
+    fail = (
+        "a component's covariance is not positive definite (it collapsed onto too few "
+        "rows); increase reg_covar (e.g. reg_covar=1e-4) or lower n_components"
+    )
+    if cov_type in ("full", "tied"):
+        covs = covariances[None] if cov_type == "tied" else covariances
+        d = covs.shape[-1]
+        out = np.empty_like(covs)
+        for k, cov in enumerate(covs):
+            try:
+                chol = linalg.cholesky(cov, lower=True)
+            except linalg.LinAlgError as exc:
+                raise DataError(fail) from exc
+            out[k] = linalg.solve_triangular(chol, np.eye(d), lower=True).T
+        return out[0] if cov_type == "tied" else out
+    if np.any(covariances <= 0.0):
+        raise DataError(fail)
+    return 1.0 / np.sqrt(covariances)
+
+
+def prec_chol_from_precisions(precisions: np.ndarray, cov_type: str) -> np.ndarray:
+    """Precision Cholesky factors from precision matrices, as scikit-learn builds them
+    (upper triangular for full and tied, via the flipped lower Cholesky)."""
+
+    def upper(prec: np.ndarray) -> np.ndarray:
+        return np.flipud(np.fliplr(linalg.cholesky(np.flipud(np.fliplr(prec)), lower=True)))
+
+    if cov_type == "full":
+        return np.stack([upper(p) for p in precisions])
+    if cov_type == "tied":
+        return upper(precisions)
+    return np.sqrt(precisions)
+
+
+def covariances_from_prec_chol(prec_chol: np.ndarray, cov_type: str) -> np.ndarray:
+    """Covariances from precision Cholesky factors (inverse of :func:`precision_cholesky`)."""
+    if cov_type == "full":
+        return np.stack([np.linalg.inv(p @ p.T) for p in prec_chol])
+    if cov_type == "tied":
+        return np.linalg.inv(prec_chol @ prec_chol.T)
+    return 1.0 / prec_chol**2
+
+
+def log_gaussian_prob(X: np.ndarray, p: Params) -> np.ndarray:
+    """``log N(x | mean_k, cov_k)`` of every row for every component, (n, K).
+
+    Full and tied: one GEMM per component on the Cholesky-whitened data.
+    Diagonal and spherical: three GEMM-shaped products over all components.
+    """
+    n, d = X.shape
+    means, pc = p.means, p.prec_chol
+    K = means.shape[0]
+    if p.cov_type in ("full", "tied"):
+        log_det = (
+            np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1)
+            if p.cov_type == "full"
+            else np.full(K, np.log(np.diag(pc)).sum())
+        )
+        out = np.empty((n, K))
+        for k in range(K):
+            chol = pc[k] if p.cov_type == "full" else pc
+            y = X @ chol
+            y -= means[k] @ chol
+            out[:, k] = np.einsum("ij,ij->i", y, y)
+    elif p.cov_type == "diag":
+        log_det = np.log(pc).sum(axis=1)
+        prec = pc**2
+        out = (means**2 * prec).sum(axis=1) - 2.0 * (X @ (means * prec).T) + (X**2) @ prec.T
+    else:
+        log_det = d * np.log(pc)
+        prec = pc**2
+        xx = np.einsum("ij,ij->i", X, X)
+        out = (means**2).sum(axis=1) * prec - 2.0 * (X @ means.T) * prec + np.outer(xx, prec)
+    return -0.5 * (d * _LOG_2PI + out) + log_det
+
+
+def log_resp(X: np.ndarray, p: Params) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row ``log p(x)`` (n,) and log responsibilities (n, K)."""
+    weighted = log_gaussian_prob(X, p) + p.log_weights
+    norm = logsumexp(weighted, axis=1)
+    return norm, weighted - norm[:, None]
+
+
+def estep_stats(X: np.ndarray, p: Params, resp: np.ndarray | None = None) -> Stats:
+    """Sufficient statistics of one block for one mixture.
+
+    ``resp`` replaces the E-step's responsibilities (used to initialize from
+    hard or random assignments); ``log_lik`` is then 0.
+    """
+    if resp is None:
+        norm, lr = log_resp(X, p)
+        resp = np.exp(lr)
+        log_lik = float(norm.sum())
+    else:
+        log_lik = 0.0
+    K, d = p.means.shape
+    nk = resp.sum(axis=0)
+    s1 = resp.T @ X - nk[:, None] * p.means
+    if p.cov_type in ("full", "tied"):
+        s2 = np.empty((K, d, d))
+        for k in range(K):
+            diff = X - p.means[k]
+            s2[k] = (resp[:, k] * diff.T) @ diff
+    else:
+        s2 = np.empty((K, d))
+        for k in range(K):
+            diff = X - p.means[k]
+            s2[k] = resp[:, k] @ (diff * diff)
+    return Stats(nk, s1, s2, log_lik, X.shape[0])
+
+
+def m_step(
+    st: Stats, ref_means: np.ndarray, cov_type: str, reg_covar: float, initial: bool = False
+) -> Params:
+    """New parameters from summed statistics, with scikit-learn's formulas.
+
+    As scikit-learn, ``10 * eps`` is added to every ``nk`` (no empty component
+    divides by zero) and ``reg_covar`` to every variance; weights are ``nk``
+    normalized to sum 1, except at initialization (``initial``), where
+    scikit-learn divides by the number of rows.
+    """
+    d = ref_means.shape[1]
+    nk = st.nk + 10 * np.finfo(np.float64).eps
+    delta = st.s1 / nk[:, None]  # new mean - reference mean
+    means = ref_means + delta
+    if cov_type in ("full", "tied"):
+        # sum r (x - mu)(x - mu)^T  with  mu = m + delta
+        cross = st.s1[:, :, None] * delta[:, None, :]
+        scatter = (
+            st.s2
+            - cross
+            - cross.transpose(0, 2, 1)
+            + st.nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
+        )
+        if cov_type == "full":
+            covs = scatter / nk[:, None, None]
+            covs[:, np.arange(d), np.arange(d)] += reg_covar
+        else:
+            covs = scatter.sum(axis=0) / nk.sum()
+            covs.flat[:: d + 1] += reg_covar
+    else:
+        scatter = st.s2 - 2 * st.s1 * delta + st.nk[:, None] * delta**2
+        covs = scatter / nk[:, None] + reg_covar
+        if cov_type == "spherical":
+            covs = covs.mean(axis=1)
+    weights = nk / (st.n if initial else nk.sum())
+    return Params(np.log(weights), means, precision_cholesky(covs, cov_type), cov_type)
+
+
+def n_parameters(K: int, d: int, cov_type: str) -> int:
+    """Free parameters of a mixture (for BIC and AIC), as scikit-learn counts them."""
+    cov = {"full": K * d * (d + 1) // 2, "diag": K * d, "tied": d * (d + 1) // 2}.get(cov_type, K)
+    return int(cov + K * d + K - 1)
+
+
+# --------------------------------------------------------------------------- block tasks
+
+
+def block_estep(block: np.ndarray, start: int, params: list[Params | None]) -> list[Stats | None]:
+    """Task: statistics of one block for every candidate still iterating (None = done)."""
+    X = block.astype(np.float64, copy=False)
+    return [None if p is None else estep_stats(X, p) for p in params]
+
+
+def block_hard_stats(
+    block: np.ndarray, start: int, centers: np.ndarray, cov_type: str
+) -> list[Stats]:
+    """Task: statistics of hard nearest-center assignments, per candidate of (g, K, d) centers.
+
+    Shifted around the centers themselves (used for ``init_params="kmeans"``).
+    """
+    from ._kmeans_kernels import assign
+
+    X = block.astype(np.float64, copy=False)
+    labels, _ = assign(X, centers.astype(np.float64))
+    g, K, _ = centers.shape
+    out = []
+    for c in range(g):
+        resp = np.zeros((X.shape[0], K))
+        resp[np.arange(X.shape[0]), labels[:, c]] = 1.0
+        ref = Params(np.zeros(K), centers[c].astype(np.float64), np.empty(0), cov_type)
+        out.append(estep_stats(X, ref, resp))
+    return out
+
+
+def block_random_stats(
+    block: np.ndarray, start: int, ref_means: np.ndarray, seeds: list[int], cov_type: str
+) -> list[Stats]:
+    """Task: statistics of uniform random responsibilities (``init_params="random"``).
+
+    Each candidate's rows draw from a generator seeded by its seed and the
+    block's first row, so the result does not depend on where the task runs.
+    """
+    X = block.astype(np.float64, copy=False)
+    K = ref_means.shape[0]
+    out = []
+    for seed in seeds:
+        rng = np.random.default_rng([seed, start])
+        resp = rng.uniform(size=(X.shape[0], K))
+        resp /= resp.sum(axis=1, keepdims=True)
+        ref = Params(np.zeros(K), ref_means, np.empty(0), cov_type)
+        out.append(estep_stats(X, ref, resp))
+    return out
+
+
+def block_score(block: np.ndarray, start: int, p: Params) -> np.ndarray:
+    """Task: ``log p(x)`` of every row of one block."""
+    return log_resp(block.astype(np.float64, copy=False), p)[0]
+
+
+def block_score_sum(block: np.ndarray, start: int, p: Params) -> float:
+    """Task: the sum of ``log p(x)`` over one block."""
+    return float(block_score(block, start, p).sum())
+
+
+def block_proba(block: np.ndarray, start: int, p: Params) -> np.ndarray:
+    """Task: responsibilities (n, K) of one block."""
+    return np.exp(log_resp(block.astype(np.float64, copy=False), p)[1])
+
+
+def block_predict(block: np.ndarray, start: int, p: Params) -> np.ndarray:
+    """Task: most likely component (int32) of every row."""
+    return log_resp(block.astype(np.float64, copy=False), p)[1].argmax(axis=1).astype(np.int32)

@@ -1,0 +1,433 @@
+"""StreamingGaussianMixture: exact out-of-core EM with lockstep initializations."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from . import _gmm_kernels as G
+from . import runtime
+from ._apply import apply_blocks
+from ._kmeans_kernels import kmeans_plusplus
+from ._validation import as_source, check_float, check_int, check_option
+from .exceptions import DataError, ParameterError
+from .sources import Source, _is_dask_array
+
+__all__ = ["StreamingGaussianMixture"]
+
+
+class StreamingGaussianMixture(DensityMixin, ClusterMixin, BaseEstimator):
+    """Gaussian mixture fitted by exact EM over data larger than memory.
+
+    Every EM iteration is one data-parallel pass: each block returns the
+    sufficient statistics of every candidate (responsibility sums, weighted
+    sums and scatter matrices, log-likelihood), the driver adds them up in
+    block order in float64 and runs the M-step. The ``n_init`` candidates
+    iterate in lockstep, so one read of a block serves all of them; a
+    candidate that has converged stops costing anything. The candidate with
+    the highest lower bound wins. Parameters, attributes and formulas follow
+    scikit-learn's ``GaussianMixture``.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    tol : float, default=1e-3
+        Convergence threshold on the change of the lower bound (the mean
+        per-row log-likelihood).
+    reg_covar : float, default=1e-6
+        Added to the diagonal of every covariance.
+    max_iter : int, default=100
+        EM iterations (passes over the data) per candidate.
+    n_init : int, default=1
+    init_params : {"kmeans", "k-means++", "random"}, default="kmeans"
+        ``"kmeans"``: one pass of :class:`StreamingKMeans` (whose ``n_init``
+        candidates give one start each) and one pass of hard assignments.
+        ``"k-means++"``: k-means++ rows of a sample as means, ``reg_covar``
+        covariances (as scikit-learn). ``"random"``: one pass of uniform
+        random responsibilities.
+    weights_init, means_init, precisions_init : array, optional
+        Override the initialization, as in scikit-learn.
+    random_state : int, RandomState instance or None, default=None
+    warm_start : bool, default=False
+        Start from the fitted parameters (one candidate).
+    batch_size : int, default=4096
+        Mini-batch of the ``"kmeans"`` initialization.
+    client, progress
+        As for :class:`StreamingKMeans`.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init: Any = None,
+        means_init: Any = None,
+        precisions_init: Any = None,
+        random_state: Any = None,
+        warm_start: bool = False,
+        batch_size: int = 4096,
+        client: Any = None,
+        progress: bool = True,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.batch_size = batch_size
+        self.client = client
+        self.progress = progress
+
+    # ------------------------------------------------------------------ validation
+
+    def _check_params(self) -> None:
+        check_int("n_components", self.n_components, low=1)
+        check_option("covariance_type", self.covariance_type, G.COVARIANCE_TYPES)
+        check_float("tol", self.tol, low=0.0)
+        check_float("reg_covar", self.reg_covar, low=0.0)
+        check_int("max_iter", self.max_iter, low=1)
+        check_int("n_init", self.n_init, low=1)
+        check_option("init_params", self.init_params, ("kmeans", "k-means++", "random"))
+        check_int("batch_size", self.batch_size, low=1)
+
+    def _check_inits(self, d: int) -> None:
+        K, ct = self.n_components, self.covariance_type
+        if self.weights_init is not None:
+            w = np.asarray(self.weights_init, dtype=np.float64)
+            if w.shape != (K,) or np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+                raise ParameterError(
+                    f"weights_init must be {K} non-negative weights summing to 1; got {w}"
+                )
+        if self.means_init is not None and np.shape(self.means_init) != (K, d):
+            raise ParameterError(
+                f"means_init has shape {np.shape(self.means_init)}; pass ({K}, {d})"
+            )
+        if self.precisions_init is not None:
+            want = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ct]
+            if np.shape(self.precisions_init) != want:
+                raise ParameterError(
+                    f"precisions_init has shape {np.shape(self.precisions_init)}; "
+                    f"covariance_type={ct!r} needs {want}"
+                )
+
+    def _seed(self) -> int:
+        rs = check_random_state(self.random_state)
+        return int(rs.randint(0, 2**31 - 1))
+
+    # ------------------------------------------------------------------ initialization
+
+    def _initial_params(
+        self, source: Source, runner: runtime.Runner, n_init: int, seed: int
+    ) -> list[G.Params]:
+        K, ct, n = self.n_components, self.covariance_type, source.n_rows
+        if K > n:
+            raise DataError(
+                f"n_components={K} exceeds the {n} rows of the data; pass more rows or "
+                "lower n_components"
+            )
+        from .kmeans import StreamingKMeans
+
+        km = StreamingKMeans(
+            n_clusters=K,
+            n_init=n_init,
+            batch_size=self.batch_size,
+            random_state=seed,
+            client=self.client,
+            progress=self.progress,
+        )
+        if self.init_params == "kmeans":
+            centers = km._lockstep_fit(source, runner, n_init).centers
+            stats = self._sum_stats(source, runner, G.block_hard_stats, centers, ct, desc="init")
+            refs = centers.astype(np.float64)
+        elif self.init_params == "k-means++":
+            root = np.random.SeedSequence(seed)
+            pool = km._init_pool(source, source.blocks(), runner, root)
+            seeds = [int(s.generate_state(1)[0]) for s in root.spawn(n_init)]
+            refs = kmeans_plusplus(pool, K, seeds).astype(np.float64)
+            d = source.n_features
+            stats = [
+                G.Stats(np.ones(K), np.zeros((K, d)), _zero_s2(K, d, ct), 0.0, n) for _ in refs
+            ]
+        else:
+            pool = km._init_pool(source, source.blocks(), runner, np.random.SeedSequence(seed))
+            center = pool.astype(np.float64).mean(axis=0)
+            ref = np.repeat(center[None], K, axis=0)
+            seeds = [seed + c for c in range(n_init)]
+            stats = self._sum_stats(
+                source, runner, G.block_random_stats, ref, seeds, ct, desc="init"
+            )
+            refs = np.repeat(ref[None], n_init, axis=0)
+        params = [
+            G.m_step(st, ref, ct, self.reg_covar, initial=True)
+            for st, ref in zip(stats, refs, strict=True)
+        ]
+        return [self._apply_inits(p) for p in params]
+
+    def _apply_inits(self, p: G.Params) -> G.Params:
+        ct = self.covariance_type
+        log_w, means, pc = p.log_weights, p.means, p.prec_chol
+        if self.weights_init is not None:
+            log_w = np.log(np.asarray(self.weights_init, dtype=np.float64))
+        if self.means_init is not None:
+            means = np.asarray(self.means_init, dtype=np.float64).copy()
+        if self.precisions_init is not None:
+            prec = np.asarray(self.precisions_init, dtype=np.float64)
+            pc = G.prec_chol_from_precisions(prec, ct)
+        return G.Params(log_w, means, pc, ct)
+
+    def _sum_stats(
+        self, source: Source, runner: runtime.Runner, fn: Any, *kernel_args: Any, desc: str
+    ) -> list[Any]:
+        """Run ``fn`` over every block and add its per-candidate statistics in block order."""
+        total: list[Any] = []
+        with runtime.progress_bar(source.n_rows, desc, self.progress) as bar:
+            for part in runtime.map_blocks(
+                fn, source, *kernel_args, runner=runner, progress=bar.update
+            ):
+                if not total:
+                    total = list(part)
+                    continue
+                for c, st in enumerate(part):
+                    if st is not None:
+                        total[c] += st
+        return total
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:
+        """Fit on an array, dask array, Source or path."""
+        self._check_params()
+        warm = self.warm_start and hasattr(self, "_params")
+        source = as_source(self, X, reset=not warm)
+        if source.n_rows < 2:
+            raise DataError(
+                f"{source.name}: has {source.n_rows} row; a Gaussian mixture needs at least 2"
+            )
+        self._check_inits(source.n_features)
+        runner = runtime.resolve_runner(self.client, source)
+        if warm:
+            candidates = [self._params]
+        else:
+            candidates = self._initial_params(source, runner, int(self.n_init), self._seed())
+        n = len(candidates)
+        lower = np.full(n, -np.inf)
+        n_iter = np.zeros(n, int)
+        converged = np.zeros(n, bool)
+        active = list(candidates)
+        for it in range(1, int(self.max_iter) + 1):
+            params: list[G.Params | None] = [None if converged[c] else active[c] for c in range(n)]
+            stats = self._sum_stats(source, runner, G.block_estep, params, desc=f"EM {it}")
+            for c, st in enumerate(stats):
+                if st is None or converged[c]:
+                    continue
+                prev, lower[c] = lower[c], st.log_lik / st.n
+                active[c] = G.m_step(st, active[c].means, self.covariance_type, self.reg_covar)
+                n_iter[c] = it
+                if abs(lower[c] - prev) < self.tol:
+                    converged[c] = True
+            if converged.all():
+                break
+        # As scikit-learn: the first candidate with the highest lower bound.
+        best = int(np.argmax(lower))
+        if not converged[best]:
+            warnings.warn(
+                f"Best performing initialization did not converge. Try different init "
+                f"parameters, or increase max_iter={self.max_iter}, tol={self.tol}, or check "
+                "for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        self._set_params(active[best])
+        self.converged_ = bool(converged[best])
+        self.n_iter_ = int(n_iter[best])
+        self.lower_bound_ = float(lower[best])
+        self.init_lower_bounds_ = lower
+        return self
+
+    def _set_params(self, p: G.Params) -> None:
+        self._params = p
+        ct = p.cov_type
+        self.weights_ = np.exp(p.log_weights)
+        self.means_ = p.means
+        self.precisions_cholesky_ = p.prec_chol
+        if ct == "full":
+            self.precisions_ = np.einsum("kij,klj->kil", p.prec_chol, p.prec_chol)
+        elif ct == "tied":
+            self.precisions_ = p.prec_chol @ p.prec_chol.T
+        else:
+            self.precisions_ = p.prec_chol**2
+        self.covariances_ = G.covariances_from_prec_chol(p.prec_chol, ct)
+
+    # ------------------------------------------------------------------ scoring
+
+    def _params_for(self, source: Source) -> G.Params:
+        return self._params
+
+    def score_samples(self, X: Any, out: Any = None) -> Any:
+        """Log-density ``log p(x)`` of every row (lazy for dask input; ``out`` streams)."""
+        return apply_blocks(self, X, G.block_score, self._params_for, np.float64, None, out)
+
+    def predict_proba(self, X: Any, out: Any = None) -> Any:
+        """Responsibilities, shape (n_samples, n_components)."""
+        return apply_blocks(
+            self, X, G.block_proba, self._params_for, np.float64, self.n_components, out
+        )
+
+    def predict(self, X: Any, out: Any = None) -> Any:
+        """Most likely component of every row."""
+        return apply_blocks(self, X, G.block_predict, self._params_for, np.int32, None, out)
+
+    def fit_predict(self, X: Any, y: Any = None) -> Any:
+        return self.fit(X).predict(X)
+
+    def _total_log_lik(self, X: Any) -> tuple[float, int]:
+        """Sum of ``log p(x)`` over all rows and the row count (one pass, no per-row output)."""
+        check_is_fitted(self, "_params")
+        source = as_source(self, X, reset=False)
+        if _is_dask_array(X):
+            return float(self.score_samples(X).sum().compute()), source.n_rows
+        runner = runtime.resolve_runner(self.client, source)
+        parts = runtime.map_blocks(G.block_score_sum, source, self._params, runner=runner)
+        return float(np.sum(list(parts))), source.n_rows
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean per-row log-likelihood of ``X``."""
+        total, n = self._total_log_lik(X)
+        return total / n
+
+    def _n_parameters(self) -> int:
+        return G.n_parameters(self.n_components, self.means_.shape[1], self.covariance_type)
+
+    def bic(self, X: Any) -> float:
+        """Bayesian information criterion on ``X`` (lower is better), in one pass."""
+        total, n = self._total_log_lik(X)
+        return -2 * total + self._n_parameters() * np.log(n)
+
+    def aic(self, X: Any) -> float:
+        """Akaike information criterion on ``X`` (lower is better), in one pass."""
+        total, _ = self._total_log_lik(X)
+        return -2 * total + 2 * self._n_parameters()
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw rows from the fitted mixture (as scikit-learn: a seeded draw per component)."""
+        check_is_fitted(self, "_params")
+        return self.to_sklearn().sample(n_samples)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: Any) -> None:
+        """Save to directory ``path`` (arrays in ``.npz`` + JSON manifest, atomically)."""
+        from .persistence import save_model
+
+        save_model(self, path)
+
+    def _to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        check_is_fitted(self, "_params")
+        scalars = {
+            "n_features_in_": int(self.n_features_in_),
+            "converged_": bool(self.converged_),
+            "n_iter_": int(self.n_iter_),
+            "lower_bound_": float(self.lower_bound_),
+        }
+        p = self._params
+        arrays = {
+            "log_weights": p.log_weights,
+            "means": p.means,
+            "prec_chol": p.prec_chol,
+        }
+        if hasattr(self, "feature_names_in_"):
+            arrays["feature_names_in_"] = self.feature_names_in_.astype(str)
+        return scalars, arrays
+
+    def _from_state(self, scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        for name in ("n_features_in_", "converged_", "n_iter_", "lower_bound_"):
+            setattr(self, name, scalars[name])
+        if "feature_names_in_" in arrays:
+            self.feature_names_in_ = arrays["feature_names_in_"].astype(object)
+        means = arrays["means"]
+        if means.shape != (self.n_components, self.n_features_in_):
+            raise ValueError("means do not match n_components and n_features_in_")
+        self._set_params(
+            G.Params(arrays["log_weights"], means, arrays["prec_chol"], self.covariance_type)
+        )
+
+    # ------------------------------------------------------------------ interop
+
+    def to_sklearn(self) -> Any:
+        """A fitted scikit-learn ``GaussianMixture`` with the same parameters."""
+        from sklearn.mixture import GaussianMixture
+
+        check_is_fitted(self, "_params")
+        gm = GaussianMixture(
+            n_components=self.n_components,
+            covariance_type=self.covariance_type,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            n_init=self.n_init,
+            random_state=self.random_state,
+        )
+        for name in (
+            "weights_",
+            "means_",
+            "covariances_",
+            "precisions_",
+            "precisions_cholesky_",
+            "converged_",
+            "n_iter_",
+            "lower_bound_",
+            "n_features_in_",
+        ):
+            setattr(gm, name, getattr(self, name))
+        return gm
+
+    @classmethod
+    def from_sklearn(cls, gm: Any, **params: Any) -> StreamingGaussianMixture:
+        """A StreamingGaussianMixture with a fitted scikit-learn model's parameters."""
+        check_is_fitted(gm)
+        new = cls(
+            n_components=gm.n_components,
+            covariance_type=gm.covariance_type,
+            tol=gm.tol,
+            reg_covar=gm.reg_covar,
+            max_iter=gm.max_iter,
+            n_init=gm.n_init,
+            **params,
+        )
+        new.n_features_in_ = int(gm.means_.shape[1])
+        new._set_params(
+            G.Params(
+                np.log(gm.weights_),
+                np.asarray(gm.means_, np.float64),
+                np.asarray(gm.precisions_cholesky_, np.float64),
+                gm.covariance_type,
+            )
+        )
+        new.converged_ = bool(gm.converged_)
+        new.n_iter_ = int(gm.n_iter_)
+        new.lower_bound_ = float(gm.lower_bound_)
+        return new
+
+
+def _zero_s2(K: int, d: int, cov_type: str) -> np.ndarray:
+    return np.zeros((K, d, d) if cov_type in ("full", "tied") else (K, d))
