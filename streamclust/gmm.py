@@ -21,6 +21,9 @@ from .sources import Source, _is_dask_array
 
 __all__ = ["StreamingGaussianMixture"]
 
+#: Parameters with the same name and meaning in scikit-learn's GaussianMixture.
+_SHARED_PARAMS = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init")
+
 
 class StreamingGaussianMixture(DensityMixin, ClusterMixin, BaseEstimator):
     """Gaussian mixture fitted by exact EM over data larger than memory.
@@ -379,12 +382,7 @@ class StreamingGaussianMixture(DensityMixin, ClusterMixin, BaseEstimator):
 
         check_is_fitted(self, "_params")
         gm = GaussianMixture(
-            n_components=self.n_components,
-            covariance_type=self.covariance_type,
-            tol=self.tol,
-            reg_covar=self.reg_covar,
-            max_iter=self.max_iter,
-            n_init=self.n_init,
+            **{name: getattr(self, name) for name in _SHARED_PARAMS},
             random_state=self.random_state,
         )
         for name in (
@@ -405,15 +403,7 @@ class StreamingGaussianMixture(DensityMixin, ClusterMixin, BaseEstimator):
     def from_sklearn(cls, gm: Any, **params: Any) -> StreamingGaussianMixture:
         """A StreamingGaussianMixture with a fitted scikit-learn model's parameters."""
         check_is_fitted(gm)
-        new = cls(
-            n_components=gm.n_components,
-            covariance_type=gm.covariance_type,
-            tol=gm.tol,
-            reg_covar=gm.reg_covar,
-            max_iter=gm.max_iter,
-            n_init=gm.n_init,
-            **params,
-        )
+        new = cls(**{name: getattr(gm, name) for name in _SHARED_PARAMS}, **params)
         new.n_features_in_ = int(gm.means_.shape[1])
         new._set_params(
             G.Params(
