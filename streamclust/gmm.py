@@ -6,7 +6,7 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, DensityMixin
+from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
@@ -25,7 +25,7 @@ __all__ = ["StreamingGaussianMixture"]
 _SHARED_PARAMS = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init")
 
 
-class StreamingGaussianMixture(DensityMixin, ClusterMixin, BaseEstimator):
+class StreamingGaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by exact EM over data larger than memory.
 
     Every EM iteration is one data-parallel pass: each block returns the
@@ -224,7 +224,8 @@ class StreamingGaussianMixture(DensityMixin, ClusterMixin, BaseEstimator):
         source = as_source(self, X, reset=not warm)
         if source.n_rows < 2:
             raise DataError(
-                f"{source.name}: has {source.n_rows} row; a Gaussian mixture needs at least 2"
+                f"{source.name}: has {source.n_rows} row (n_samples={source.n_rows}); "
+                "a Gaussian mixture needs at least 2 rows"
             )
         self._check_inits(source.n_features)
         runner = runtime.resolve_runner(self.client, source)
