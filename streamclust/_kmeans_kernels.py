@@ -89,10 +89,10 @@ def _augmented_centers(C: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     return Ca
 
 
-def _augmented_rows(X: np.ndarray) -> np.ndarray:
+def _augmented_rows(X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``[x, 1]`` for every row of X, so ``Ca @ Xa.T`` is ``|c|^2 - 2 c.x`` in one GEMM."""
     n, d = X.shape
-    Xa = np.empty((n, d + 1), X.dtype)
+    Xa = np.empty((n, d + 1), X.dtype) if out is None else out
     Xa[:, :d] = X
     Xa[:, d] = 1
     return Xa
@@ -167,9 +167,7 @@ def assign(
     dist = _flat(ws.dist, b, g)
     for lo in range(0, b, ws.chunk):
         n = min(ws.chunk, b - lo)
-        Xa = _flat(ws.Xa, n, d + 1)
-        Xa[:, :d] = X[lo : lo + n]
-        Xa[:, d] = 1
+        Xa = _augmented_rows(X[lo : lo + n], out=_flat(ws.Xa, n, d + 1))
         D = np.matmul(Ca, Xa.T, out=_flat(ws.D, g * k, n)).reshape(g, k, n)
         m = np.minimum.reduce(D, axis=1, out=_flat(ws.m, g, n))
         eq = np.equal(D, m[:, None, :], out=_flat(ws.eq, g, k, n))

@@ -10,7 +10,14 @@ import numpy as np
 
 from .sources import ZarrSource, write_zarr
 
-__all__ = ["CHAPTER_LOOP", "BlobSpec", "blob_blocks", "make_chapter_blobs", "write_blobs_zarr"]
+__all__ = [
+    "CHAPTER_LOOP",
+    "BlobSpec",
+    "blob_blocks",
+    "make_chapter_blobs",
+    "make_chapter_mixture",
+    "write_blobs_zarr",
+]
 
 #: The chapter's five blobs (centers, standard deviations, seed).
 CHAPTER_CENTERS = np.array([[0.2, 2.3], [-1.5, 2.3], [-2.8, 1.8], [-2.8, 2.8], [-2.8, 1.3]])

@@ -66,15 +66,6 @@ class _Done:
         return self.value
 
 
-class _Later:
-    """A block being read on the driver's thread pool (resolved before use)."""
-
-    __slots__ = ("future",)
-
-    def __init__(self, future: cf.Future[np.ndarray]) -> None:
-        self.future = future
-
-
 class Runner:
     """Runs tasks somewhere. ``submit`` returns an object with ``.result()``."""
 
@@ -129,9 +120,10 @@ class _ThreadRunner(Runner):
     def read_ahead(self, source: Source, lo: int, hi: int, places: list[str | None]) -> list[Any]:
         if source.in_memory:
             return [(source, lo, hi)] * len(places)
-        # One read shared by every chain: the block lands in this process's memory.
+        # One read shared by every chain: the block lands in this process's memory
+        # (``scan`` waits for the read before handing the block to the chains).
         fut = self.pool.submit(_read_task, source, lo, hi)
-        return [_Later(fut)] * len(places)
+        return [fut] * len(places)
 
     def parallel(self) -> contextlib.AbstractContextManager[None]:
         return _single_threaded_blas() if self.n_workers > 1 else contextlib.nullcontext()
@@ -440,7 +432,8 @@ def scan(
             _read_next()
         while planned:
             (lo, hi, arg), handles = planned.popleft()
-            handles = [h.future.result() if isinstance(h, _Later) else h for h in handles]
+            # A read on the driver's own pool is waited for here, not inside a task.
+            handles = [h.result() if isinstance(h, cf.Future) else h for h in handles]
             _read_next()
             futures = [
                 runner.submit(_scan_task, fn, h, lo, s, (arg,), worker=w)
