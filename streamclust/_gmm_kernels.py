@@ -15,6 +15,7 @@ would cancel catastrophically when the data sit far from the origin.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -206,6 +207,102 @@ def m_step(
             covs = covs.mean(axis=1)
     weights = nk / (st.n if initial else nk.sum())
     return Params(np.log(weights), means, precision_cholesky(covs, cov_type), cov_type)
+
+
+def shift_stats(st: Stats, delta: np.ndarray) -> Stats:
+    """The same statistics taken around ``ref - delta`` instead of ``ref``.
+
+    With ``x - new = (x - ref) + delta``: ``s1 + nk delta`` and
+    ``s2 + s1 delta^T + delta s1^T + nk delta delta^T`` (the diagonal of it
+    for diag/spherical).
+    """
+    nk, s1 = st.nk, st.s1
+    if st.s2.ndim == 3:
+        cross = s1[:, :, None] * delta[:, None, :]
+        s2 = (
+            st.s2
+            + cross
+            + cross.transpose(0, 2, 1)
+            + nk[:, None, None] * (delta[:, :, None] * delta[:, None, :])
+        )
+    else:
+        s2 = st.s2 + 2 * s1 * delta + nk[:, None] * delta**2
+    return Stats(nk.copy(), s1 + nk[:, None] * delta, s2, st.log_lik, st.n)
+
+
+def stats_from_params(p: Params, reg_covar: float) -> Stats:
+    """Per-row statistics, around ``p.means``, whose :func:`m_step` gives back ``p``.
+
+    They seed online EM from parameters that were not built from statistics
+    (an initialization, a model fitted with ``fit`` or taken from scikit-learn).
+    """
+    K, d = p.means.shape
+    nk = np.exp(p.log_weights)
+    nk = nk / nk.sum()
+    covs = covariances_from_prec_chol(p.prec_chol, p.cov_type)
+    if p.cov_type in ("full", "tied"):
+        base = np.broadcast_to(covs, (K, d, d)) - reg_covar * np.eye(d)
+        s2 = nk[:, None, None] * base
+    else:
+        var = np.broadcast_to(covs[:, None] if p.cov_type == "spherical" else covs, (K, d))
+        s2 = nk[:, None] * np.maximum(var - reg_covar, 0.0)
+    return Stats(nk, np.zeros((K, d)), s2, 0.0, 1)
+
+
+@dataclass
+class OnlineState:
+    """Stepwise EM: parameters, running per-row statistics around ``params.means``,
+    the running mean log-likelihood and the number of steps taken."""
+
+    params: Params
+    stats: Stats
+    log_lik: float
+    steps: int
+
+
+def online_step(
+    state: OnlineState, X: np.ndarray, step_offset: float, step_decay: float, reg_covar: float
+) -> OnlineState:
+    """One stepwise EM update on the rows ``X`` (Cappe & Moulines, 2009).
+
+    The running statistics move towards the batch's per-row statistics by
+    ``eta = (steps + 1 + step_offset) ** -step_decay``, then the M-step runs
+    and the statistics are re-centred on the new means.
+    """
+    p = state.params
+    batch = estep_stats(X.astype(np.float64, copy=False), p)
+    eta = (state.steps + 1.0 + step_offset) ** -step_decay
+    n = batch.n
+    old = state.stats
+    mixed = Stats(
+        (1 - eta) * old.nk + (eta / n) * batch.nk,
+        (1 - eta) * old.s1 + (eta / n) * batch.s1,
+        (1 - eta) * old.s2 + (eta / n) * batch.s2,
+        0.0,
+        1,
+    )
+    new = m_step(mixed, p.means, p.cov_type, reg_covar)
+    log_lik = batch.log_lik / n
+    if np.isfinite(state.log_lik):  # NaN: no batch seen yet
+        log_lik = (1 - eta) * state.log_lik + eta * log_lik
+    return OnlineState(new, shift_stats(mixed, p.means - new.means), log_lik, state.steps + 1)
+
+
+def block_online(
+    state: OnlineState, block: np.ndarray, start: int, arg: tuple[int, float, float, float]
+) -> OnlineState:
+    """Task: stepwise EM over one block, cut into consecutive batches of about
+    ``batch_size`` rows (equal cuts, so no short remainder gets a full step).
+
+    ``arg = (batch_size, step_offset, step_decay, reg_covar)``.
+    """
+    batch_size, offset, decay, reg = arg
+    rows = block.shape[0]
+    n_batches = max(1, round(rows / batch_size))
+    bounds = [rows * i // n_batches for i in range(n_batches + 1)]
+    for lo, hi in itertools.pairwise(bounds):
+        state = online_step(state, block[lo:hi], offset, decay, reg)
+    return state
 
 
 def n_parameters(K: int, d: int, cov_type: str) -> int:

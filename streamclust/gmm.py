@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -15,9 +16,9 @@ from . import _gmm_kernels as G
 from . import runtime
 from ._apply import apply_blocks
 from ._kmeans_kernels import kmeans_plusplus
-from ._validation import as_source, check_float, check_int, check_option
+from ._validation import as_source, check_float, check_int, check_option, is_out_of_core
 from .exceptions import DataError, ParameterError
-from .sources import Source, _is_dask_array
+from .sources import ArraySource, Source, _is_dask_array
 
 __all__ = ["StreamingGaussianMixture"]
 
@@ -61,7 +62,14 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
     warm_start : bool, default=False
         Start from the fitted parameters (one candidate).
     batch_size : int, default=4096
-        Mini-batch of the ``"kmeans"`` initialization.
+        Mini-batch of the ``"kmeans"`` initialization, and the rows of one
+        online EM step when :meth:`partial_fit` reads a Source.
+    step_offset : float, default=1.0
+    step_decay : float in (0.5, 1], default=0.6
+        Step size of online EM: the ``t``-th :meth:`partial_fit` step (from 0)
+        moves the running statistics by ``(t + 1 + step_offset) ** -step_decay``
+        towards the batch's. ``step_decay=1, step_offset=0`` averages every
+        batch equally; smaller decays forget old batches faster.
     client, progress
         As for :class:`StreamingKMeans`.
     """
@@ -82,6 +90,8 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         random_state: Any = None,
         warm_start: bool = False,
         batch_size: int = 4096,
+        step_offset: float = 1.0,
+        step_decay: float = 0.6,
         client: Any = None,
         progress: bool = True,
     ) -> None:
@@ -98,6 +108,8 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.batch_size = batch_size
+        self.step_offset = step_offset
+        self.step_decay = step_decay
         self.client = client
         self.progress = progress
 
@@ -112,6 +124,12 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         check_int("n_init", self.n_init, low=1)
         check_option("init_params", self.init_params, ("kmeans", "k-means++", "random"))
         check_int("batch_size", self.batch_size, low=1)
+        check_float("step_offset", self.step_offset, low=0.0)
+        check_float("step_decay", self.step_decay, low=0.5, high=1.0)
+        if self.step_decay == 0.5:
+            raise ParameterError(
+                "step_decay=0.5 is outside (0.5, 1]; pass a value above 0.5 (e.g. 0.6)"
+            )
 
     def _check_inits(self, d: int) -> None:
         K, ct = self.n_components, self.covariance_type
@@ -265,8 +283,81 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         self.converged_ = bool(converged[best])
         self.n_iter_ = int(n_iter[best])
         self.lower_bound_ = float(lower[best])
+        # partial_fit continues from here; the fit weighs as much as the
+        # online steps it would take to read the same rows.
+        self._online = G.OnlineState(
+            self._params,
+            G.stats_from_params(self._params, self.reg_covar),
+            self.lower_bound_,
+            math.ceil(source.n_rows / self.batch_size),
+        )
         self.init_lower_bounds_ = lower
         return self
+
+    def partial_fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:
+        """Online (stepwise) EM: update the model with new rows.
+
+        An in-memory ``X`` is one step; a Source, path or dask array is read
+        once in storage order, in steps of about ``batch_size`` rows. Each step
+        runs the E-step on its rows, moves the running per-row statistics
+        towards them (see ``step_decay``) and runs the M-step. The first call
+        initializes from its first batch (``init_params``, best of ``n_init``
+        by the batch's likelihood). On a model fitted with :meth:`fit`, online
+        EM starts from the fitted parameters, counting the fit as the
+        ``ceil(n_rows / batch_size)`` steps it would take to read its rows.
+        ``lower_bound_`` is the running mean log-likelihood of the batches and
+        ``n_iter_`` the number of steps; online EM has no convergence test, so
+        ``converged_`` stays False.
+        """
+        self._check_params()
+        fitted = hasattr(self, "_params")
+        source = as_source(self, X, reset=not fitted)
+        out_of_core = is_out_of_core(X)
+        runner = runtime.resolve_runner(self.client if out_of_core else "sync", source)
+        state = getattr(self, "_online", None)
+        if state is None:  # a first call, or a model from from_sklearn
+            if fitted:
+                start, log_lik = self._params, float(self.lower_bound_)
+            else:
+                start, log_lik = self._init_from_batch(source, whole=not out_of_core), np.nan
+            state = G.OnlineState(start, G.stats_from_params(start, self.reg_covar), log_lik, 0)
+        arg = (
+            int(self.batch_size),
+            float(self.step_offset),
+            float(self.step_decay),
+            float(self.reg_covar),
+        )
+        if out_of_core:
+            steps = [(lo, hi, arg) for lo, hi in source.blocks(min_rows=self.batch_size)]
+            with runtime.progress_bar(source.n_rows, "online EM", self.progress) as bar:
+                state = runtime.scan(
+                    G.block_online, source, [state], steps, runner=runner, progress=bar.update
+                )[0]
+        else:
+            state = G.online_step(state, source.read(0, source.n_rows), *arg[1:])
+        self._online = state
+        self._set_params(state.params)
+        self.converged_ = False
+        self.n_iter_ = state.steps
+        self.lower_bound_ = state.log_lik
+        return self
+
+    def _init_from_batch(self, source: Source, whole: bool) -> G.Params:
+        """Initial parameters from ``source`` (``whole``) or its first ``batch_size`` rows,
+        the best of ``n_init`` by their likelihood."""
+        batch = source.read(0, source.n_rows if whole else min(source.n_rows, self.batch_size))
+        if batch.shape[0] < 2:
+            raise DataError(
+                f"{source.name}: the first partial_fit batch has {batch.shape[0]} row "
+                f"(n_samples={batch.shape[0]}); initializing a mixture needs at least 2 rows"
+            )
+        self._check_inits(source.n_features)
+        first = ArraySource(batch, name=source.name)
+        sync = runtime.resolve_runner("sync")
+        cands = self._initial_params(first, sync, int(self.n_init), self._seed())
+        X = batch.astype(np.float64, copy=False)
+        fits = [float(G.log_resp(X, p)[0].sum()) for p in cands]
+        return cands[int(np.argmax(fits))]
 
     def _set_params(self, p: G.Params) -> None:
         self._params = p
@@ -361,6 +452,13 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         }
         if hasattr(self, "feature_names_in_"):
             arrays["feature_names_in_"] = self.feature_names_in_.astype(str)
+        online = getattr(self, "_online", None)
+        if online is not None:  # everything partial_fit needs to continue bit-identically
+            scalars["online_steps"] = online.steps
+            scalars["online_log_lik"] = online.log_lik
+            arrays["online_nk"] = online.stats.nk
+            arrays["online_s1"] = online.stats.s1
+            arrays["online_s2"] = online.stats.s2
         return scalars, arrays
 
     def _from_state(self, scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -374,6 +472,11 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         self._set_params(
             G.Params(arrays["log_weights"], means, arrays["prec_chol"], self.covariance_type)
         )
+        if "online_steps" in scalars:
+            stats = G.Stats(arrays["online_nk"], arrays["online_s1"], arrays["online_s2"], 0.0, 1)
+            self._online = G.OnlineState(
+                self._params, stats, float(scalars["online_log_lik"]), int(scalars["online_steps"])
+            )
 
     # ------------------------------------------------------------------ interop
 

@@ -161,3 +161,110 @@ def test_bad_input(mixture_X):
         sc.StreamingGaussianMixture(3, reg_covar=0.0, random_state=0, **QUIET).fit(dup)
     with pytest.raises(sc.ParameterError, match="means_init"):
         sc.StreamingGaussianMixture(2, means_init=np.zeros((3, 2)), **QUIET).fit(mixture_X)
+
+
+def _five_component_mixture(n: int, seed: int) -> np.ndarray:
+    """Rows of a fixed 5-component, 4-feature mixture with correlated covariances."""
+    rng = np.random.default_rng(0)
+    K, d = 5, 4
+    means = rng.uniform(-6, 6, (K, d))
+    A = rng.normal(size=(K, d, d)) * 0.6
+    covs = np.einsum("kij,klj->kil", A, A) + 0.3 * np.eye(d)
+    weights = rng.dirichlet(np.full(K, 3.0))
+    draw = np.random.default_rng(seed)
+    z = draw.choice(K, size=n, p=weights)
+    X = np.empty((n, d))
+    for k in range(K):
+        X[z == k] = draw.multivariate_normal(means[k], covs[k], size=int((z == k).sum()))
+    return X
+
+
+def test_online_em_one_pass_is_within_one_percent_of_exact_em(tmp_path):
+    X, held_out = _five_component_mixture(200_000, 1), _five_component_mixture(50_000, 2)
+    exact = sc.StreamingGaussianMixture(5, n_init=3, random_state=0, **QUIET).fit(X)
+    online = sc.StreamingGaussianMixture(5, n_init=5, batch_size=1000, random_state=0, **QUIET)
+    for lo in range(0, len(X), 1000):
+        online.partial_fit(X[lo : lo + 1000])
+    assert online.n_iter_ == 200 and not online.converged_
+    ref = exact.score(held_out)
+    assert abs(online.score(held_out) - ref) < 0.01 * abs(ref)
+    # One partial_fit call on a Zarr store runs the same steps as the in-memory batches.
+    store = sc.write_zarr(X, tmp_path / "mix.zarr", block_rows=4000)
+    streamed = sc.StreamingGaussianMixture(5, n_init=5, batch_size=1000, random_state=0, **QUIET)
+    streamed.partial_fit(store)
+    np.testing.assert_array_equal(streamed.means_, online.means_)
+    np.testing.assert_array_equal(streamed.covariances_, online.covariances_)
+    assert streamed.lower_bound_ == online.lower_bound_
+
+
+@pytest.mark.parametrize("cov", ["full", "tied", "diag", "spherical"])
+def test_partial_fit_save_load_continues_bit_identically(mixture_X, cov, tmp_path):
+    X = mixture_X[np.random.default_rng(0).permutation(len(mixture_X))]
+    gm = sc.StreamingGaussianMixture(3, covariance_type=cov, random_state=0, **QUIET)
+    for lo in range(0, 600, 200):
+        gm.partial_fit(X[lo : lo + 200])
+    gm.save(tmp_path / "m")
+    back = sc.load(tmp_path / "m")
+    for est in (gm, back):
+        for lo in range(600, len(X), 200):
+            est.partial_fit(X[lo : lo + 200])
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(gm, name))
+    assert back.lower_bound_ == gm.lower_bound_ and back.n_iter_ == gm.n_iter_ == 7
+
+
+def test_partial_fit_continues_a_fitted_model(mixture_X):
+    X = mixture_X[np.random.default_rng(1).permutation(len(mixture_X))]
+    gm = sc.StreamingGaussianMixture(3, batch_size=250, random_state=42, **QUIET).fit(X)
+    before = gm.score(X)
+    for lo in range(0, len(X), 250):
+        gm.partial_fit(X[lo : lo + 250])
+    # Stepwise EM from an optimum stays near it (the batches are the same data);
+    # the fit counts as the 5 steps of 250 rows it read.
+    assert abs(gm.score(X) - before) < 0.01
+    assert gm.n_iter_ == 10 and not gm.converged_
+    # A model from scikit-learn starts a fresh count.
+    ref = GaussianMixture(3, random_state=0).fit(X)
+    fresh = sc.StreamingGaussianMixture.from_sklearn(ref, **QUIET).partial_fit(X[:250])
+    assert fresh.n_iter_ == 1
+
+
+def test_partial_fit_on_sync_threads_and_local_cluster(blobs_zarr, cluster_client):
+    params = dict(n_components=4, batch_size=500, random_state=3, **QUIET)
+    models = [
+        sc.StreamingGaussianMixture(**params, client=c).partial_fit(blobs_zarr)
+        for c in ("sync", "threads", cluster_client)
+    ]
+    for other in models[1:]:
+        np.testing.assert_array_equal(models[0].means_, other.means_)
+        np.testing.assert_array_equal(models[0].covariances_, other.covariances_)
+
+
+def test_partial_fit_bad_input(mixture_X, tmp_path):
+    with pytest.raises(sc.ParameterError, match=r"step_decay=0\.4"):
+        sc.StreamingGaussianMixture(2, step_decay=0.4, **QUIET).partial_fit(mixture_X)
+    with pytest.raises(sc.ParameterError, match=r"step_decay=0\.5"):
+        sc.StreamingGaussianMixture(2, step_decay=0.5, **QUIET).partial_fit(mixture_X)
+    with pytest.raises(sc.ParameterError, match=r"step_decay=1\.5"):
+        sc.StreamingGaussianMixture(2, step_decay=1.5, **QUIET).partial_fit(mixture_X)
+    with pytest.raises(sc.DataError, match="1 row"):
+        sc.StreamingGaussianMixture(2, **QUIET).partial_fit(mixture_X[:1])
+    with pytest.raises(sc.DataError, match="n_components=4"):
+        sc.StreamingGaussianMixture(4, **QUIET).partial_fit(mixture_X[:3])
+    # A bad batch leaves a fitted model as it was.
+    gm = sc.StreamingGaussianMixture(3, random_state=0, **QUIET).partial_fit(mixture_X[:500])
+    means = gm.means_.copy()
+    bad = mixture_X[500:1000].copy()
+    bad[3, 0] = np.inf
+    with pytest.raises(sc.DataError):
+        gm.partial_fit(bad)
+    with pytest.raises(sc.DataError, match="features"):
+        gm.partial_fit(np.ones((10, 3)))
+    import zarr
+
+    sc.write_zarr(mixture_X[:1000], tmp_path / "bad.zarr", block_rows=200)
+    zarr.open_array(tmp_path / "bad.zarr", mode="r+")[900, 1] = np.nan
+    with pytest.raises(sc.DataError, match=r"bad\.zarr"):
+        gm.partial_fit(str(tmp_path / "bad.zarr"))
+    np.testing.assert_array_equal(gm.means_, means)
+    assert gm.n_iter_ == 1
