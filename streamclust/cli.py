@@ -115,28 +115,96 @@ def cli() -> None:
     """Clustering for data that does not fit in memory or never stops arriving."""
 
 
+#: Options that belong to one kind of model only (estimator parameter -> option).
+_KMEANS_ONLY = {
+    "init_size": "--init-size",
+    "max_passes": "--max-passes",
+    "max_steps": "--max-steps",
+    "last_n": "--last-n",
+    "selection": "--selection",
+    "refine": "--refine",
+    "reassignment_ratio": "--reassignment-ratio",
+    "shuffle": "--shuffle/--no-shuffle",
+}
+_GMM_ONLY = {
+    "covariance_type": "--covariance",
+    "tol": "--tol",
+    "reg_covar": "--reg-covar",
+    "max_iter": "--max-iter",
+    "step_offset": "--step-offset",
+    "step_decay": "--step-decay",
+}
+
+
+def _estimator(model_kind: str, params: dict[str, Any], client: Any, progress: bool) -> Any:
+    """The estimator of ``--model``, from the options given (the others keep its defaults)."""
+    from .gmm import StreamingGaussianMixture
+    from .kmeans import StreamingKMeans
+
+    other = _GMM_ONLY if model_kind == "kmeans" else _KMEANS_ONLY
+    for name, option in other.items():
+        if params.get(name) is not None:
+            want = "gmm" if model_kind == "kmeans" else "kmeans"
+            raise ParameterError(
+                f"{option} applies to --model {want}; drop it or pass --model {want}"
+            )
+    given = {k: v for k, v in params.items() if v is not None and k not in other}
+    k = given.pop("k")
+    if model_kind == "kmeans":
+        return StreamingKMeans(k, **given, client=client, progress=progress)
+    return StreamingGaussianMixture(k, **given, client=client, progress=progress)
+
+
 @cli.command()
 @click.argument("data")
 @click.option(
-    "--model", "model_kind", type=click.Choice(["kmeans"]), default="kmeans", show_default=True
+    "--model",
+    "model_kind",
+    type=click.Choice(["kmeans", "gmm"]),
+    default="kmeans",
+    show_default=True,
+    help="StreamingKMeans or StreamingGaussianMixture.",
 )
-@click.option("--k", "--n-clusters", "n_clusters", type=int, default=8, show_default=True)
 @click.option(
-    "--init", default="k-means++", show_default=True, type=click.Choice(["k-means++", "random"])
+    "--k",
+    "--n-clusters",
+    "--n-components",
+    "k",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Clusters (kmeans) or mixture components (gmm).",
 )
-@click.option("--n-init", type=int, default=3, show_default=True)
-@click.option("--batch-size", type=int, default=1024, show_default=True)
-@click.option("--init-size", type=int, default=None)
-@click.option("--max-passes", type=int, default=1, show_default=True)
-@click.option("--max-steps", type=int, default=None)
-@click.option("--last-n", type=int, default=10, show_default=True)
 @click.option(
-    "--selection", type=click.Choice(["last_n", "full"]), default="last_n", show_default=True
+    "--init",
+    default=None,
+    help="kmeans: k-means++ (default) or random; gmm: kmeans (default), k-means++ or random.",
 )
-@click.option("--refine", type=int, default=0, show_default=True)
-@click.option("--reassignment-ratio", type=float, default=0.01, show_default=True)
-@click.option("--shuffle/--no-shuffle", default=True, show_default=True)
+@click.option("--n-init", type=int, default=None, help="Initializations [kmeans: 3, gmm: 1].")
+@click.option("--batch-size", type=int, default=None, help="Rows per mini-batch [4096 gmm, 1024].")
 @click.option("--random-state", type=int, default=0, show_default=True)
+@click.option("--init-size", type=int, default=None, help="kmeans: rows sampled to initialize.")
+@click.option("--max-passes", type=int, default=None, help="kmeans: passes over DATA [1].")
+@click.option("--max-steps", type=int, default=None, help="kmeans: mini-batch steps.")
+@click.option("--last-n", type=int, default=None, help="kmeans: batches in the selection [10].")
+@click.option(
+    "--selection", default=None, help="kmeans: last_n (default) or full (one exact pass)."
+)
+@click.option("--refine", type=int, default=None, help="kmeans: Lloyd passes after [0].")
+@click.option("--reassignment-ratio", type=float, default=None, help="kmeans [0.01].")
+@click.option("--shuffle/--no-shuffle", default=None, help="kmeans: shuffle within blocks [on].")
+@click.option(
+    "--covariance",
+    "--covariance-type",
+    "covariance_type",
+    default=None,
+    help="gmm: full (default), tied, diag or spherical.",
+)
+@click.option("--tol", type=float, default=None, help="gmm: lower-bound change to stop [1e-3].")
+@click.option("--reg-covar", type=float, default=None, help="gmm: added to variances [1e-6].")
+@click.option("--max-iter", type=int, default=None, help="gmm: EM passes [100].")
+@click.option("--step-offset", type=float, default=None, help="gmm: online EM step offset [1].")
+@click.option("--step-decay", type=float, default=None, help="gmm: online EM step decay [0.6].")
 @click.option("--out", required=True, help="Directory to save the fitted model in.")
 @data_options
 @run_options
@@ -157,12 +225,10 @@ def fit(
     **params: Any,
 ) -> None:
     """Fit a model on DATA and save it to --out."""
-    from .kmeans import StreamingKMeans
-
     _check_new_output(out, "model")
+    model = _estimator(model_kind, params, None, progress)
     source = _open(data, dtype, shape, component, header)
-    client = _client(scheduler, tls_ca, tls_cert, tls_key)
-    model = StreamingKMeans(**params, client=client, progress=progress)
+    model.set_params(client=_client(scheduler, tls_ca, tls_cert, tls_key))
     t0 = time.perf_counter()
     model.fit(source)
     seconds = time.perf_counter() - t0
@@ -173,25 +239,40 @@ def fit(
         "data": data,
         "rows": source.n_rows,
         "features": source.n_features,
-        "n_clusters": model.n_clusters,
-        "inertia": model.inertia_,
-        "best_init": model.best_init_,
-        "n_steps": model.n_steps_,
-        "n_passes": model.n_passes_,
         "seconds": seconds,
         "out": out,
     }
-    _emit(
-        as_json,
-        summary,
-        [
-            f"fitted {model_kind} k={model.n_clusters} on {source.n_rows} rows x "
-            f"{source.n_features} features in {seconds:.2f} s",
-            f"inertia {model.inertia_:.6g} (candidate {model.best_init_} of {model.n_init}, "
-            f"{model.n_steps_} steps)",
-            f"saved to {out}",
-        ],
+    head = (
+        f"fitted {model_kind} k={params['k']} on {source.n_rows} rows x "
+        f"{source.n_features} features in {seconds:.2f} s"
     )
+    if model_kind == "kmeans":
+        summary |= {
+            "n_clusters": model.n_clusters,
+            "inertia": model.inertia_,
+            "best_init": model.best_init_,
+            "n_steps": model.n_steps_,
+            "n_passes": model.n_passes_,
+        }
+        result = (
+            f"inertia {model.inertia_:.6g} (candidate {model.best_init_} of {model.n_init}, "
+            f"{model.n_steps_} steps)"
+        )
+    else:
+        summary |= {
+            "n_components": model.n_components,
+            "covariance_type": model.covariance_type,
+            "lower_bound": model.lower_bound_,
+            "converged": model.converged_,
+            "n_iter": model.n_iter_,
+            "weights": model.weights_.tolist(),
+        }
+        result = (
+            f"{model.covariance_type} covariances, mean log-likelihood {model.lower_bound_:.6g} "
+            f"after {model.n_iter_} EM iterations"
+            + ("" if model.converged_ else " (not converged: raise --max-iter or --tol)")
+        )
+    _emit(as_json, summary, [head, result, f"saved to {out}"])
 
 
 def _load(model_dir: str) -> Any:
@@ -221,7 +302,8 @@ def predict(
     as_json: bool,
     progress: bool,
 ) -> None:
-    """Write the nearest-center label of every row of DATA to --out."""
+    """Write the label of every row of DATA to --out (nearest center, or most likely
+    mixture component)."""
     _check_new_output(out, "labels")
     if Path(out).suffix.lower() not in (".zarr", ".npy"):
         raise SourceError(f"{out}: --out must end in .zarr or .npy")
@@ -238,11 +320,17 @@ def predict(
 @cli.command()
 @click.argument("data")
 @click.option("--model-dir", required=True, help="Directory of a saved model.")
+@click.option(
+    "--out",
+    default=None,
+    help="gmm: also write every row's log-density to this .zarr store or .npy file.",
+)
 @data_options
 @run_options
 def score(
     data: str,
     model_dir: str,
+    out: str | None,
     dtype: str | None,
     shape: str | None,
     component: str | None,
@@ -254,13 +342,50 @@ def score(
     as_json: bool,
     progress: bool,
 ) -> None:
-    """Print the model's score on DATA (negative inertia for K-Means)."""
+    """Print the model's score on DATA: negative inertia (kmeans), or the mean
+    log-likelihood with BIC and AIC (gmm)."""
+    from .gmm import StreamingGaussianMixture
+
+    if out is not None:
+        _check_new_output(out, "scores")
+        if Path(out).suffix.lower() not in (".zarr", ".npy"):
+            raise SourceError(f"{out}: --out must end in .zarr or .npy")
     model = _load(model_dir)
+    gmm = isinstance(model, StreamingGaussianMixture)
+    if out is not None and not gmm:
+        raise ParameterError(
+            "--out writes per-row log-densities, which only a gmm model has; "
+            "use `streamclust predict` for K-Means labels"
+        )
     source = _open(data, dtype, shape, component, header)
     model.set_params(client=_client(scheduler, tls_ca, tls_cert, tls_key), progress=progress)
-    value = model.score(source)
-    summary = {"data": data, "rows": source.n_rows, "score": value, "inertia": -value}
-    _emit(as_json, summary, [f"score {value:.10g} (inertia {-value:.10g}) on {source.n_rows} rows"])
+    if not gmm:
+        value = model.score(source)
+        summary = {"data": data, "rows": source.n_rows, "score": value, "inertia": -value}
+        lines = [f"score {value:.10g} (inertia {-value:.10g}) on {source.n_rows} rows"]
+        _emit(as_json, summary, lines)
+        return
+    if out is None:
+        total, n = model._total_log_lik(source)
+    else:
+        model.score_samples(source, out=out)
+        total, n = _sum_written(out)
+    value, bic, aic = total / n, model._bic(total, n), model._aic(total)
+    summary = {"data": data, "rows": n, "score": value, "bic": bic, "aic": aic, "out": out}
+    lines = [f"mean log-likelihood {value:.10g}, BIC {bic:.10g}, AIC {aic:.10g} on {n} rows"]
+    if out is not None:
+        lines.append(f"wrote {n} log-densities to {out}")
+    _emit(as_json, summary, lines)
+
+
+def _sum_written(path: str) -> tuple[float, int]:
+    """Sum and length of a 1-D result written to a .npy file or Zarr store, read in chunks."""
+    import zarr
+
+    arr: Any = np.load(path, mmap_mode="r") if path.endswith(".npy") else zarr.open_array(path)
+    step = 1 << 20
+    total = sum(float(np.sum(arr[i : i + step])) for i in range(0, arr.shape[0], step))
+    return total, int(arr.shape[0])
 
 
 @cli.command()

@@ -415,13 +415,17 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
 
     def bic(self, X: Any) -> float:
         """Bayesian information criterion on ``X`` (lower is better), in one pass."""
-        total, n = self._total_log_lik(X)
-        return -2 * total + self._n_parameters() * np.log(n)
+        return self._bic(*self._total_log_lik(X))
 
     def aic(self, X: Any) -> float:
         """Akaike information criterion on ``X`` (lower is better), in one pass."""
-        total, _ = self._total_log_lik(X)
-        return -2 * total + 2 * self._n_parameters()
+        return self._aic(self._total_log_lik(X)[0])
+
+    def _bic(self, total_log_lik: float, n_rows: int) -> float:
+        return -2 * total_log_lik + self._n_parameters() * np.log(n_rows)
+
+    def _aic(self, total_log_lik: float) -> float:
+        return -2 * total_log_lik + 2 * self._n_parameters()
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw rows from the fitted mixture (as scikit-learn: a seeded draw per component)."""

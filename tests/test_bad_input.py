@@ -237,6 +237,34 @@ CLI_CASES = [
     (["convert", "{d}/missing.csv", "{d}/c.zarr"], "no such file"),
     (["convert", "{d}/x.npy", "{d}/c.zarr", "--block-rows", "0"], "--block-rows 0"),
     (["demo", "--rows", "10"], "--rows 10 is too small"),
+    (
+        ["fit", "{d}/x.npy", "--k", "3", "--covariance", "diag", "--out", "{d}/m"],
+        "--covariance applies to --model gmm",
+    ),
+    (
+        ["fit", "{d}/x.npy", "--model", "gmm", "--refine", "2", "--out", "{d}/m"],
+        "--refine applies to --model kmeans",
+    ),
+    (
+        ["fit", "{d}/x.npy", "--model", "gmm", "--covariance", "round", "--out", "{d}/m"],
+        "covariance_type='round' is not one of",
+    ),
+    (
+        ["fit", "{d}/x.npy", "--model", "gmm", "--step-decay", "0.3", "--out", "{d}/m"],
+        "step_decay=0.3 is outside",
+    ),
+    (
+        ["fit", "{d}/x.npy", "--model", "gmm", "--k", "4000", "--out", "{d}/m"],
+        "n_components=4000 exceeds",
+    ),
+    (
+        ["score", "{d}/x.npy", "--model-dir", "{d}/model", "--out", "{d}/s.zarr"],
+        "only a gmm model has",
+    ),
+    (
+        ["score", "{d}/x.npy", "--model-dir", "{d}/model", "--out", "{d}/s.txt"],
+        "must end in .zarr or .npy",
+    ),
     (["nosuchcommand"], "No such command"),
 ]
 

@@ -1,0 +1,73 @@
+"""The command line gives the same models and numbers as the Python API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+import streamclust as sc
+from streamclust.cli import main
+from streamclust.datasets import make_chapter_mixture
+
+
+def cli_json(args, capsys, scheduler="sync") -> dict:
+    args = " ".join(map(str, args)).split()
+    assert main([*args, "--scheduler", scheduler, "--json", "--no-progress"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def mixture_zarr(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("cli") / "mix.zarr"
+    sc.write_zarr(make_chapter_mixture()[0], path, block_rows=300)
+    return str(path)
+
+
+def test_gmm_fit_score_predict(mixture_zarr, tmp_path, capsys):
+    model = tmp_path / "m"
+    fit = cli_json(
+        ["fit", mixture_zarr, "--model gmm --k 3 --covariance diag --n-init 4", "--out", model],
+        capsys,
+    )
+    ref = sc.StreamingGaussianMixture(
+        3, covariance_type="diag", n_init=4, random_state=0, client="sync", progress=False
+    ).fit(mixture_zarr)
+    saved = sc.load(model)
+    assert isinstance(saved, sc.StreamingGaussianMixture)
+    np.testing.assert_array_equal(saved.means_, ref.means_)
+    np.testing.assert_array_equal(saved.covariances_, ref.covariances_)
+    assert fit["lower_bound"] == ref.lower_bound_ and fit["n_iter"] == ref.n_iter_
+    assert fit["covariance_type"] == "diag" and len(fit["weights"]) == 3
+
+    score = cli_json(["score", mixture_zarr, "--model-dir", model], capsys)
+    assert score["score"] == pytest.approx(ref.score(mixture_zarr), rel=1e-12)
+    assert score["bic"] == pytest.approx(ref.bic(mixture_zarr), rel=1e-12)
+    assert score["aic"] == pytest.approx(ref.aic(mixture_zarr), rel=1e-12)
+
+    out = tmp_path / "scores.zarr"
+    written = cli_json(
+        ["score", mixture_zarr, "--model-dir", model, "--out", out], capsys, scheduler="threads"
+    )
+    np.testing.assert_allclose(zarr.open_array(out)[:], ref.score_samples(mixture_zarr), rtol=1e-12)
+    assert written["bic"] == pytest.approx(score["bic"], rel=1e-12)
+
+    labels = tmp_path / "labels.npy"
+    cli_json(["predict", mixture_zarr, "--model-dir", model, "--out", labels], capsys)
+    np.testing.assert_array_equal(np.load(labels), ref.predict(mixture_zarr))
+
+
+def test_kmeans_fit_and_score(mixture_zarr, tmp_path, capsys):
+    fit = cli_json(
+        ["fit", mixture_zarr, "--k 3 --batch-size 100 --max-steps 30", "--out", tmp_path / "km"],
+        capsys,
+    )
+    ref = sc.StreamingKMeans(
+        3, batch_size=100, max_steps=30, random_state=0, client="sync", progress=False
+    ).fit(mixture_zarr)
+    np.testing.assert_array_equal(sc.load(tmp_path / "km").cluster_centers_, ref.cluster_centers_)
+    assert fit["inertia"] == ref.inertia_ and fit["n_steps"] == 30
+    score = cli_json(["score", mixture_zarr, "--model-dir", tmp_path / "km"], capsys)
+    assert score["inertia"] == pytest.approx(ref.inertia_, rel=1e-12)
