@@ -51,8 +51,9 @@ def apply_blocks(
             kwargs["chunks"] = (arr.chunks[0], (width,))
         lazy = arr.map_blocks(_dask_block, fn, arg, source.compute_dtype, source.name, **kwargs)
         return _collect(lazy, None, out)
-    if isinstance(source, ArraySource):
+    if isinstance(source, ArraySource) and source.n_rows <= source.block_rows:
         return _collect(fn(source.read(0, source.n_rows), 0, arg), None, out)
+    # Larger arrays: blocks in parallel (views of the array, nothing is copied on threads).
     runner = runtime.resolve_runner(est.client, source)
     return _collect(runtime.map_blocks(fn, source, arg, runner=runner), source, out)
 
