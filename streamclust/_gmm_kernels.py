@@ -16,11 +16,11 @@ would cancel catastrophically when the data sit far from the origin.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg
-from scipy.special import logsumexp
 
 from .exceptions import DataError
 
@@ -103,44 +103,101 @@ def covariances_from_prec_chol(prec_chol: np.ndarray, cov_type: str) -> np.ndarr
     return 1.0 / prec_chol**2
 
 
+def _chunk_rows(width: int) -> int:
+    """Rows per chunk so that a (width, rows) float64 scratch stays near 4 MiB."""
+    return int(np.clip(2**19 // max(width, 1) // 64 * 64, 64, 4096))
+
+
+def _whitened_chunks(X: np.ndarray, p: Params) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(start, y, maha)`` for consecutive row chunks of ``X`` (full and tied covariances).
+
+    ``y`` (K, d, rows) holds ``(x - mean_k) @ prec_chol_k`` of every row for
+    every component, components-major, and ``maha`` (K, rows) its squared
+    norms. Full: one GEMM of all components' factors, augmented with the
+    ``-mean_k @ prec_chol_k`` column, against ``[x, 1]``; tied: one GEMM with
+    the shared factor. The scratch arrays are reused from chunk to chunk
+    (yielded arrays are valid until the next chunk).
+    """
+    n, d = X.shape
+    K = p.means.shape[0]
+    full = p.cov_type == "full"
+    L = p.prec_chol if full else p.prec_chol[None]
+    offs = np.einsum("kd,kde->ke", p.means, L) if full else p.means @ p.prec_chol  # (K, d)
+    chunk = _chunk_rows(K * d)
+    if full:
+        # Row k*d + j of A is [L_k[:, j], -offs[k, j]].
+        A = np.empty((K * d, d + 1))
+        A[:, :d] = L.transpose(0, 2, 1).reshape(K * d, d)
+        A[:, d] = -offs.reshape(-1)
+        Xa = np.empty((chunk, d + 1))
+        Xa[:, d] = 1.0
+    else:
+        base = np.empty((d, chunk))
+    Y = np.empty((K * d, chunk))
+    maha = np.empty((K, chunk))
+    for lo in range(0, n, chunk):
+        Xc = X[lo : lo + chunk]
+        c = Xc.shape[0]
+        if full:
+            Xa[:c, :d] = Xc
+            y = np.matmul(A, Xa[:c].T, out=Y[:, :c]).reshape(K, d, c)
+        else:
+            b = np.matmul(L[0].T, Xc.T, out=base[:, :c])
+            y = np.subtract(b[None], offs[:, :, None], out=Y[:, :c].reshape(K, d, c))
+        m = np.einsum("kdc,kdc->kc", y, y, out=maha[:, :c])
+        yield lo, y, m
+
+
+def _log_det_chol(p: Params) -> np.ndarray:
+    """``log det prec_chol_k`` for every component (K,)."""
+    K, d = p.means.shape
+    pc = p.prec_chol
+    if p.cov_type == "full":
+        return np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1)
+    if p.cov_type == "tied":
+        return np.full(K, np.log(np.diag(pc)).sum())
+    if p.cov_type == "diag":
+        return np.log(pc).sum(axis=1)
+    return d * np.log(pc)
+
+
 def log_gaussian_prob(X: np.ndarray, p: Params) -> np.ndarray:
     """``log N(x | mean_k, cov_k)`` of every row for every component, (n, K).
 
-    Full and tied: one GEMM per component on the Cholesky-whitened data.
-    Diagonal and spherical: three GEMM-shaped products over all components.
+    Full and tied: the Mahalanobis distances of :func:`_whitened_chunks`.
+    Diagonal and spherical: three GEMM-shaped products over all components, on
+    rows centred on the mean of the means.
     """
     n, d = X.shape
     means, pc = p.means, p.prec_chol
     K = means.shape[0]
     if p.cov_type in ("full", "tied"):
-        log_det = (
-            np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1)
-            if p.cov_type == "full"
-            else np.full(K, np.log(np.diag(pc)).sum())
-        )
         out = np.empty((n, K))
-        for k in range(K):
-            chol = pc[k] if p.cov_type == "full" else pc
-            y = X @ chol
-            y -= means[k] @ chol
-            out[:, k] = np.einsum("ij,ij->i", y, y)
-    elif p.cov_type == "diag":
-        log_det = np.log(pc).sum(axis=1)
-        prec = pc**2
-        out = (means**2 * prec).sum(axis=1) - 2.0 * (X @ (means * prec).T) + (X**2) @ prec.T
+        for lo, _, maha in _whitened_chunks(X, p):
+            out[lo : lo + maha.shape[1]] = maha.T
     else:
-        log_det = d * np.log(pc)
+        # Expanded squares on rows centred inside the data (see estep_stats).
+        center = means.mean(axis=0)
+        X = X - center
+        means = means - center
         prec = pc**2
-        xx = np.einsum("ij,ij->i", X, X)
-        out = (means**2).sum(axis=1) * prec - 2.0 * (X @ means.T) * prec + np.outer(xx, prec)
-    return -0.5 * (d * _LOG_2PI + out) + log_det
+        if p.cov_type == "diag":
+            out = (means**2 * prec).sum(axis=1) - 2.0 * (X @ (means * prec).T) + (X**2) @ prec.T
+        else:
+            xx = np.einsum("ij,ij->i", X, X)
+            out = (means**2).sum(axis=1) * prec - 2.0 * (X @ means.T) * prec + np.outer(xx, prec)
+    return -0.5 * (d * _LOG_2PI + out) + _log_det_chol(p)
 
 
 def log_resp(X: np.ndarray, p: Params) -> tuple[np.ndarray, np.ndarray]:
     """Per-row ``log p(x)`` (n,) and log responsibilities (n, K)."""
-    weighted = log_gaussian_prob(X, p) + p.log_weights
-    norm = logsumexp(weighted, axis=1)
-    return norm, weighted - norm[:, None]
+    weighted = log_gaussian_prob(X, p)
+    weighted += p.log_weights
+    top = weighted.max(axis=1)
+    weighted -= top[:, None]
+    norm = np.log(np.exp(weighted).sum(axis=1))
+    weighted -= norm[:, None]
+    return norm + top, weighted
 
 
 def estep_stats(X: np.ndarray, p: Params, resp: np.ndarray | None = None) -> Stats:
@@ -149,6 +206,8 @@ def estep_stats(X: np.ndarray, p: Params, resp: np.ndarray | None = None) -> Sta
     ``resp`` replaces the E-step's responsibilities (used to initialize from
     hard or random assignments); ``log_lik`` is then 0.
     """
+    if resp is None and p.cov_type in ("full", "tied"):
+        return _estep_whitened(X, p)
     if resp is None:
         norm, lr = log_resp(X, p)
         resp = np.exp(lr)
@@ -157,18 +216,85 @@ def estep_stats(X: np.ndarray, p: Params, resp: np.ndarray | None = None) -> Sta
         log_lik = 0.0
     K, d = p.means.shape
     nk = resp.sum(axis=0)
-    s1 = resp.T @ X - nk[:, None] * p.means
     if p.cov_type in ("full", "tied"):
+        s1 = resp.T @ X - nk[:, None] * p.means
         s2 = np.empty((K, d, d))
         for k in range(K):
             diff = X - p.means[k]
             s2[k] = (resp[:, k] * diff.T) @ diff
     else:
-        s2 = np.empty((K, d))
-        for k in range(K):
-            diff = X - p.means[k]
-            s2[k] = resp[:, k] @ (diff * diff)
+        # sum r (x - m) and sum r (x - m)^2 from the moments of the rows centred
+        # on one point inside the data (the mean of the means): GEMMs instead
+        # of a pass per component, and no cancellation when the data sit far
+        # from the origin.
+        center = p.means.mean(axis=0)
+        Xc = X - center
+        mc = p.means - center
+        sx = resp.T @ Xc
+        s1 = sx - nk[:, None] * mc
+        s2 = resp.T @ (Xc * Xc) - 2 * mc * sx + nk[:, None] * mc**2
     return Stats(nk, s1, s2, log_lik, X.shape[0])
+
+
+def _to_responsibilities(maha: np.ndarray, const: np.ndarray) -> np.ndarray:
+    """Turn squared Mahalanobis distances (K, rows) into responsibilities, in place;
+    return every row's ``log p(x)``. ``const`` (K, 1) is ``log w_k`` plus the
+    Gaussian's normalizing terms."""
+    maha *= -0.5
+    maha += const  # log w_k + log N(x | k)
+    top = maha.max(axis=0)
+    maha -= top
+    np.exp(maha, out=maha)
+    total = maha.sum(axis=0)
+    maha /= total
+    return np.log(total) + top
+
+
+def _weighted_const(p: Params) -> np.ndarray:
+    d = p.means.shape[1]
+    return (_log_det_chol(p) - 0.5 * d * _LOG_2PI + p.log_weights)[:, None]
+
+
+def log_density(X: np.ndarray, p: Params) -> np.ndarray:
+    """``log p(x)`` of every row (n,), without the (n, K) responsibilities for
+    full and tied covariances."""
+    if p.cov_type not in ("full", "tied"):
+        return log_resp(X, p)[0]
+    out = np.empty(X.shape[0])
+    const = _weighted_const(p)
+    for lo, _, maha in _whitened_chunks(X, p):
+        out[lo : lo + maha.shape[1]] = _to_responsibilities(maha, const)
+    return out
+
+
+def _estep_whitened(X: np.ndarray, p: Params) -> Stats:
+    """E-step statistics for full and tied covariances, chunk by chunk in cache.
+
+    The scatter of component k is accumulated on the whitened rows
+    ``y = (x - m_k) @ L_k`` that the densities already needed, as
+    ``sum r y^T y``, and mapped back once per block: ``L_k^-T (sum r y^T y) L_k^-1``.
+    """
+    n, d = X.shape
+    K = p.means.shape[0]
+    const = _weighted_const(p)
+    nk = np.zeros(K)
+    sx = np.zeros((K, d))
+    S = np.zeros((K, d, d))
+    log_lik = 0.0
+    for lo, y, lp in _whitened_chunks(X, p):
+        c = lp.shape[1]
+        log_lik += float(_to_responsibilities(lp, const).sum())
+        nk += lp.sum(axis=1)
+        sx += lp @ X[lo : lo + c]
+        y *= np.sqrt(lp, out=lp)[:, None, :]
+        for k in range(K):
+            S[k] += y[k] @ y[k].T
+    L = p.prec_chol if p.cov_type == "full" else np.broadcast_to(p.prec_chol, (K, d, d))
+    s2 = np.empty((K, d, d))
+    for k in range(K):
+        inv = np.linalg.inv(L[k])
+        s2[k] = inv.T @ S[k] @ inv
+    return Stats(nk, sx - nk[:, None] * p.means, s2, log_lik, n)
 
 
 def m_step(
@@ -363,7 +489,7 @@ def block_random_stats(
 
 def block_score(block: np.ndarray, start: int, p: Params) -> np.ndarray:
     """Task: ``log p(x)`` of every row of one block."""
-    return log_resp(block.astype(np.float64, copy=False), p)[0]
+    return log_density(block.astype(np.float64, copy=False), p)
 
 
 def block_score_sum(block: np.ndarray, start: int, p: Params) -> float:
