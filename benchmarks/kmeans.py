@@ -26,35 +26,16 @@ Methods:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from _harness import ensure_data, machine, run_child, write_result
 
 K, N_INIT, BATCH = 64, 10, 4096
 METHODS = ["floor", "streamclust-threads", "streamclust-cluster", "minibatch", "manual", "daskml"]
-
-
-def data_path(data_dir: Path, rows: int) -> Path:
-    return data_dir / f"blobs64x32_{rows}.zarr"
-
-
-def ensure_data(data_dir: Path, rows: int) -> Path:
-    from streamclust.datasets import write_blobs_zarr
-
-    path = data_path(data_dir, rows)
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        t = time.perf_counter()
-        write_blobs_zarr(path, rows, n_centers=64, n_features=32, seed=0)
-        print(f"wrote {path} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    return path
 
 
 def exact_inertia(path: Path, centers: np.ndarray) -> float:
@@ -163,46 +144,7 @@ def child_main(method: str, path: Path, out: Path) -> None:
     if res.get("centers") is not None:
         res["inertia"] = exact_inertia(path, np.asarray(res["centers"]))
     res.pop("centers", None)
-    out.write_text(json.dumps(res))
-    # Leave without waiting for a local cluster's orderly shutdown.
-    sys.stdout.flush()
-    os._exit(0)
-
-
-def run_child(method: str, path: Path, rows: int) -> dict:
-    import psutil
-
-    out = path.parent / f".result-{method}-{rows}.json"
-    out.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", method, "--path", str(path), "--out", str(out)]
-    )
-    peak, stop = 0, False
-    ps = psutil.Process(proc.pid)
-
-    def sample() -> None:
-        nonlocal peak
-        while not stop:
-            try:
-                rss = ps.memory_info().rss + sum(
-                    c.memory_info().rss for c in ps.children(recursive=True)
-                )
-                peak = max(peak, rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.01)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    rc = proc.wait()
-    stop = True
-    th.join()
-    if rc != 0 or not out.exists():
-        return {"skipped": f"exit code {rc}"}
-    res = json.loads(out.read_text())
-    out.unlink()
-    res["peak_mib"] = peak / 2**20
-    return res
+    write_result(out, res)
 
 
 def main() -> None:
@@ -221,20 +163,14 @@ def main() -> None:
     results = {}
     for m in args.methods.split(","):
         print(f"running {m} ...", file=sys.stderr, flush=True)
-        results[m] = run_child(m, path, args.rows)
+        results[m] = run_child(__file__, m, path, args.rows)
     print_table(results, args.rows)
 
 
 def print_table(results: dict, rows: int) -> None:
-    import psutil
-
     inertias = [r["inertia"] for r in results.values() if "inertia" in r]
     best = min(inertias) if inertias else float("nan")
-    print(
-        f"\n{rows:,} rows x 32 float32, k={K}; {platform.machine()} "
-        f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-        f"Python {platform.python_version()}\n"
-    )
+    print(f"\n{rows:,} rows x 32 float32, k={K}; {machine()}\n")
     print("| method | wall s | rows/s | exact inertia / best | peak MiB | notes |")
     print("|---|---:|---:|---:|---:|---|")
     names = {
