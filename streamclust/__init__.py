@@ -1,5 +1,6 @@
 """streamclust: clustering for data that does not fit in memory or never stops arriving."""
 
+from .anomaly import DensityAnomalyDetector, QuantileSketch
 from .exceptions import (
     DataError,
     ModelFileError,
@@ -31,9 +32,11 @@ __all__ = [
     "BatchDirSource",
     "DaskSource",
     "DataError",
+    "DensityAnomalyDetector",
     "ModelFileError",
     "NpySource",
     "ParameterError",
+    "QuantileSketch",
     "RawSource",
     "SchedulerError",
     "Source",

@@ -336,6 +336,16 @@ def block_transform(block: np.ndarray, start: int, centers: np.ndarray) -> np.nd
     return np.sqrt(D, out=D)
 
 
+def block_score_samples(block: np.ndarray, start: int, centers: np.ndarray) -> np.ndarray:
+    """Task: minus the exact float64 squared distance of every row to its nearest center."""
+    out = np.empty(block.shape[0], np.float64)
+    centers64 = centers.astype(np.float64)
+    buf = np.empty((min(ASSIGN_CHUNK_ROWS, block.shape[0]), centers.shape[1]), np.float64)
+    for lo, X, labels in _assigned_chunks(block, centers.astype(block.dtype)[None]):
+        np.negative(exact_sq_distances(X, centers64, labels[:, 0], buf), out=out[lo : lo + len(X)])
+    return out
+
+
 def block_predict(block: np.ndarray, start: int, centers: np.ndarray) -> np.ndarray:
     """Task: nearest-center labels (int32) of one block."""
     out = np.empty(block.shape[0], np.int32)

@@ -155,56 +155,84 @@ def _estimator(model_kind: str, params: dict[str, Any], client: Any, progress: b
     return StreamingGaussianMixture(k, **given, client=client, progress=progress)
 
 
+def estimator_options(fn: Any) -> Any:
+    """The options of the estimators (--model picks which; the others keep its defaults)."""
+    fn = click.option(
+        "--step-decay", type=float, default=None, help="gmm: online EM step decay [0.6]."
+    )(fn)
+    fn = click.option(
+        "--step-offset", type=float, default=None, help="gmm: online EM step offset [1]."
+    )(fn)
+    fn = click.option("--max-iter", type=int, default=None, help="gmm: EM passes [100].")(fn)
+    fn = click.option(
+        "--reg-covar", type=float, default=None, help="gmm: added to variances [1e-6]."
+    )(fn)
+    fn = click.option(
+        "--tol", type=float, default=None, help="gmm: lower-bound change to stop [1e-3]."
+    )(fn)
+    fn = click.option(
+        "--covariance",
+        "--covariance-type",
+        "covariance_type",
+        default=None,
+        help="gmm: full (default), tied, diag or spherical.",
+    )(fn)
+    fn = click.option(
+        "--shuffle/--no-shuffle", default=None, help="kmeans: shuffle within blocks [on]."
+    )(fn)
+    fn = click.option("--reassignment-ratio", type=float, default=None, help="kmeans [0.01].")(fn)
+    fn = click.option("--refine", type=int, default=None, help="kmeans: Lloyd passes after [0].")(
+        fn
+    )
+    fn = click.option(
+        "--selection", default=None, help="kmeans: last_n (default) or full (one exact pass)."
+    )(fn)
+    fn = click.option(
+        "--last-n", type=int, default=None, help="kmeans: batches in the selection [10]."
+    )(fn)
+    fn = click.option("--max-steps", type=int, default=None, help="kmeans: mini-batch steps.")(fn)
+    fn = click.option("--max-passes", type=int, default=None, help="kmeans: passes over DATA [1].")(
+        fn
+    )
+    fn = click.option(
+        "--init-size", type=int, default=None, help="kmeans: rows sampled to initialize."
+    )(fn)
+    fn = click.option("--random-state", type=int, default=0, show_default=True)(fn)
+    fn = click.option(
+        "--batch-size", type=int, default=None, help="Rows per mini-batch [4096 gmm, 1024]."
+    )(fn)
+    fn = click.option(
+        "--n-init", type=int, default=None, help="Initializations [kmeans: 3, gmm: 1]."
+    )(fn)
+    fn = click.option(
+        "--init",
+        default=None,
+        help="kmeans: k-means++ (default) or random; gmm: kmeans (default), k-means++ or random.",
+    )(fn)
+    fn = click.option(
+        "--k",
+        "--n-clusters",
+        "--n-components",
+        "k",
+        type=int,
+        default=8,
+        show_default=True,
+        help="Clusters (kmeans) or mixture components (gmm).",
+    )(fn)
+    fn = click.option(
+        "--model",
+        "model_kind",
+        type=click.Choice(["kmeans", "gmm"]),
+        default="kmeans",
+        show_default=True,
+        help="StreamingKMeans or StreamingGaussianMixture.",
+    )(fn)
+    return fn
+
+
 @cli.command()
 @click.argument("data")
-@click.option(
-    "--model",
-    "model_kind",
-    type=click.Choice(["kmeans", "gmm"]),
-    default="kmeans",
-    show_default=True,
-    help="StreamingKMeans or StreamingGaussianMixture.",
-)
-@click.option(
-    "--k",
-    "--n-clusters",
-    "--n-components",
-    "k",
-    type=int,
-    default=8,
-    show_default=True,
-    help="Clusters (kmeans) or mixture components (gmm).",
-)
-@click.option(
-    "--init",
-    default=None,
-    help="kmeans: k-means++ (default) or random; gmm: kmeans (default), k-means++ or random.",
-)
-@click.option("--n-init", type=int, default=None, help="Initializations [kmeans: 3, gmm: 1].")
-@click.option("--batch-size", type=int, default=None, help="Rows per mini-batch [4096 gmm, 1024].")
-@click.option("--random-state", type=int, default=0, show_default=True)
-@click.option("--init-size", type=int, default=None, help="kmeans: rows sampled to initialize.")
-@click.option("--max-passes", type=int, default=None, help="kmeans: passes over DATA [1].")
-@click.option("--max-steps", type=int, default=None, help="kmeans: mini-batch steps.")
-@click.option("--last-n", type=int, default=None, help="kmeans: batches in the selection [10].")
-@click.option(
-    "--selection", default=None, help="kmeans: last_n (default) or full (one exact pass)."
-)
-@click.option("--refine", type=int, default=None, help="kmeans: Lloyd passes after [0].")
-@click.option("--reassignment-ratio", type=float, default=None, help="kmeans [0.01].")
-@click.option("--shuffle/--no-shuffle", default=None, help="kmeans: shuffle within blocks [on].")
-@click.option(
-    "--covariance",
-    "--covariance-type",
-    "covariance_type",
-    default=None,
-    help="gmm: full (default), tied, diag or spherical.",
-)
-@click.option("--tol", type=float, default=None, help="gmm: lower-bound change to stop [1e-3].")
-@click.option("--reg-covar", type=float, default=None, help="gmm: added to variances [1e-6].")
-@click.option("--max-iter", type=int, default=None, help="gmm: EM passes [100].")
-@click.option("--step-offset", type=float, default=None, help="gmm: online EM step offset [1].")
-@click.option("--step-decay", type=float, default=None, help="gmm: online EM step decay [0.6].")
+@estimator_options
 @click.option("--out", required=True, help="Directory to save the fitted model in.")
 @data_options
 @run_options
@@ -375,6 +403,183 @@ def score(
     lines = [f"mean log-likelihood {value:.10g}, BIC {bic:.10g}, AIC {aic:.10g} on {n} rows"]
     if out is not None:
         lines.append(f"wrote {n} log-densities to {out}")
+    _emit(as_json, summary, lines)
+
+
+@cli.command()
+@click.argument("data")
+@click.option("--model-dir", required=True, help="Directory of a saved model.")
+@click.option("--percentile", type=float, default=4.0, show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(["exact", "sketch"]),
+    default="exact",
+    show_default=True,
+    help="exact: np.percentile bit for bit (usually 2 passes); sketch: t-digest, 1 pass.",
+)
+@click.option("--out", default=None, help="Flags (-1 anomaly / 1 normal): a .zarr or .npy path.")
+@click.option("--scores-out", default=None, help="Scores: a .zarr or .npy path.")
+@data_options
+@run_options
+def detect(
+    data: str,
+    model_dir: str,
+    percentile: float,
+    method: str,
+    out: str | None,
+    scores_out: str | None,
+    dtype: str | None,
+    shape: str | None,
+    component: str | None,
+    header: bool,
+    scheduler: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    as_json: bool,
+    progress: bool,
+) -> None:
+    """Flag the rows of DATA whose score falls below the --percentile of all scores."""
+    from .anomaly import DensityAnomalyDetector
+
+    for path in (out, scores_out):
+        if path is not None:
+            _check_new_output(path, "flags")
+            if Path(path).suffix.lower() not in (".zarr", ".npy"):
+                raise SourceError(f"{path}: must end in .zarr or .npy")
+    model = _load(model_dir)
+    source = _open(data, dtype, shape, component, header)
+    client = _client(scheduler, tls_ca, tls_cert, tls_key)
+    model.set_params(client=client, progress=progress)
+    det = DensityAnomalyDetector(
+        model, percentile=percentile, method=method, client=client, progress=progress
+    )
+    t0 = time.perf_counter()
+    det.fit(source)
+    summary = det.detect(source, out=out, scores_out=scores_out)
+    summary |= {"data": data, "passes": det.n_passes_ + 1, "seconds": time.perf_counter() - t0}
+    lines = [
+        f"threshold {det.threshold_:.10g} ({percentile:g}th percentile, {method}): "
+        f"{summary['anomalies']} anomalies in {summary['rows']} rows ({summary['rate']:.2%})"
+    ]
+    lines += [f"wrote {p}" for p in (summary["out"], summary["scores_out"]) if p]
+    _emit(as_json, summary, lines)
+
+
+@cli.command()
+@click.argument("incoming")
+@estimator_options
+@click.option("--state", required=True, help="Directory for checkpoints, flags and rejects.")
+@click.option("--detect", "detect_", is_flag=True, help="Score and flag every batch.")
+@click.option("--percentile", type=float, default=4.0, show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(["exact", "sketch"]),
+    default="sketch",
+    show_default=True,
+    help="Threshold over the window: exact (needs --window) or a t-digest.",
+)
+@click.option("--window", type=int, default=None, help="Threshold over the last N batches.")
+@click.option("--checkpoint-every", type=int, default=1, show_default=True)
+@click.option("--once", is_flag=True, help="Apply what is there, then exit.")
+@click.option(
+    "--poll-interval", type=float, default=1.0, show_default=True, help="Seconds between looks."
+)
+@click.option("--header", is_flag=True, help="CSV batch files start with a header row.")
+@click.option("--progress/--no-progress", default=True, help="A status line on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def stream(
+    incoming: str,
+    model_kind: str,
+    state: str,
+    detect_: bool,
+    percentile: float,
+    method: str,
+    window: int | None,
+    checkpoint_every: int,
+    once: bool,
+    poll_interval: float,
+    header: bool,
+    progress: bool,
+    as_json: bool,
+    **params: Any,
+) -> None:
+    """Apply the batch files landing in INCOMING to a model, exactly once.
+
+    Producers write NAME.tmp and rename it to NAME.npy, .csv or .parquet;
+    batches are applied in name order. Killed at any point, the same command
+    resumes from the last checkpoint in --state with the same result.
+    """
+    from .ingest import Ingest
+
+    config = {
+        "model": model_kind,
+        "params": {k: v for k, v in sorted(params.items()) if v is not None},
+        "percentile": percentile if detect_ else None,
+        "method": method if detect_ else None,
+        "window": window if detect_ else None,
+    }
+    if detect_:
+        from .anomaly import DensityAnomalyDetector
+
+        probe = DensityAnomalyDetector(_estimator(model_kind, params, "sync", False))
+        probe.set_params(percentile=percentile, method=method, window=window)
+        probe._check_params()
+        if method == "exact" and window is None:
+            raise ParameterError("--method exact needs --window N (the last N batches)")
+    _estimator(model_kind, params, "sync", False)._check_params()
+    job = Ingest(
+        incoming,
+        state,
+        lambda: _estimator(model_kind, params, "sync", False),
+        config,
+        checkpoint_every=checkpoint_every,
+        header=header,
+    )
+    t0 = time.perf_counter()
+    seen = {"batches": 0, "rows": 0, "rejected": 0, "last": 0.0}
+    tty = sys.stderr.isatty()
+
+    def report(result: Any, job: Any) -> None:
+        seen["batches"] += 1
+        seen["rows"] += result.rows
+        seen["rejected"] += result.rejected is not None
+        now = time.perf_counter()
+        if not progress or now - seen["last"] < 1.0:
+            return
+        seen["last"] = now
+        elapsed = max(now - t0, 1e-9)
+        led = job.ledger
+        line = (
+            f"{seen['batches'] / elapsed:.1f} batches/s, {seen['rows'] / elapsed:,.0f} rows/s, "
+            f"{len(led.batches)} applied, {seen['rejected']} rejected"
+        )
+        if led.threshold is not None:
+            line += f", threshold {led.threshold:.6g}, anomaly rate {led.anomalies / led.rows:.2%}"
+        click.echo(("\r" if tty else "") + line, err=True, nl=not tty)
+
+    ledger = job.run(once=once, poll_interval=poll_interval, report=report)
+    seconds = time.perf_counter() - t0
+    if progress and tty:
+        click.echo("", err=True)
+    summary = {
+        "state": state,
+        "batches_total": len(ledger.batches),
+        "batches": seen["batches"] - seen["rejected"],
+        "rejected": seen["rejected"],
+        "rows": seen["rows"],
+        "rows_total": ledger.rows,
+        "anomalies_total": ledger.anomalies,
+        "threshold": ledger.threshold,
+        "seconds": seconds,
+        "rows_per_s": seen["rows"] / seconds if seconds else 0.0,
+    }
+    lines = [
+        f"applied {summary['batches']} batches ({seen['rows']} rows) in {seconds:.2f} s, "
+        f"{summary['rejected']} rejected; {len(ledger.batches)} batches in {state}"
+    ]
+    if ledger.threshold is not None:
+        lines.append(f"threshold {ledger.threshold:.6g}, {ledger.anomalies} anomalies so far")
     _emit(as_json, summary, lines)
 
 

@@ -382,6 +382,11 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         """Log-density ``log p(x)`` of every row (lazy for dask input; ``out`` streams)."""
         return apply_blocks(self, X, G.block_score, self._params_for, np.float64, None, out)
 
+    def _score_kernel(self) -> tuple[Any, Any]:
+        """The per-block task of :meth:`score_samples` and its model argument."""
+        check_is_fitted(self, "_params")
+        return G.block_score, self._params
+
     def predict_proba(self, X: Any, out: Any = None) -> Any:
         """Responsibilities, shape (n_samples, n_components)."""
         return apply_blocks(

@@ -505,6 +505,18 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             self, X, K.block_transform, self._centers_for, None, self.n_clusters, out
         )
 
+    def score_samples(self, X: Any, out: Any = None) -> Any:
+        """Minus the squared distance of every row to its nearest center (float64):
+        higher is more typical, as a density. Used by :class:`DensityAnomalyDetector`."""
+        return apply_blocks(
+            self, X, K.block_score_samples, self._centers_for, np.float64, None, out
+        )
+
+    def _score_kernel(self) -> tuple[Any, Any]:
+        """The per-block task of :meth:`score_samples` and its model argument."""
+        check_is_fitted(self, "cluster_centers_")
+        return K.block_score_samples, self.cluster_centers_
+
     def fit_predict(self, X: Any, y: Any = None) -> Any:
         """Fit, then return the labels of ``X`` (``labels_`` for in-memory data)."""
         self.fit(X)
