@@ -1,0 +1,168 @@
+"""Streaming ingest: exactly once across kill -9, poison batches, the file contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import streamclust as sc
+from streamclust.cli import main
+from streamclust.datasets import make_chapter_mixture
+
+
+def _write_batches(incoming: Path, n_files: int, rows: int, seed: int = 0) -> list[str]:
+    """Shuffled rows of the chapter's mixture as n_files .npy batches (written as the
+    producer contract says: .tmp, then rename)."""
+    X = make_chapter_mixture()[0]
+    rng = np.random.default_rng(seed)
+    incoming.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(n_files):
+        name = f"b{i:05d}.npy"
+        tmp = incoming / f"{name}.tmp"
+        with open(tmp, "wb") as fh:
+            np.save(fh, X[rng.integers(0, len(X), rows)])
+        os.replace(tmp, incoming / name)
+        names.append(name)
+    return names
+
+
+def _arrays(model_dir: Path) -> dict[str, np.ndarray]:
+    with np.load(model_dir / "arrays.npz", allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def _latest(state: Path) -> Path:
+    return state / "checkpoints" / (state / "LATEST").read_text().strip()
+
+
+STREAM = ["--model", "gmm", "--k", "3", "--random-state", "0", "--detect", "--window", "20"]
+
+
+def test_stream_once_equals_partial_fit_in_name_order(tmp_path, capsys):
+    names = _write_batches(tmp_path / "in", 30, 80)
+    (tmp_path / "in" / "late.npy.tmp").write_bytes(b"half a file")  # still being written
+    args = ["stream", tmp_path / "in", *STREAM, "--state", tmp_path / "st", "--once"]
+    assert main([*map(str, args), "--json", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["batches"] == 30 and summary["rejected"] == 0
+    det = sc.DensityAnomalyDetector(
+        sc.StreamingGaussianMixture(3, random_state=0), method="sketch", window=20
+    )
+    for name in sorted(names):
+        det.partial_fit(np.load(tmp_path / "in" / name))
+    saved = sc.load(_latest(tmp_path / "st") / "model")
+    np.testing.assert_array_equal(saved.means_, det.model_.means_)
+    np.testing.assert_array_equal(saved.covariances_, det.model_.covariances_)
+    assert summary["threshold"] == det.threshold_
+    last = np.load(tmp_path / "in" / names[-1])
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "st" / "flags" / "b00029.npy"), det.predict(last)
+    )
+    # Nothing new: a second run applies nothing and changes nothing.
+    assert main([*map(str, args), "--json", "--no-progress"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["batches"] == 0 and again["batches_total"] == 30
+    assert (tmp_path / "in" / "late.npy.tmp").exists()
+
+
+def test_poison_batches_are_rejected_and_the_stream_goes_on(tmp_path, capsys):
+    incoming = tmp_path / "in"
+    _write_batches(incoming, 6, 50)
+    np.save(incoming / "b00002.npy", np.ones((10, 3)))  # wrong width
+    bad = np.load(incoming / "b00004.npy")
+    bad[3, 1] = np.nan
+    np.save(incoming / "b00004.npy", bad)
+    (incoming / "b00005.csv").write_text("1,2\n3,x\n")
+    args = ["stream", incoming, "--k", "2", "--state", tmp_path / "st", "--once"]
+    assert main([*map(str, args), "--json", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["batches"] == 4 and summary["rejected"] == 3
+    rejected = tmp_path / "st" / "rejected"
+    assert sorted(p.name for p in rejected.glob("*.reason")) == [
+        "b00002.npy.reason",
+        "b00004.npy.reason",
+        "b00005.csv.reason",
+    ]
+    assert "3 columns" in (rejected / "b00002.npy.reason").read_text()
+    assert "nan" in (rejected / "b00004.npy.reason").read_text()
+    assert not (incoming / "b00002.npy").exists() and (rejected / "b00002.npy").exists()
+    ledger = json.loads((_latest(tmp_path / "st") / "ledger.json").read_text())
+    assert ledger["batches"] == ["b00000.npy", "b00001.npy", "b00003.npy", "b00005.npy"]
+
+
+def test_state_of_another_model_is_refused(tmp_path, capsys):
+    _write_batches(tmp_path / "in", 2, 50)
+    base = ["stream", str(tmp_path / "in"), "--state", str(tmp_path / "st"), "--once"]
+    assert main([*base, "--k", "2", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--k", "3", "--no-progress"]) == 2
+    assert "was started with" in capsys.readouterr().err
+
+
+def _run_stream(incoming: Path, state: Path, extra: list[str]) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "streamclust.cli", "stream", str(incoming)]
+    cmd += [*STREAM, "--state", str(state), "--once", "--no-progress", *extra]
+    with open(state.parent / f"{state.name}.log", "ab") as log:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def _finish(proc: subprocess.Popen, state: Path) -> None:
+    assert proc.wait(timeout=300) == 0, (state.parent / f"{state.name}.log").read_text()
+
+
+@pytest.mark.parametrize("every", [1, 7])
+def test_killed_five_times_gives_the_same_model(tmp_path, every):
+    incoming = tmp_path / "in"
+    names = _write_batches(incoming, 200, 60, seed=1)
+    np.save(incoming / "b00100.npy", np.full((5, 2), np.inf))  # a poison batch
+    (incoming / "b00150.npy.tmp").write_bytes(b"never read")
+    extra = ["--checkpoint-every", str(every)]
+    _finish(_run_stream(incoming, tmp_path / "clean", extra), tmp_path / "clean")
+    # The poison file moved to clean/rejected; put it back for the killed run.
+    os.replace(tmp_path / "clean" / "rejected" / "b00100.npy", incoming / "b00100.npy")
+
+    rng = np.random.default_rng(every)
+    state = tmp_path / "killed"
+    kills = sorted(rng.choice(np.arange(5, 195), 5, replace=False))
+    killed = 0
+    for target in kills:
+        proc = _run_stream(incoming, state, extra)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            latest = (state / "LATEST").read_text().strip() if (state / "LATEST").exists() else ""
+            if latest and int(latest.split("-")[1]) >= target:
+                time.sleep(rng.uniform(0, 0.03))  # land anywhere inside the next batches
+                break
+            time.sleep(0.002)
+        killed += proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert killed >= 4  # the kills landed mid-stream (a very late one may miss)
+    _finish(_run_stream(incoming, state, extra), state)
+
+    want, got = _latest(tmp_path / "clean"), _latest(state)
+    a, b = _arrays(want / "model"), _arrays(got / "model")
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    ledger = json.loads((got / "ledger.json").read_text())
+    good = [n for n in names if n != "b00100.npy"]
+    assert ledger["batches"] == good  # every batch once, in order
+    assert ledger == json.loads((want / "ledger.json").read_text())
+    assert (state / "rejected" / "b00100.npy.reason").exists()
+    assert (incoming / "b00150.npy.tmp").read_bytes() == b"never read"
+    for name in good[-3:]:
+        stem = name[:-4]
+        np.testing.assert_array_equal(
+            np.load(state / "flags" / f"{stem}.npy"),
+            np.load(tmp_path / "clean" / "flags" / f"{stem}.npy"),
+        )
