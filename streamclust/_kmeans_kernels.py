@@ -264,7 +264,7 @@ def scan_block(chain: Chain, block: np.ndarray, start: int, arg: tuple[Any, ...]
         if order is None:
             X = block[lo:hi]
         else:
-            X = np.take(block, order[lo:hi], axis=0, out=_flat(ws.batch, hi - lo, d))
+            X = np.take(block, order[lo:hi], axis=0, out=_flat(ws.batch, hi - lo, d), mode="clip")
         minibatch_step(chain, X, ratio, ws)
     return chain
 
@@ -277,7 +277,7 @@ def exact_sq_distances(
     ``centers64`` are the centers in float64; ``buf`` an optional (>= b, d) float64 scratch.
     """
     n = X.shape[0]
-    diff = np.take(centers64, labels, axis=0, out=None if buf is None else buf[:n])
+    diff = np.take(centers64, labels, axis=0, out=None if buf is None else buf[:n], mode="clip")
     np.subtract(X, diff, out=diff)
     return np.einsum("ij,ij->i", diff, diff)
 

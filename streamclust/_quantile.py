@@ -74,10 +74,8 @@ def summarize(values: np.ndarray, brackets: list[Bracket]) -> list[Any]:
             out.append(sel)
         else:
             shift = np.uint64(64 - b.depth - b.bits)
-            digits = ((sel >> shift) & np.uint64((1 << b.bits) - 1)).astype(np.intp)
-            counts = np.bincount(digits, minlength=1 << b.bits)
-            present = np.flatnonzero(counts)
-            out.append((present.astype(np.uint32), counts[present]))
+            digits = ((sel >> shift) & np.uint64((1 << b.bits) - 1)).astype(np.uint32)
+            out.append(np.unique(digits, return_counts=True))
     return out
 
 

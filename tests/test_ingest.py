@@ -166,3 +166,35 @@ def test_killed_five_times_gives_the_same_model(tmp_path, every):
             np.load(state / "flags" / f"{stem}.npy"),
             np.load(tmp_path / "clean" / "flags" / f"{stem}.npy"),
         )
+
+
+def test_without_once_it_polls_for_new_batches(tmp_path):
+    incoming, state = tmp_path / "in", tmp_path / "st"
+    _write_batches(incoming, 3, 50)
+    cmd = [sys.executable, "-m", "streamclust.cli", "stream", str(incoming), "--k", "2"]
+    cmd += ["--state", str(state), "--poll-interval", "0.05", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+
+        def applied() -> int:
+            try:
+                return int((state / "LATEST").read_text().split("-")[1])
+            except (OSError, IndexError, ValueError):
+                return -1
+
+        deadline = time.monotonic() + 60
+        while applied() < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert applied() == 3
+        # A producer drops two more batches: the running stream picks them up.
+        X = make_chapter_mixture()[0]
+        for name in ("c00000.npy", "c00001.npy"):
+            with open(incoming / f"{name}.tmp", "wb") as fh:
+                np.save(fh, X[:40])
+            os.replace(incoming / f"{name}.tmp", incoming / name)
+        while applied() < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert applied() == 5 and proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
