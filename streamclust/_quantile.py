@@ -123,6 +123,7 @@ def order_statistics(
                     present, counts = got
                     total[present] += counts
         passes += 1
+        done: set[Bracket] = set()
         for t in todo:
             i = brackets.index(t.bracket(collect))
             b, total = brackets[i], totals[i]
@@ -130,12 +131,14 @@ def order_statistics(
                 keys = np.sort(np.concatenate(total))
                 t.value = key_value(int(keys[t.rank - t.below]))
                 continue
-            cum = np.cumsum(total)
+            cum = total if b in done else np.cumsum(total, out=total)  # in place
+            done.add(b)
             digit = int(np.searchsorted(cum, t.rank - t.below, side="right"))
-            t.below += int(cum[digit - 1]) if digit else 0
+            before = int(cum[digit - 1]) if digit else 0
+            t.below += before
             t.prefix = (t.prefix << b.bits) | digit
             t.depth += b.bits
-            t.count = int(total[digit])
+            t.count = int(cum[digit]) - before
             if t.depth == 64:
                 t.value = key_value(t.prefix)
 

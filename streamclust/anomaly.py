@@ -97,6 +97,20 @@ def _model_scores(block: np.ndarray, start: int, kernel: Any, arg: Any) -> np.nd
     return np.asarray(kernel(block, start, arg), dtype=np.float64)
 
 
+#: Rows per task of the exact search: its temporaries are a few times the block's scores.
+_SMALL_BLOCK_ROWS = 1 << 17
+
+
+def _small_ranges(source: Any) -> list[tuple[int, int]]:
+    """The source's blocks cut into pieces of about 2^17 rows, on chunk boundaries when
+    the source has chunks (each piece then decompresses whole chunks only)."""
+    step = _SMALL_BLOCK_ROWS
+    chunk = getattr(source, "chunk_rows", None)
+    if chunk:
+        step = chunk * max(1, step // chunk)
+    return [(lo, min(lo + step, hi)) for blo, hi in source.blocks() for lo in range(blo, hi, step)]
+
+
 def _block_summary(
     block: np.ndarray, start: int, kernel: Any, arg: Any, brackets: list[Q.Bracket]
 ) -> list[np.ndarray]:
@@ -231,8 +245,12 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
             self.threshold_, self.n_passes_ = sketch.percentile(q), 1
             return self
 
+        ranges = _small_ranges(source)
+
         def run_pass(brackets: list[Q.Bracket]) -> Any:
-            return runtime.map_blocks(_block_summary, source, kernel, arg, brackets, runner=runner)
+            return runtime.map_blocks(
+                _block_summary, source, kernel, arg, brackets, runner=runner, ranges=ranges
+            )
 
         self.threshold_, self.n_passes_ = Q.exact_percentile(run_pass, source.n_rows, q)
         return self
