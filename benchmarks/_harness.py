@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 def data_path(data_dir: Path, rows: int) -> Path:
@@ -27,6 +28,15 @@ def ensure_data(data_dir: Path, rows: int) -> Path:
         write_blobs_zarr(path, rows, n_centers=64, n_features=32, seed=0)
         print(f"wrote {path} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     return path
+
+
+def add_child_arguments(ap: Any, data_dir: Path) -> None:
+    """The options every benchmark script takes: where its data live, and the ones
+    by which :func:`run_child` starts the script again as one method's subprocess."""
+    ap.add_argument("--data-dir", type=Path, default=data_dir)
+    ap.add_argument("--child")
+    ap.add_argument("--path", type=Path)
+    ap.add_argument("--out", type=Path)
 
 
 def run_child(script: str, method: str, path: Path, rows: int, extra: list[str] = ()) -> dict:

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _harness import machine, run_child, write_result
+from _harness import add_child_arguments, machine, run_child, write_result
 
 Q = 4.0
 BATCH_ROWS, FEATURES = 10_000, 32
@@ -138,10 +138,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=20_000_000)
     ap.add_argument("--files", type=int, default=1000)
-    ap.add_argument("--data-dir", type=Path, default=Path(__file__).parent / "data")
-    ap.add_argument("--child")
-    ap.add_argument("--path", type=Path)
-    ap.add_argument("--out", type=Path)
+    add_child_arguments(ap, Path(__file__).parent / "data")
     args = ap.parse_args()
     if args.child:
         os.environ["STREAMCLUST_QUIET"] = "1"

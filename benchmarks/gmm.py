@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _harness import ensure_data, machine, run_child, write_result
+from _harness import add_child_arguments, ensure_data, machine, run_child, write_result
 
 K, MAX_ITER, BLOCK = 16, 20, 65536
 METHODS = ["floor", "ours-full", "ours-diag", "sklearn-full", "sklearn-diag", "scoring"]
@@ -139,11 +139,8 @@ def main() -> None:
         default=2_000_000,
         help="rows scikit-learn fits on in memory (capped at --rows)",
     )
-    ap.add_argument("--data-dir", type=Path, default=Path(__file__).parent / "data")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--child")
-    ap.add_argument("--path", type=Path)
-    ap.add_argument("--out", type=Path)
+    add_child_arguments(ap, Path(__file__).parent / "data")
     args = ap.parse_args()
     sk_rows = min(args.rows, args.sklearn_rows)
     if args.child:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _harness import ensure_data, machine, run_child, write_result
+from _harness import add_child_arguments, ensure_data, machine, run_child, write_result
 
 K, N_INIT, BATCH = 64, 10, 4096
 METHODS = ["floor", "streamclust-threads", "streamclust-cluster", "minibatch", "manual", "daskml"]
@@ -150,11 +150,8 @@ def child_main(method: str, path: Path, out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=2_000_000)
-    ap.add_argument("--data-dir", type=Path, default=Path(__file__).parent / "data")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--child")
-    ap.add_argument("--path", type=Path)
-    ap.add_argument("--out", type=Path)
+    add_child_arguments(ap, Path(__file__).parent / "data")
     args = ap.parse_args()
     if args.child:
         child_main(args.child, args.path, args.out)
