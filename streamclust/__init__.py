@@ -13,6 +13,7 @@ from .gmm import StreamingGaussianMixture
 from .kmeans import StreamingKMeans
 from .persistence import load
 from .runtime import get_client
+from .selection import KMeansSweep, sweep_kmeans
 from .sources import (
     ArraySource,
     BatchDirSource,
@@ -33,6 +34,7 @@ __all__ = [
     "DaskSource",
     "DataError",
     "DensityAnomalyDetector",
+    "KMeansSweep",
     "ModelFileError",
     "NpySource",
     "ParameterError",
@@ -47,6 +49,7 @@ __all__ = [
     "ZarrSource",
     "__version__",
     "get_client",
+    "sweep_kmeans",
     "load",
     "open_source",
     "write_zarr",

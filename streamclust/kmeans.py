@@ -334,35 +334,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _lockstep_fit(self, source: Source, runner: runtime.Runner, n_init: int) -> K.Chain:
         """Initialize ``n_init`` candidates and run every step; the merged state."""
-        root = self._root_seed()
-        ranges = source.blocks(min_rows=self.batch_size)
-        pool = self._init_pool(source, ranges, runner, root)
-        centers, rng_states = self._init_candidates(pool, n_init, root, runner)
-        groups = np.array_split(np.arange(n_init), min(n_init, runner.n_workers))
-        chains = [
-            K.new_chain(
-                centers[g].copy(), [rng_states[i] for i in g], self.last_n, tuple(g.tolist())
-            )
-            for g in groups
-        ]
-        batches = [math.ceil((hi - lo) / self.batch_size) for lo, hi in ranges]
-        per_pass = sum(batches)
-        total = self.max_steps if self.max_steps is not None else self.max_passes * per_pass
-        n_passes = math.ceil(total / per_pass)
-        done = 0
-        for p in range(n_passes):
-            steps = self._pass_plan(ranges, batches, root, p, total - done)
-            done += sum(s[2][1] for s in steps)
-            with runtime.progress_bar(
-                sum(hi - lo for lo, hi, _ in steps), f"pass {p + 1}/{n_passes}", self.progress
-            ) as bar:
-                chains = runtime.scan(
-                    K.scan_block, source, chains, steps, runner=runner, progress=bar.update
-                )
-        self._state = _merge_chains(chains)
-        self.n_steps_ = done
-        self.n_passes_ = n_passes
-        return self._state
+        return _lockstep_fit_many([self], source, runner, [n_init])[0]
 
     def _pass_plan(
         self,
@@ -594,6 +566,57 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
+
+
+def _lockstep_fit_many(
+    models: list[StreamingKMeans], source: Source, runner: runtime.Runner, n_inits: list[int]
+) -> list[K.Chain]:
+    """Fit several models over the same passes: each block is read once for all of them.
+
+    The models may differ in ``n_clusters``, ``init`` and ``n_init``; they share
+    the data plan (``batch_size``, ``max_steps``/``max_passes``, ``shuffle``,
+    ``random_state``), so each gets exactly the state it would get alone.
+    """
+    lead = models[0]
+    root = lead._root_seed()
+    ranges = source.blocks(min_rows=lead.batch_size)
+    pools: dict[int, np.ndarray] = {}
+    chains: list[K.Chain] = []
+    owner: list[int] = []
+    for m_idx, (model, n_init) in enumerate(zip(models, n_inits, strict=True)):
+        size = model._effective_init_size(source.n_rows)
+        if size not in pools:  # the same sample for every model of the same init_size
+            pools[size] = model._init_pool(source, ranges, runner, root)
+        centers, rng_states = model._init_candidates(pools[size], n_init, root, runner)
+        n_groups = min(n_init, max(1, runner.n_workers // len(models)))
+        for g in np.array_split(np.arange(n_init), n_groups):
+            chains.append(
+                K.new_chain(
+                    centers[g].copy(), [rng_states[i] for i in g], model.last_n, tuple(g.tolist())
+                )
+            )
+            owner.append(m_idx)
+    batches = [math.ceil((hi - lo) / lead.batch_size) for lo, hi in ranges]
+    per_pass = sum(batches)
+    total = lead.max_steps if lead.max_steps is not None else lead.max_passes * per_pass
+    n_passes = math.ceil(total / per_pass)
+    done = 0
+    for p in range(n_passes):
+        steps = lead._pass_plan(ranges, batches, root, p, total - done)
+        done += sum(s[2][1] for s in steps)
+        with runtime.progress_bar(
+            sum(hi - lo for lo, hi, _ in steps), f"pass {p + 1}/{n_passes}", lead.progress
+        ) as bar:
+            chains = runtime.scan(
+                K.scan_block, source, chains, steps, runner=runner, progress=bar.update
+            )
+    states = []
+    for m_idx, model in enumerate(models):
+        model._state = _merge_chains([c for c, o in zip(chains, owner, strict=True) if o == m_idx])
+        model.n_steps_ = done
+        model.n_passes_ = n_passes
+        states.append(model._state)
+    return states
 
 
 def _merge_chains(chains: list[K.Chain]) -> K.Chain:

@@ -86,8 +86,14 @@ class Runner:
         return [None] * n
 
     def read_ahead(self, source: Source, lo: int, hi: int, places: list[str | None]) -> list[Any]:
-        """Block handles for a later step of a scan, one per chain placement."""
-        return [(source, lo, hi)] * len(places)
+        """Block handles for a later step of a scan, one per chain placement.
+
+        In-process: an in-memory block is a free slice, anything else is read
+        once here and the same array is given to every chain.
+        """
+        if source.in_memory or len(places) == 1:
+            return [(source, lo, hi)] * len(places)
+        return [source.read(lo, hi)] * len(places)
 
     def parallel(self) -> contextlib.AbstractContextManager[None]:
         """Context for a section whose tasks run concurrently in this process."""

@@ -1,0 +1,194 @@
+"""Choosing the number of clusters on data larger than memory.
+
+:func:`sweep_kmeans` fits one :class:`StreamingKMeans` per value of k in the
+same passes over the data (each block is read once for all of them, as the
+``n_init`` candidates of one model already are), then takes one more pass for
+the exact inertia of every k and a uniform sample of rows for the silhouette.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _kmeans_kernels as K
+from . import runtime
+from ._validation import as_source, check_int, check_option
+from .exceptions import ParameterError
+
+__all__ = ["KMeansSweep", "knee", "sweep_kmeans"]
+
+
+def knee(x: np.ndarray, y: np.ndarray) -> int:
+    """Index of the knee of a decreasing convex curve (Kneedle, Satopaa et al. 2011).
+
+    Both axes are scaled to [0, 1]; the knee is the point farthest below the
+    straight line from the first point to the last (``(1 - x) - y`` largest).
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if len(x) < 3:
+        return 0
+    xs = (x - x[0]) / (x[-1] - x[0])
+    span = y.max() - y.min()
+    ys = (y - y.min()) / span if span > 0 else np.zeros_like(y)
+    return int(np.argmax((1 - xs) - ys))
+
+
+@dataclass
+class KMeansSweep:
+    """What :func:`sweep_kmeans` measured, one entry per k."""
+
+    k: np.ndarray
+    inertia: np.ndarray
+    silhouette: np.ndarray
+    silhouette_se: np.ndarray  # standard error of the sampled silhouette (0: whole data)
+    sample_size: int
+    n_rows: int
+    criterion: str
+    models: dict[int, Any] = field(repr=False)
+
+    @property
+    def knee_k(self) -> int:
+        """The elbow of the inertia curve (see :func:`knee`)."""
+        return int(self.k[knee(self.k, self.inertia)])
+
+    @property
+    def best_k(self) -> int:
+        """Highest silhouette (``criterion="silhouette"``) or the elbow (``"elbow"``)."""
+        if self.criterion == "elbow":
+            return self.knee_k
+        return int(self.k[int(np.nanargmax(self.silhouette))])
+
+    @property
+    def best_model(self) -> Any:
+        return self.models[self.best_k]
+
+    def table(self) -> list[dict[str, float]]:
+        return [
+            {"k": int(k), "inertia": float(i), "silhouette": float(s), "silhouette_se": float(e)}
+            for k, i, s, e in zip(
+                self.k, self.inertia, self.silhouette, self.silhouette_se, strict=True
+            )
+        ]
+
+    def plot(self) -> Any:
+        """Elbow and silhouette curves (needs the ``plot`` extra)."""
+        from .plotting import plot_kmeans_sweep
+
+        return plot_kmeans_sweep(self)
+
+
+def _sample_plan(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted global row indices of a uniform sample without replacement."""
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+def block_sweep_stats(
+    block: np.ndarray, start: int, centers: list[np.ndarray], sample: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Task: exact inertia of each model's centers on one block, and the block's rows
+    among the sorted global indices ``sample``."""
+    inertia = np.array(
+        [K.block_labels_inertia(block, start, c[None], False)[1][0] for c in centers]
+    )
+    lo, hi = np.searchsorted(sample, [start, start + block.shape[0]])
+    return inertia, block[sample[lo:hi] - start]
+
+
+def sweep_kmeans(
+    X: Any,
+    k: Any = range(2, 11),
+    *,
+    n_init: int = 3,
+    batch_size: int = 1024,
+    max_passes: int = 1,
+    max_steps: int | None = None,
+    random_state: Any = 0,
+    criterion: str = "silhouette",
+    silhouette_sample: int = 10_000,
+    client: Any = None,
+    progress: bool = True,
+    **params: Any,
+) -> KMeansSweep:
+    """Fit StreamingKMeans for every k in ``k`` in shared passes; inertia and silhouette.
+
+    Every model gets exactly what ``StreamingKMeans(n_clusters=k, ...)`` would
+    get alone. The silhouette of each k is computed on the same uniform seeded
+    sample of ``silhouette_sample`` rows (the whole data when it is smaller, and
+    then equal to ``sklearn.metrics.silhouette_score``), with the standard error
+    of its mean. ``criterion``: ``"silhouette"`` (highest) or ``"elbow"`` (the
+    knee of the inertia curve) picks ``best_k``.
+    """
+    from sklearn.metrics import silhouette_samples
+
+    from .kmeans import StreamingKMeans, _lockstep_fit_many
+
+    ks = sorted({int(v) for v in np.atleast_1d(np.asarray(list(k)))})
+    if not ks or ks[0] < 1:
+        raise ParameterError(f"k={list(k)!r} must hold integers >= 1; pass e.g. range(2, 11)")
+    check_option("criterion", criterion, ("silhouette", "elbow"))
+    check_int("silhouette_sample", silhouette_sample, low=2)
+    models = [
+        StreamingKMeans(
+            n_clusters=kk,
+            n_init=n_init,
+            batch_size=batch_size,
+            max_passes=max_passes,
+            max_steps=max_steps,
+            random_state=random_state,
+            client=client,
+            progress=progress,
+            **params,
+        )
+        for kk in ks
+    ]
+    n_inits = [m._check_params() for m in models]
+    source = as_source(models[0], X, reset=True)
+    for m in models[1:]:
+        m.n_features_in_ = models[0].n_features_in_
+    runner = runtime.resolve_runner(client, source)
+    states = _lockstep_fit_many(models, source, runner, n_inits)
+    for m, state in zip(models, states, strict=True):
+        m.init_scores_ = state.window_scores()
+        m.best_init_ = int(np.argmin(m.init_scores_))
+        m.cluster_centers_ = state.centers[m.best_init_].copy()
+
+    # One pass: exact inertia of every k, and the silhouette sample.
+    seed = int(models[0]._root_seed().generate_state(1)[0])
+    sample_idx = _sample_plan(source.n_rows, silhouette_sample, seed)
+    centers = [m.cluster_centers_ for m in models]
+    inertia = np.zeros(len(models))
+    sample = []
+    with runtime.progress_bar(source.n_rows, "inertia", progress) as bar:
+        for part_inertia, rows in runtime.map_blocks(
+            block_sweep_stats, source, centers, sample_idx, runner=runner, progress=bar.update
+        ):
+            inertia += part_inertia
+            sample.append(rows)
+    Xs = np.concatenate(sample).astype(np.float64)
+    for m, value in zip(models, inertia, strict=True):
+        m.inertia_ = float(value)
+    m_rows, n = Xs.shape[0], source.n_rows
+    fpc = math.sqrt((n - m_rows) / (n - 1)) if n > 1 else 0.0
+    sil, se = np.full(len(ks), np.nan), np.full(len(ks), np.nan)
+    for i, m in enumerate(models):
+        labels = m.predict(Xs)
+        if 1 < len(np.unique(labels)) < m_rows:
+            s = silhouette_samples(Xs, labels)
+            sil[i], se[i] = s.mean(), s.std(ddof=1) / math.sqrt(m_rows) * fpc
+    return KMeansSweep(
+        k=np.array(ks),
+        inertia=inertia,
+        silhouette=sil,
+        silhouette_se=se,
+        sample_size=m_rows,
+        n_rows=n,
+        criterion=criterion,
+        models={kk: m for kk, m in zip(ks, models, strict=True)},
+    )
