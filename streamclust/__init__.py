@@ -13,7 +13,7 @@ from .gmm import StreamingGaussianMixture
 from .kmeans import StreamingKMeans
 from .persistence import load
 from .runtime import get_client
-from .selection import KMeansSweep, sweep_kmeans
+from .selection import GMMSweep, KMeansSweep, sweep_gmm, sweep_kmeans
 from .sources import (
     ArraySource,
     BatchDirSource,
@@ -34,6 +34,7 @@ __all__ = [
     "DaskSource",
     "DataError",
     "DensityAnomalyDetector",
+    "GMMSweep",
     "KMeansSweep",
     "ModelFileError",
     "NpySource",
@@ -49,6 +50,7 @@ __all__ = [
     "ZarrSource",
     "__version__",
     "get_client",
+    "sweep_gmm",
     "sweep_kmeans",
     "load",
     "open_source",

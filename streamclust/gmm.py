@@ -220,18 +220,10 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         self, source: Source, runner: runtime.Runner, fn: Any, *kernel_args: Any, desc: str
     ) -> list[Any]:
         """Run ``fn`` over every block and add its per-candidate statistics in block order."""
-        total: list[Any] = []
         with runtime.progress_bar(source.n_rows, desc, self.progress) as bar:
-            for part in runtime.map_blocks(
-                fn, source, *kernel_args, runner=runner, progress=bar.update
-            ):
-                if not total:
-                    total = list(part)
-                    continue
-                for c, st in enumerate(part):
-                    if st is not None:
-                        total[c] += st
-        return total
+            return _sum_parts(
+                runtime.map_blocks(fn, source, *kernel_args, runner=runner, progress=bar.update)
+            )
 
     # ------------------------------------------------------------------ fitting
 
@@ -251,24 +243,9 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             candidates = [self._params]
         else:
             candidates = self._initial_params(source, runner, int(self.n_init), self._seed())
-        n = len(candidates)
-        lower = np.full(n, -np.inf)
-        n_iter = np.zeros(n, int)
-        converged = np.zeros(n, bool)
-        active = list(candidates)
-        for it in range(1, int(self.max_iter) + 1):
-            params: list[G.Params | None] = [None if converged[c] else active[c] for c in range(n)]
-            stats = self._sum_stats(source, runner, G.block_estep, params, desc=f"EM {it}")
-            for c, st in enumerate(stats):
-                if st is None or converged[c]:
-                    continue
-                prev, lower[c] = lower[c], st.log_lik / st.n
-                active[c] = G.m_step(st, active[c].means, self.covariance_type, self.reg_covar)
-                n_iter[c] = it
-                if abs(lower[c] - prev) < self.tol:
-                    converged[c] = True
-            if converged.all():
-                break
+        active, lower, n_iter, converged = _em(
+            candidates, source, runner, self.tol, self.max_iter, self.reg_covar, self.progress
+        )
         # As scikit-learn: the first candidate with the highest lower bound.
         best = int(np.argmax(lower))
         if not converged[best]:
@@ -279,19 +256,13 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        self._set_params(active[best])
-        self.converged_ = bool(converged[best])
-        self.n_iter_ = int(n_iter[best])
-        self.lower_bound_ = float(lower[best])
-        # partial_fit continues from here; the fit weighs as much as the
-        # online steps it would take to read the same rows.
+        self._finish_fit(active[best], bool(converged[best]), int(n_iter[best]), lower, best)
         self._online = G.OnlineState(
             self._params,
             G.stats_from_params(self._params, self.reg_covar),
-            self.lower_bound_,
+            float(lower[best]),
             math.ceil(source.n_rows / self.batch_size),
         )
-        self.init_lower_bounds_ = lower
         return self
 
     def partial_fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:
@@ -317,7 +288,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         state = getattr(self, "_online", None)
         if state is None:  # a first call, or a model from from_sklearn
             if fitted:
-                start, log_lik = self._params, float(self.lower_bound_)
+                start, log_lik = self._params, float(getattr(self, "lower_bound_", np.nan))
             else:
                 start, log_lik = self._init_from_batch(source, whole=not out_of_core), np.nan
             state = G.OnlineState(start, G.stats_from_params(start, self.reg_covar), log_lik, 0)
@@ -358,6 +329,15 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         X = batch.astype(np.float64, copy=False)
         fits = [float(G.log_resp(X, p)[0].sum()) for p in cands]
         return cands[int(np.argmax(fits))]
+
+    def _finish_fit(
+        self, p: G.Params, converged: bool, n_iter: int, lower: np.ndarray, best: int
+    ) -> None:
+        self._set_params(p)
+        self.converged_ = converged
+        self.n_iter_ = n_iter
+        self.lower_bound_ = float(lower[best])
+        self.init_lower_bounds_ = lower
 
     def _set_params(self, p: G.Params) -> None:
         self._params = p
@@ -530,6 +510,60 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         new.n_iter_ = int(gm.n_iter_)
         new.lower_bound_ = float(gm.lower_bound_)
         return new
+
+
+def _sum_parts(parts: Any) -> list[Any]:
+    """Add per-block lists of per-candidate statistics, in block order (None: skipped)."""
+    total: list[Any] = []
+    for part in parts:
+        if not total:
+            total = list(part)
+            continue
+        for c, st in enumerate(part):
+            if st is not None:
+                total[c] += st
+    return total
+
+
+def _em(
+    candidates: list[G.Params],
+    source: Source,
+    runner: runtime.Runner,
+    tol: float,
+    max_iter: int,
+    reg_covar: float,
+    progress: bool,
+) -> tuple[list[G.Params], np.ndarray, np.ndarray, np.ndarray]:
+    """Exact EM for every candidate in lockstep: one pass per iteration serves all
+    candidates still iterating (of any size and covariance type).
+
+    Returns the final parameters, lower bounds (mean log-likelihood of the last
+    E-step), iterations and convergence of every candidate.
+    """
+    n = len(candidates)
+    lower = np.full(n, -np.inf)
+    n_iter = np.zeros(n, int)
+    converged = np.zeros(n, bool)
+    active = list(candidates)
+    for it in range(1, int(max_iter) + 1):
+        params: list[G.Params | None] = [None if converged[c] else active[c] for c in range(n)]
+        with runtime.progress_bar(source.n_rows, f"EM {it}", progress) as bar:
+            stats = _sum_parts(
+                runtime.map_blocks(
+                    G.block_estep, source, params, runner=runner, progress=bar.update
+                )
+            )
+        for c, st in enumerate(stats):
+            if st is None or converged[c]:
+                continue
+            prev, lower[c] = lower[c], st.log_lik / st.n
+            active[c] = G.m_step(st, active[c].means, active[c].cov_type, reg_covar)
+            n_iter[c] = it
+            if abs(lower[c] - prev) < tol:
+                converged[c] = True
+        if converged.all():
+            break
+    return active, lower, n_iter, converged
 
 
 def _zero_s2(K: int, d: int, cov_type: str) -> np.ndarray:

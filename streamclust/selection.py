@@ -19,7 +19,7 @@ from . import runtime
 from ._validation import as_source, check_int, check_option
 from .exceptions import ParameterError
 
-__all__ = ["KMeansSweep", "knee", "sweep_kmeans"]
+__all__ = ["GMMSweep", "KMeansSweep", "knee", "sweep_gmm", "sweep_kmeans"]
 
 
 def knee(x: np.ndarray, y: np.ndarray) -> int:
@@ -192,3 +192,172 @@ def sweep_kmeans(
         criterion=criterion,
         models={kk: m for kk, m in zip(ks, models, strict=True)},
     )
+
+
+@dataclass
+class GMMSweep:
+    """What :func:`sweep_gmm` measured: BIC and AIC per covariance type (rows) and k."""
+
+    k: np.ndarray
+    covariance_types: tuple[str, ...]
+    bic: np.ndarray  # (n_covariance_types, n_k)
+    aic: np.ndarray
+    criterion: str
+    models: dict[tuple[int, str], Any] = field(repr=False)
+
+    @property
+    def best(self) -> tuple[int, str]:
+        """``(k, covariance_type)`` with the lowest criterion."""
+        values = self.bic if self.criterion == "bic" else self.aic
+        row, col = np.unravel_index(int(np.argmin(values)), values.shape)
+        return int(self.k[col]), self.covariance_types[row]
+
+    @property
+    def best_model(self) -> Any:
+        return self.models[self.best]
+
+    def table(self) -> list[dict[str, Any]]:
+        return [
+            {"k": int(k), "covariance_type": ct, "bic": float(b), "aic": float(a)}
+            for i, ct in enumerate(self.covariance_types)
+            for k, b, a in zip(self.k, self.bic[i], self.aic[i], strict=True)
+        ]
+
+    def plot(self) -> Any:
+        """BIC and AIC curves (needs the ``plot`` extra)."""
+        from .plotting import plot_gmm_sweep
+
+        return plot_gmm_sweep(self)
+
+
+def _block_hard_stats_many(
+    block: np.ndarray, start: int, jobs: list[tuple[np.ndarray, str]]
+) -> list[Any]:
+    """Task: hard-assignment statistics of every (centers, covariance type) job, flattened."""
+    from . import _gmm_kernels as G
+
+    return [st for centers, ct in jobs for st in G.block_hard_stats(block, start, centers, ct)]
+
+
+def _block_score_sums(block: np.ndarray, start: int, params: list[Any]) -> np.ndarray:
+    """Task: the sum of log p(x) over one block for every mixture."""
+    from . import _gmm_kernels as G
+
+    return np.array([G.block_score_sum(block, start, p) for p in params])
+
+
+def sweep_gmm(
+    X: Any,
+    k: Any = range(1, 11),
+    covariance_type: Any = ("full", "tied", "diag", "spherical"),
+    *,
+    n_init: int = 1,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    max_iter: int = 100,
+    batch_size: int = 4096,
+    random_state: Any = 0,
+    criterion: str = "bic",
+    client: Any = None,
+    progress: bool = True,
+) -> GMMSweep:
+    """Fit a StreamingGaussianMixture for every k and covariance type in shared passes.
+
+    One StreamingKMeans pass initializes every k (``init_params="kmeans"``), one
+    pass of hard assignments starts every (k, covariance type), and each EM
+    pass serves every mixture still iterating. A last pass gives the exact BIC
+    and AIC of each (equal to its ``bic(X)`` / ``aic(X)``).
+    """
+    from . import _gmm_kernels as G
+    from .gmm import StreamingGaussianMixture, _em, _sum_parts
+    from .kmeans import StreamingKMeans, _lockstep_fit_many
+
+    ks = sorted({int(v) for v in np.atleast_1d(np.asarray(list(k)))})
+    covs = (covariance_type,) if isinstance(covariance_type, str) else tuple(covariance_type)
+    if not ks or ks[0] < 1:
+        raise ParameterError(f"k={list(k)!r} must hold integers >= 1; pass e.g. range(1, 11)")
+    for ct in covs:
+        check_option("covariance_type", ct, G.COVARIANCE_TYPES)
+    check_option("criterion", criterion, ("bic", "aic"))
+    models = {
+        (kk, ct): StreamingGaussianMixture(
+            kk,
+            covariance_type=ct,
+            n_init=n_init,
+            tol=tol,
+            reg_covar=reg_covar,
+            max_iter=max_iter,
+            batch_size=batch_size,
+            random_state=random_state,
+            client=client,
+            progress=progress,
+        )
+        for ct in covs
+        for kk in ks
+    }
+    lead = next(iter(models.values()))
+    lead._check_params()
+    source = as_source(lead, X, reset=True)
+    if ks[-1] > source.n_rows:
+        raise ParameterError(
+            f"k={ks[-1]} exceeds the {source.n_rows} rows of the data; lower the largest k"
+        )
+    runner = runtime.resolve_runner(client, source)
+    seed = lead._seed()  # what each model would draw alone
+    kms = [
+        StreamingKMeans(
+            n_clusters=kk,
+            n_init=n_init,
+            batch_size=batch_size,
+            random_state=seed,
+            client=client,
+            progress=progress,
+        )
+        for kk in ks
+    ]
+    centers = {
+        kk: chain.centers.astype(np.float64)
+        for kk, chain in zip(
+            ks, _lockstep_fit_many(kms, source, runner, [n_init] * len(ks)), strict=True
+        )
+    }
+    keys = list(models)
+    jobs = [(centers[kk], ct) for kk, ct in keys]
+    with runtime.progress_bar(source.n_rows, "init", progress) as bar:
+        stats = _sum_parts(
+            runtime.map_blocks(
+                _block_hard_stats_many, source, jobs, runner=runner, progress=bar.update
+            )
+        )
+    candidates, owner = [], []
+    for j, (kk, ct) in enumerate(keys):
+        for c in range(n_init):
+            st, ref = stats[j * n_init + c], centers[kk][c]
+            candidates.append(G.m_step(st, ref, ct, reg_covar, initial=True))
+            owner.append(j)
+    active, lower, n_iter, converged = _em(
+        candidates, source, runner, tol, max_iter, reg_covar, progress
+    )
+    owner_arr = np.array(owner)
+    for j, key in enumerate(keys):
+        idx = np.flatnonzero(owner_arr == j)
+        best = int(idx[np.argmax(lower[idx])])
+        model = models[key]
+        model.n_features_in_ = source.n_features
+        model._finish_fit(
+            active[best], bool(converged[best]), int(n_iter[best]), lower[idx], best - idx[0]
+        )
+    finals = [models[key]._params for key in keys]
+    with runtime.progress_bar(source.n_rows, "BIC", progress) as bar:
+        totals = sum(
+            runtime.map_blocks(
+                _block_score_sums, source, finals, runner=runner, progress=bar.update
+            )
+        )
+    bic = np.empty((len(covs), len(ks)))
+    aic = np.empty_like(bic)
+    for (kk, ct), total in zip(keys, totals, strict=True):
+        i, j = covs.index(ct), ks.index(kk)
+        bic[i, j] = models[(kk, ct)]._bic(float(total), source.n_rows)
+        aic[i, j] = models[(kk, ct)]._aic(float(total))
+    return GMMSweep(np.array(ks), covs, bic, aic, criterion, models)

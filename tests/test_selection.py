@@ -76,3 +76,28 @@ def test_knee_and_bad_input(chapter_X):
         sc.sweep_kmeans(chapter_X, [0, 3], progress=False)
     with pytest.raises(sc.ParameterError, match="criterion"):
         sc.sweep_kmeans(chapter_X, [2, 3], criterion="gap", progress=False)
+
+
+def test_gmm_sweep_picks_the_chapters_mixture():
+    from streamclust.datasets import make_chapter_mixture
+
+    X = make_chapter_mixture()[0]
+    res = sc.sweep_gmm(X, range(1, 7), n_init=3, progress=False)
+    assert res.best == (3, "full")
+    best = res.best_model
+    assert res.bic[0, 2] == best.bic(X) and res.aic[0, 2] == best.aic(X)
+    alone = sc.StreamingGaussianMixture(3, n_init=3, random_state=0, progress=False).fit(X)
+    np.testing.assert_array_equal(best.means_, alone.means_)
+    np.testing.assert_array_equal(best.covariances_, alone.covariances_)
+    assert len(res.table()) == 24
+
+
+def test_gmm_sweep_shares_its_passes(blobs32):
+    src = CountingSource(blobs32, block_rows=2000)
+    CountingSource.reads = 0
+    res = sc.sweep_gmm(src, [2, 4, 8], ["full", "diag"], max_iter=10, client="sync", progress=False)
+    longest = max(m.n_iter_ for m in res.models.values())
+    n_blocks = len(src.blocks())
+    # k-means pass + hard statistics + the EM passes + the BIC pass, plus the
+    # k-means initialization sample (at most 8 blocks): not 6 models' worth.
+    assert CountingSource.reads <= n_blocks * (3 + longest) + 8
