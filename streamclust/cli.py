@@ -583,6 +583,138 @@ def stream(
     _emit(as_json, summary, lines)
 
 
+def _parse_ks(value: str) -> list[int]:
+    """``2..20`` (inclusive) or ``2,4,8``."""
+    try:
+        if ".." in value:
+            lo, hi = (int(v) for v in value.split(".."))
+            ks = list(range(lo, hi + 1))
+        else:
+            ks = [int(v) for v in value.split(",")]
+    except ValueError as exc:
+        raise ParameterError(f"--k {value!r} must be LO..HI or a list like 2,4,8") from exc
+    if not ks or min(ks) < 1:
+        raise ParameterError(f"--k {value!r} must name values >= 1, e.g. 2..20")
+    return ks
+
+
+@cli.command()
+@click.argument("data")
+@click.option(
+    "--model",
+    "model_kind",
+    type=click.Choice(["kmeans", "gmm"]),
+    default="kmeans",
+    show_default=True,
+)
+@click.option("--k", "k_values", default="2..10", show_default=True, help="LO..HI or 2,4,8.")
+@click.option(
+    "--criterion",
+    default=None,
+    help="kmeans: silhouette (default) or elbow; gmm: bic (default) or aic.",
+)
+@click.option(
+    "--covariance",
+    "covariances",
+    default="full,tied,diag,spherical",
+    show_default=True,
+    help="gmm: covariance types to compare.",
+)
+@click.option("--n-init", type=int, default=None, help="Initializations per model [3 / 1].")
+@click.option("--batch-size", type=int, default=None, help="Mini-batch rows [1024 / 4096].")
+@click.option("--max-passes", type=int, default=1, show_default=True, help="kmeans passes.")
+@click.option("--max-iter", type=int, default=100, show_default=True, help="gmm EM passes.")
+@click.option(
+    "--silhouette-sample", type=int, default=10_000, show_default=True, help="kmeans rows."
+)
+@click.option("--random-state", type=int, default=0, show_default=True)
+@click.option("--plot", "plot_path", default=None, help="Save the curves as this PNG file.")
+@data_options
+@run_options
+def select(
+    data: str,
+    model_kind: str,
+    k_values: str,
+    criterion: str | None,
+    covariances: str,
+    n_init: int | None,
+    batch_size: int | None,
+    max_passes: int,
+    max_iter: int,
+    silhouette_sample: int,
+    random_state: int,
+    plot_path: str | None,
+    dtype: str | None,
+    shape: str | None,
+    component: str | None,
+    header: bool,
+    scheduler: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    as_json: bool,
+    progress: bool,
+) -> None:
+    """Fit every k (and covariance type) in shared passes over DATA; print the table."""
+    from .selection import sweep_gmm, sweep_kmeans
+
+    ks = _parse_ks(k_values)
+    if plot_path is not None:
+        _check_new_output(plot_path, "plot")
+        if not plot_path.lower().endswith(".png"):
+            raise SourceError(f"{plot_path}: --plot must end in .png")
+    source = _open(data, dtype, shape, component, header)
+    client = _client(scheduler, tls_ca, tls_cert, tls_key)
+    common: dict[str, Any] = {"random_state": random_state, "client": client}
+    common |= {"progress": progress}
+    if n_init is not None:
+        common["n_init"] = n_init
+    if batch_size is not None:
+        common["batch_size"] = batch_size
+    t0 = time.perf_counter()
+    if model_kind == "kmeans":
+        res: Any = sweep_kmeans(
+            source,
+            ks,
+            criterion=criterion or "silhouette",
+            max_passes=max_passes,
+            silhouette_sample=silhouette_sample,
+            **common,
+        )
+        best: dict[str, Any] = {"k": res.best_k, "knee_k": res.knee_k}
+        lines = ["k  inertia  silhouette (+- 1.96 se)"] + [
+            f"{r['k']:<3d}{r['inertia']:.6g}  {r['silhouette']:.4f} "
+            f"(+- {1.96 * r['silhouette_se']:.4f})"
+            for r in res.table()
+        ]
+        lines.append(f"best k={res.best_k} ({res.criterion}); elbow at k={res.knee_k}")
+    else:
+        cts = [c.strip() for c in covariances.split(",") if c.strip()]
+        res = sweep_gmm(source, ks, cts, criterion=criterion or "bic", max_iter=max_iter, **common)
+        k_best, ct_best = res.best
+        best = {"k": k_best, "covariance_type": ct_best}
+        lines = ["k  covariance  BIC  AIC"] + [
+            f"{r['k']:<3d}{r['covariance_type']:<11s} {r['bic']:.6g}  {r['aic']:.6g}"
+            for r in res.table()
+        ]
+        lines.append(f"best: k={k_best}, covariance {ct_best} ({res.criterion})")
+    seconds = time.perf_counter() - t0
+    if plot_path is not None:
+        res.plot().savefig(plot_path, dpi=100)
+        lines.append(f"saved {plot_path}")
+    summary = {
+        "model": model_kind,
+        "data": data,
+        "rows": source.n_rows,
+        "table": res.table(),
+        "best": best,
+        "criterion": res.criterion,
+        "seconds": seconds,
+        "plot": plot_path,
+    }
+    _emit(as_json, summary, lines)
+
+
 def _sum_written(path: str) -> tuple[float, int]:
     """Sum and length of a 1-D result written to a .npy file or Zarr store, read in chunks."""
     import zarr

@@ -237,6 +237,10 @@ CLI_CASES = [
     (["convert", "{d}/missing.csv", "{d}/c.zarr"], "no such file"),
     (["convert", "{d}/x.npy", "{d}/c.zarr", "--block-rows", "0"], "--block-rows 0"),
     (["demo", "--rows", "10"], "--rows 10 is too small"),
+    (["select", "{d}/x.npy", "--k", "0..3"], "must name values >= 1"),
+    (["select", "{d}/x.npy", "--k", "a..b"], "must be LO..HI"),
+    (["select", "{d}/x.npy", "--k", "2..3", "--plot", "{d}/p.svg"], "must end in .png"),
+    (["select", "{d}/x.npy", "--model", "gmm", "--covariance", "round"], "covariance_type="),
     (
         ["fit", "{d}/x.npy", "--k", "3", "--covariance", "diag", "--out", "{d}/m"],
         "--covariance applies to --model gmm",

@@ -71,3 +71,16 @@ def test_kmeans_fit_and_score(mixture_zarr, tmp_path, capsys):
     assert fit["inertia"] == ref.inertia_ and fit["n_steps"] == 30
     score = cli_json(["score", mixture_zarr, "--model-dir", tmp_path / "km"], capsys)
     assert score["inertia"] == pytest.approx(ref.inertia_, rel=1e-12)
+
+
+def test_select(mixture_zarr, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    res = cli_json(
+        ["select", mixture_zarr, "--model gmm --k 1..5 --plot", tmp_path / "bic.png"], capsys
+    )
+    assert res["best"] == {"k": 3, "covariance_type": "full"} and len(res["table"]) == 20
+    assert (tmp_path / "bic.png").stat().st_size > 1000
+    direct = sc.sweep_gmm(mixture_zarr, range(1, 6), progress=False)
+    assert [r["bic"] for r in res["table"]] == [r["bic"] for r in direct.table()]
+    km = cli_json(["select", mixture_zarr, "--k 2,3,4 --criterion elbow"], capsys)
+    assert [r["k"] for r in km["table"]] == [2, 3, 4] and km["criterion"] == "elbow"
