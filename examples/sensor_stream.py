@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
         faults = write_fleet(incoming, n)
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            args = f"stream {incoming} --model gmm --k 3 --state {state} --detect --window 20"
-            code = cli([*args.split(), "--once", "--no-progress", "--json"])
+            command = f"stream {incoming} --model gmm --k 3 --state {state} --detect --window 20"
+            code = cli([*command.split(), "--once", "--no-progress", "--json"])
         assert code == 0
         summary = json.loads(buf.getvalue())
         rates = {}
