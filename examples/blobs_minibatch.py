@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
@@ -46,6 +47,7 @@ def chapter_loop(X: np.ndarray, seed: int = 42) -> MiniBatchKMeans:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="2,000,000 rows from a Zarr store")
+    ap.add_argument("--out", type=Path, default=None, help="save the k sweep and cluster figures")
     args = ap.parse_args(argv)
     n = 2_000_000 if args.full else 2000
     X, _ = make_chapter_blobs(n_samples=n)
@@ -73,7 +75,33 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{n:,} rows; scores scaled to the chapter's 2,000 rows (chapter: -211.71)")
     print(f"  chapter's loop, 10 models in turn: {theirs:9.2f}   {manual_s:6.2f} s")
     print(f"  StreamingKMeans, 10 in lockstep:   {ours:9.2f}   {stream_s:6.2f} s")
-    return {"chapter_loop": theirs, "streamclust": ours}
+    result = {"chapter_loop": theirs, "streamclust": ours}
+    if args.out is not None:  # choosing k, as the chapter does, on its 2,000 rows
+        from streamclust import plotting
+
+        X2, _ = make_chapter_blobs()
+        sweep = sc.sweep_kmeans(
+            X2,
+            range(2, 9),
+            n_init=10,
+            batch_size=100,
+            max_passes=20,
+            random_state=42,
+            progress=False,
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        sweep.plot().savefig(args.out / "kmeans_sweep.png", dpi=90)
+        best = sweep.models[sweep.best_k]
+        plotting.plot_decision_boundaries(best, X2).savefig(args.out / "voronoi.png", dpi=90)
+        plotting.plot_silhouette_diagram(X2, best.predict(X2)).savefig(
+            args.out / "silhouette_diagram.png", dpi=90
+        )
+        print(
+            f"k sweep: best k={sweep.best_k} by silhouette, elbow at k={sweep.knee_k} "
+            "(chapter: 4 by silhouette, elbow at 4)"
+        )
+        result["best_k"] = sweep.best_k
+    return result
 
 
 if __name__ == "__main__":

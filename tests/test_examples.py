@@ -17,10 +17,14 @@ def run(name: str, *args: str) -> dict:
     return module.main(list(args))
 
 
-def test_blobs_minibatch():
-    res = run("blobs_minibatch")
+def test_blobs_minibatch(tmp_path):
+    pytest.importorskip("matplotlib")
+    res = run("blobs_minibatch", "--out", str(tmp_path))
     assert res["streamclust"] == pytest.approx(-211.71, abs=0.5)
     assert res["chapter_loop"] == pytest.approx(-211.71, abs=1.0)
+    assert res["best_k"] == 4
+    for name in ("kmeans_sweep", "voronoi", "silhouette_diagram"):
+        assert (tmp_path / f"{name}.png").exists()
 
 
 def test_gmm_anomalies(tmp_path):
