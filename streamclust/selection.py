@@ -82,6 +82,14 @@ class KMeansSweep:
         return plot_kmeans_sweep(self)
 
 
+def _check_ks(k: Any) -> list[int]:
+    """The distinct values of ``k``, sorted; each must be an integer >= 1."""
+    ks = sorted({int(v) for v in np.atleast_1d(np.asarray(list(k)))})
+    if not ks or ks[0] < 1:
+        raise ParameterError(f"k={list(k)!r} must hold integers >= 1; pass e.g. range(2, 11)")
+    return ks
+
+
 def _sample_plan(n: int, size: int, seed: int) -> np.ndarray:
     """Sorted global row indices of a uniform sample without replacement."""
     if size >= n:
@@ -129,9 +137,7 @@ def sweep_kmeans(
 
     from .kmeans import StreamingKMeans, _lockstep_fit_many
 
-    ks = sorted({int(v) for v in np.atleast_1d(np.asarray(list(k)))})
-    if not ks or ks[0] < 1:
-        raise ParameterError(f"k={list(k)!r} must hold integers >= 1; pass e.g. range(2, 11)")
+    ks = _check_ks(k)
     check_option("criterion", criterion, ("silhouette", "elbow"))
     check_int("silhouette_sample", silhouette_sample, low=2)
     models = [
@@ -272,10 +278,8 @@ def sweep_gmm(
     from .gmm import StreamingGaussianMixture, _em, _sum_parts
     from .kmeans import StreamingKMeans, _lockstep_fit_many
 
-    ks = sorted({int(v) for v in np.atleast_1d(np.asarray(list(k)))})
+    ks = _check_ks(k)
     covs = (covariance_type,) if isinstance(covariance_type, str) else tuple(covariance_type)
-    if not ks or ks[0] < 1:
-        raise ParameterError(f"k={list(k)!r} must hold integers >= 1; pass e.g. range(1, 11)")
     for ct in covs:
         check_option("covariance_type", ct, G.COVARIANCE_TYPES)
     check_option("criterion", criterion, ("bic", "aic"))
