@@ -128,7 +128,12 @@ def _block_detect(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Task: scores and -1/1 flags (int8) of one block."""
     scores = _model_scores(block, start, kernel, arg)
-    return scores, np.where(scores < threshold, -1, 1).astype(np.int8)
+    return scores, flags(scores, threshold)
+
+
+def flags(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """-1 (int8) where a score falls strictly below ``threshold``, 1 elsewhere."""
+    return np.where(scores < threshold, -1, 1).astype(np.int8)
 
 
 class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
@@ -255,15 +260,24 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
         self.threshold_, self.n_passes_ = Q.exact_percentile(run_pass, source.n_rows, q)
         return self
 
-    def partial_fit(self, X: Any, y: Any = None) -> DensityAnomalyDetector:
-        """Add one batch: update the model if the detector fitted it, then the threshold
-        over the window of recent batches."""
+    def _check_stream_params(self) -> None:
+        """The parameters :meth:`partial_fit` needs (checked before a stream starts)."""
         self._check_params()
         if self.method == "exact" and self.window is None:
             raise ParameterError(
                 "method='exact' over a stream needs window=N (the last N batches); "
                 "pass window=... or method='sketch'"
             )
+
+    def partial_fit(self, X: Any, y: Any = None) -> DensityAnomalyDetector:
+        """Add one batch: update the model if the detector fitted it, then the threshold
+        over the window of recent batches."""
+        self._partial_fit(X)
+        return self
+
+    def _partial_fit(self, X: Any) -> np.ndarray:
+        """:meth:`partial_fit`, returning the batch's scores under the updated model."""
+        self._check_stream_params()
         self._use_model(X, "partial_fit")
         scores = np.asarray(self.model_.score_samples(X), dtype=np.float64)
         if not hasattr(self, "_window"):
@@ -279,7 +293,7 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
                 merged.merge(sk)
             self.threshold_ = merged.percentile(q)
         self.n_passes_ = 1
-        return self
+        return scores
 
     # ------------------------------------------------------------------ scoring
 

@@ -101,6 +101,13 @@ def _check_new_output(path: str, kind: str) -> None:
         raise SourceError(f"{out.parent}: no such directory for --out")
 
 
+def _check_array_output(path: str, kind: str) -> None:
+    """A new ``.zarr`` or ``.npy`` path for per-row results."""
+    _check_new_output(path, kind)
+    if Path(path).suffix.lower() not in (".zarr", ".npy"):
+        raise SourceError(f"{path}: an output of per-row results must end in .zarr or .npy")
+
+
 def _emit(as_json: bool, summary: dict[str, Any], lines: list[str]) -> None:
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
@@ -332,9 +339,7 @@ def predict(
 ) -> None:
     """Write the label of every row of DATA to --out (nearest center, or most likely
     mixture component)."""
-    _check_new_output(out, "labels")
-    if Path(out).suffix.lower() not in (".zarr", ".npy"):
-        raise SourceError(f"{out}: --out must end in .zarr or .npy")
+    _check_array_output(out, "labels")
     model = _load(model_dir)
     source = _open(data, dtype, shape, component, header)
     model.set_params(client=_client(scheduler, tls_ca, tls_cert, tls_key), progress=progress)
@@ -375,9 +380,7 @@ def score(
     from .gmm import StreamingGaussianMixture
 
     if out is not None:
-        _check_new_output(out, "scores")
-        if Path(out).suffix.lower() not in (".zarr", ".npy"):
-            raise SourceError(f"{out}: --out must end in .zarr or .npy")
+        _check_array_output(out, "scores")
     model = _load(model_dir)
     gmm = isinstance(model, StreamingGaussianMixture)
     if out is not None and not gmm:
@@ -444,9 +447,7 @@ def detect(
 
     for path in (out, scores_out):
         if path is not None:
-            _check_new_output(path, "flags")
-            if Path(path).suffix.lower() not in (".zarr", ".npy"):
-                raise SourceError(f"{path}: must end in .zarr or .npy")
+            _check_array_output(path, "flags")
     model = _load(model_dir)
     source = _open(data, dtype, shape, component, header)
     client = _client(scheduler, tls_ca, tls_cert, tls_key)
@@ -519,15 +520,15 @@ def stream(
         "method": method if detect_ else None,
         "window": window if detect_ else None,
     }
+    # Bad options fail here, before the state directory is touched.
+    probe = _estimator(model_kind, params, "sync", False)
+    probe._check_params()
     if detect_:
         from .anomaly import DensityAnomalyDetector
 
-        probe = DensityAnomalyDetector(_estimator(model_kind, params, "sync", False))
-        probe.set_params(percentile=percentile, method=method, window=window)
-        probe._check_params()
-        if method == "exact" and window is None:
-            raise ParameterError("--method exact needs --window N (the last N batches)")
-    _estimator(model_kind, params, "sync", False)._check_params()
+        DensityAnomalyDetector(
+            probe, percentile=percentile, method=method, window=window
+        )._check_stream_params()
     job = Ingest(
         incoming,
         state,

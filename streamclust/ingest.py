@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from .exceptions import DataError, ParameterError, SourceError, StreamclustError
+from .sources import _BATCH_SUFFIXES
 
-BATCH_SUFFIXES = (".npy", ".csv", ".parquet")
 LATEST = "LATEST"
 _FORMAT = "streamclust-stream"
 
@@ -134,8 +134,9 @@ class StreamState:
         raw = json.loads((path / "ledger.json").read_text())
         if raw.get("format") != _FORMAT:
             raise SourceError(f"{path}: not a streamclust stream checkpoint")
-        ledger = Ledger(raw["config"], raw["batches"], raw["rows"], raw["anomalies"])
-        ledger.threshold = raw["threshold"]
+        ledger = Ledger(
+            raw["config"], raw["batches"], raw["rows"], raw["anomalies"], raw["threshold"]
+        )
         if not (path / "model").exists():
             return ledger, None
         model = load(path / "model")
@@ -258,9 +259,9 @@ class Ingest:
         self.header = header
         loaded = self.state.load() if self.state.root.exists() else None
         self.model: Any = None
+        self._make_model = make_model
         if loaded is None:
-            self.ledger, self.model = Ledger(config), None
-            self._make_model = make_model
+            self.ledger = Ledger(config)
         else:
             self.ledger, self.model = loaded
             if self.ledger.config != config:
@@ -268,7 +269,6 @@ class Ingest:
                     f"{self.state.root}: was started with {_describe(self.ledger.config)}; "
                     "pass the same options, or a new --state"
                 )
-            self._make_model = make_model
         self._done = set(self.ledger.batches)
         self._since_checkpoint = 0
 
@@ -281,7 +281,7 @@ class Ingest:
         names = sorted(
             p.name
             for p in self.incoming.iterdir()
-            if p.suffix.lower() in BATCH_SUFFIXES and p.is_file() and p.name not in self._done
+            if p.suffix.lower() in _BATCH_SUFFIXES and p.is_file() and p.name not in self._done
         )
         return [self.incoming / n for n in names]
 
@@ -322,18 +322,23 @@ class Ingest:
             model = self._make_model()
             self.model = _new_detector(model, self.config) if self.detecting else model
         try:
-            self.model.partial_fit(data)
+            scores = None
+            if self.detecting:  # the batch's scores under the updated model, computed once
+                scores = self.model._partial_fit(data)
+            else:
+                self.model.partial_fit(data)
         except StreamclustError as exc:  # e.g. a first batch too small to initialize from
             if first:
                 self.model = None
             return self._reject(path, " ".join(str(exc).split()))
         result = BatchResult(path.name, int(data.shape[0]))
-        if self.detecting:
-            scores = np.asarray(self.model.score_samples(data), dtype=np.float64)
-            flags = np.where(scores < self.model.threshold_, -1, 1).astype(np.int8)
+        if scores is not None:
+            from .anomaly import flags
+
+            marks = flags(scores, self.model.threshold_)
             _write_npy(self.state.scores / f"{path.stem}.npy", scores)
-            _write_npy(self.state.flags / f"{path.stem}.npy", flags)
-            result.anomalies = int((flags < 0).sum())
+            _write_npy(self.state.flags / f"{path.stem}.npy", marks)
+            result.anomalies = int((marks < 0).sum())
             self.ledger.anomalies += result.anomalies
             self.ledger.threshold = float(self.model.threshold_)
         self.ledger.batches.append(path.name)

@@ -238,6 +238,11 @@ CLI_CASES = [
     (["convert", "{d}/x.npy", "{d}/c.zarr", "--block-rows", "0"], "--block-rows 0"),
     (["demo", "--rows", "10"], "--rows 10 is too small"),
     (["select", "{d}/x.npy", "--k", "0..3"], "must name values >= 1"),
+    (
+        ["stream", "{d}", "--state", "{d}/st", "--detect", "--method", "exact", "--once"],
+        "needs window=N",
+    ),
+    (["detect", "{d}/x.npy", "--model-dir", "{d}/model", "--out", "{d}/f.txt"], "must end in"),
     (["select", "{d}/x.npy", "--k", "a..b"], "must be LO..HI"),
     (["select", "{d}/x.npy", "--k", "2..3", "--plot", "{d}/p.svg"], "must end in .png"),
     (["select", "{d}/x.npy", "--model", "gmm", "--covariance", "round"], "covariance_type="),
