@@ -447,9 +447,10 @@ def block_estep(block: np.ndarray, start: int, params: list[Params | None]) -> l
 
 
 def block_hard_stats(
-    block: np.ndarray, start: int, centers: np.ndarray, cov_type: str
+    block: np.ndarray, start: int, centers: np.ndarray, cov_types: tuple[str, ...]
 ) -> list[Stats]:
-    """Task: statistics of hard nearest-center assignments, per candidate of (g, K, d) centers.
+    """Task: statistics of hard nearest-center assignments of (g, K, d) centers, for
+    every covariance type (outer) and candidate (inner); the rows are assigned once.
 
     Shifted around the centers themselves (used for ``init_params="kmeans"``).
     """
@@ -458,13 +459,16 @@ def block_hard_stats(
     X = block.astype(np.float64, copy=False)
     labels, _ = assign(X, centers.astype(np.float64))
     g, K, _ = centers.shape
-    out = []
+    resps = []
     for c in range(g):
         resp = np.zeros((X.shape[0], K))
         resp[np.arange(X.shape[0]), labels[:, c]] = 1.0
-        ref = Params(np.zeros(K), centers[c].astype(np.float64), np.empty(0), cov_type)
-        out.append(estep_stats(X, ref, resp))
-    return out
+        resps.append(resp)
+    return [
+        estep_stats(X, Params(np.zeros(K), centers[c].astype(np.float64), np.empty(0), ct), r)
+        for ct in cov_types
+        for c, r in enumerate(resps)
+    ]
 
 
 def block_random_stats(

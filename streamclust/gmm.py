@@ -178,7 +178,15 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         )
         if self.init_params == "kmeans":
             centers = km._lockstep_fit(source, runner, n_init).centers
-            stats = self._sum_stats(source, runner, G.block_hard_stats, centers, ct, desc="init")
+            stats = _sum_stats(
+                G.block_hard_stats,
+                source,
+                centers,
+                (ct,),
+                runner=runner,
+                desc="init",
+                progress=self.progress,
+            )
             refs = centers.astype(np.float64)
         elif self.init_params == "k-means++":
             root = np.random.SeedSequence(seed)
@@ -194,8 +202,15 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             center = pool.astype(np.float64).mean(axis=0)
             ref = np.repeat(center[None], K, axis=0)
             seeds = [seed + c for c in range(n_init)]
-            stats = self._sum_stats(
-                source, runner, G.block_random_stats, ref, seeds, ct, desc="init"
+            stats = _sum_stats(
+                G.block_random_stats,
+                source,
+                ref,
+                seeds,
+                ct,
+                runner=runner,
+                desc="init",
+                progress=self.progress,
             )
             refs = np.repeat(ref[None], n_init, axis=0)
         params = [
@@ -215,15 +230,6 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             prec = np.asarray(self.precisions_init, dtype=np.float64)
             pc = G.prec_chol_from_precisions(prec, ct)
         return G.Params(log_w, means, pc, ct)
-
-    def _sum_stats(
-        self, source: Source, runner: runtime.Runner, fn: Any, *kernel_args: Any, desc: str
-    ) -> list[Any]:
-        """Run ``fn`` over every block and add its per-candidate statistics in block order."""
-        with runtime.progress_bar(source.n_rows, desc, self.progress) as bar:
-            return _sum_parts(
-                runtime.map_blocks(fn, source, *kernel_args, runner=runner, progress=bar.update)
-            )
 
     # ------------------------------------------------------------------ fitting
 
@@ -512,16 +518,20 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         return new
 
 
-def _sum_parts(parts: Any) -> list[Any]:
-    """Add per-block lists of per-candidate statistics, in block order (None: skipped)."""
+def _sum_stats(
+    fn: Any, source: Source, *args: Any, runner: runtime.Runner, desc: str, progress: bool
+) -> list[Any]:
+    """Run the task ``fn`` over every block and add its per-candidate statistics in
+    block order (None: a candidate the task skipped), with a progress bar."""
     total: list[Any] = []
-    for part in parts:
-        if not total:
-            total = list(part)
-            continue
-        for c, st in enumerate(part):
-            if st is not None:
-                total[c] += st
+    with runtime.progress_bar(source.n_rows, desc, progress) as bar:
+        for part in runtime.map_blocks(fn, source, *args, runner=runner, progress=bar.update):
+            if not total:
+                total = list(part)
+                continue
+            for c, st in enumerate(part):
+                if st is not None:
+                    total[c] += st
     return total
 
 
@@ -547,12 +557,9 @@ def _em(
     active = list(candidates)
     for it in range(1, int(max_iter) + 1):
         params: list[G.Params | None] = [None if converged[c] else active[c] for c in range(n)]
-        with runtime.progress_bar(source.n_rows, f"EM {it}", progress) as bar:
-            stats = _sum_parts(
-                runtime.map_blocks(
-                    G.block_estep, source, params, runner=runner, progress=bar.update
-                )
-            )
+        stats = _sum_stats(
+            G.block_estep, source, params, runner=runner, desc=f"EM {it}", progress=progress
+        )
         for c, st in enumerate(stats):
             if st is None or converged[c]:
                 continue

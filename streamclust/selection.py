@@ -237,12 +237,13 @@ class GMMSweep:
 
 
 def _block_hard_stats_many(
-    block: np.ndarray, start: int, jobs: list[tuple[np.ndarray, str]]
+    block: np.ndarray, start: int, jobs: list[tuple[np.ndarray, tuple[str, ...]]]
 ) -> list[Any]:
-    """Task: hard-assignment statistics of every (centers, covariance type) job, flattened."""
+    """Task: hard-assignment statistics of every job (one k's centers and the
+    covariance types to start from them), flattened in job order."""
     from . import _gmm_kernels as G
 
-    return [st for centers, ct in jobs for st in G.block_hard_stats(block, start, centers, ct)]
+    return [st for centers, cts in jobs for st in G.block_hard_stats(block, start, centers, cts)]
 
 
 def _block_score_sums(block: np.ndarray, start: int, params: list[Any]) -> np.ndarray:
@@ -275,7 +276,7 @@ def sweep_gmm(
     and AIC of each (equal to its ``bic(X)`` / ``aic(X)``).
     """
     from . import _gmm_kernels as G
-    from .gmm import StreamingGaussianMixture, _em, _sum_parts
+    from .gmm import StreamingGaussianMixture, _em, _sum_stats
     from .kmeans import StreamingKMeans, _lockstep_fit_many
 
     ks = _check_ks(k)
@@ -326,17 +327,20 @@ def sweep_gmm(
         )
     }
     keys = list(models)
-    jobs = [(centers[kk], ct) for kk, ct in keys]
-    with runtime.progress_bar(source.n_rows, "init", progress) as bar:
-        stats = _sum_parts(
-            runtime.map_blocks(
-                _block_hard_stats_many, source, jobs, runner=runner, progress=bar.update
-            )
-        )
+    # One job per k: its rows are assigned once for every covariance type.
+    flat = _sum_stats(
+        _block_hard_stats_many,
+        source,
+        [(centers[kk], covs) for kk in ks],
+        runner=runner,
+        desc="init",
+        progress=progress,
+    )
     candidates, owner = [], []
     for j, (kk, ct) in enumerate(keys):
+        first = (ks.index(kk) * len(covs) + covs.index(ct)) * n_init
         for c in range(n_init):
-            st, ref = stats[j * n_init + c], centers[kk][c]
+            st, ref = flat[first + c], centers[kk][c]
             candidates.append(G.m_step(st, ref, ct, reg_covar, initial=True))
             owner.append(j)
     active, lower, n_iter, converged = _em(
