@@ -147,7 +147,7 @@ def assign(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest center of every row for each of ``g`` candidates, by one stacked GEMM.
 
-    Returns ``labels`` (b, g) int32 and squared distances (b, g) in the data
+    Returns ``labels`` (b, g) int32 and squared distances (g, b) in the data
     dtype (from the GEMM identity, clipped at 0); with a workspace they are
     views of its buffers, valid until its next use. Ties go to the lowest
     center index, as ``argmin``.
@@ -164,7 +164,7 @@ def assign(
         ws = Workspace(g, k, d, b, X.dtype)
     Ca = _augmented_centers(centers.reshape(g * k, d), out=ws.Ca)
     labels = _flat(ws.labels, b, g)
-    dist = _flat(ws.dist, b, g)
+    dist = _flat(ws.dist, g, b)
     for lo in range(0, b, ws.chunk):
         n = min(ws.chunk, b - lo)
         Xa = _augmented_rows(X[lo : lo + n], out=_flat(ws.Xa, n, d + 1))
@@ -174,9 +174,9 @@ def assign(
         scores = np.multiply(eq.view(np.uint8), ws.weights, out=_flat(ws.scores, g, k, n))
         first = np.maximum.reduce(scores, axis=1, out=_flat(ws.first, g, n))
         np.subtract(k, first, out=labels[lo : lo + n].T, casting="unsafe")
-        dist[lo : lo + n] = m.T
+        dist[:, lo : lo + n] = m
     xx = np.einsum("ij,ij->i", X, X, out=ws.xx[:b])
-    dist += xx[:, None]
+    dist += xx
     np.maximum(dist, 0, out=dist)
     return labels, dist
 
@@ -202,7 +202,7 @@ def minibatch_step(
     chain.since_reassign[reassign] = 0
 
     labels, dist = assign(X, chain.centers, ws)
-    chain.recent[:, chain.n_recorded % chain.recent.shape[1]] = dist.sum(axis=0, dtype=np.float64)
+    chain.recent[:, chain.n_recorded % chain.recent.shape[1]] = dist.sum(axis=1, dtype=np.float64)
     chain.n_recorded += 1
 
     labels += (np.arange(g, dtype=np.int32) * k)[None, :]

@@ -191,10 +191,13 @@ class _DistributedRunner(Runner):
         # Each chain's worker reads the block itself: shipping an 8 MiB block from
         # the worker that read it to the others costs as much as reading it again,
         # and it would draw every chain onto the reader's worker.
+        # One read (or scatter) per worker, shared by the chains that live there.
         if source.in_memory:
             data = source.read(lo, hi)
-            return [self.client.scatter(data, workers=[w] if w else None) for w in places]
-        return [self.submit(_read_task, source, lo, hi, worker=w) for w in places]
+            handles = {w: self.client.scatter(data, workers=[w] if w else None) for w in places}
+        else:
+            handles = {w: self.submit(_read_task, source, lo, hi, worker=w) for w in places}
+        return [handles[w] for w in places]
 
 
 def _block(handle: Any) -> np.ndarray:

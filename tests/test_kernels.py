@@ -28,7 +28,7 @@ def test_assign_matches_brute_force(b, g, k, d):
     # The GEMM identity in float32 may flip near-ties only.
     assert (labels == ref).mean() > 0.999
     exact = ((X[:, None, :].astype(np.float64) - C[np.arange(g), labels]) ** 2).sum(-1)
-    np.testing.assert_allclose(dist, exact, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dist.T, exact, rtol=1e-4, atol=1e-4)
 
 
 def test_assign_ties_go_to_the_lowest_index_and_candidates_are_independent():

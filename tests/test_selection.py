@@ -29,11 +29,11 @@ def test_sweep_matches_kmeans_and_picks_the_chapters_k(chapter_X):
     for row in res.table():
         ref = KMeans(row["k"], n_init=10, random_state=0).fit(chapter_X)
         assert row["inertia"] == pytest.approx(ref.inertia_, rel=0.01), row["k"]
-    # The whole data set is the sample: the silhouette is scikit-learn's exactly.
+    # The whole data set is the sample: the silhouette is scikit-learn's (up to summation order).
     assert res.sample_size == len(chapter_X)
     for kk, value in zip(res.k, res.silhouette, strict=True):
         labels = res.models[kk].predict(chapter_X)
-        assert value == pytest.approx(silhouette_score(chapter_X, labels), rel=1e-12)
+        assert value == pytest.approx(silhouette_score(chapter_X, labels), rel=1e-10)
     assert np.all(res.silhouette_se == 0)
     assert res.best_k in (4, 5) and res.knee_k == 4
     # Each model is the one StreamingKMeans fits alone.
