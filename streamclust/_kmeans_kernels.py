@@ -80,6 +80,55 @@ def new_chain(
     )
 
 
+def chain_to_state(chain: Chain) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """JSON scalars and arrays that describe ``chain`` (for saved models and checkpoints)."""
+    scalars = {
+        "state_n_recorded": int(chain.n_recorded),
+        "state_steps": int(chain.steps),
+        "state_rng": chain.rng_states,
+        "state_candidates": list(chain.candidates),
+    }
+    arrays = {
+        "state_centers": chain.centers,
+        "state_counts": chain.counts,
+        "state_since_reassign": chain.since_reassign,
+        "state_recent": chain.recent,
+    }
+    return scalars, arrays
+
+
+def chain_from_state(scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> Chain:
+    """The inverse of :func:`chain_to_state`."""
+    centers = arrays["state_centers"]
+    candidates = scalars.get("state_candidates", range(centers.shape[0]))
+    return Chain(
+        centers=centers,
+        counts=arrays["state_counts"],
+        since_reassign=arrays["state_since_reassign"],
+        rng_states=list(scalars["state_rng"]),
+        recent=arrays["state_recent"],
+        n_recorded=int(scalars["state_n_recorded"]),
+        steps=int(scalars["state_steps"]),
+        candidates=tuple(int(c) for c in candidates),
+    )
+
+
+def split_chain(chain: Chain, n_groups: int) -> list[Chain]:
+    """Split a chain's candidates into ``n_groups`` chains (contiguous, in order)."""
+    return [
+        replace(
+            chain,
+            centers=chain.centers[g].copy(),
+            counts=chain.counts[g].copy(),
+            since_reassign=chain.since_reassign[g].copy(),
+            rng_states=[chain.rng_states[i] for i in g],
+            recent=chain.recent[g].copy(),
+            candidates=tuple(chain.candidates[i] for i in g),
+        )
+        for g in np.array_split(np.arange(chain.centers.shape[0]), n_groups)
+    ]
+
+
 def _augmented_centers(C: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``[-2 c, |c|^2]`` for every row ``c`` of C, shape (m, d + 1) (scaling by -2 is exact)."""
     m, d = C.shape

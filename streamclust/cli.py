@@ -132,6 +132,7 @@ _KMEANS_ONLY = {
     "refine": "--refine",
     "reassignment_ratio": "--reassignment-ratio",
     "shuffle": "--shuffle/--no-shuffle",
+    "checkpoint": "--checkpoint",
 }
 _GMM_ONLY = {
     "covariance_type": "--covariance",
@@ -241,6 +242,12 @@ def estimator_options(fn: Any) -> Any:
 @click.argument("data")
 @estimator_options
 @click.option("--out", required=True, help="Directory to save the fitted model in.")
+@click.option(
+    "--checkpoint",
+    default=None,
+    help="kmeans: save progress to this directory after every block; "
+    "running the same command again resumes from it.",
+)
 @data_options
 @run_options
 def fit(
@@ -268,6 +275,8 @@ def fit(
     model.fit(source)
     seconds = time.perf_counter() - t0
     model.set_params(client=None)
+    if model_kind == "kmeans":
+        model.set_params(checkpoint=None)
     model.save(out)
     summary = {
         "model": model_kind,

@@ -38,31 +38,12 @@ from typing import Any
 import numpy as np
 
 from .exceptions import DataError, ParameterError, SourceError, StreamclustError
+from .persistence import fsync_dir as _fsync_dir
+from .persistence import write_atomic as _write_file
 from .sources import _BATCH_SUFFIXES
 
 LATEST = "LATEST"
 _FORMAT = "streamclust-stream"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically and durably (temporary file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:

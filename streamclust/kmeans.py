@@ -114,6 +114,12 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         bit-identical whatever it is.
     progress : bool, default=True
         Progress bars (one per pass) on terminals.
+    checkpoint : path or None, default=None
+        Directory where ``fit`` saves its progress after every block (one
+        ``kmeans-fit.npz``, replaced atomically). Running the same fit again
+        (same parameters, same data) resumes from the last saved block and
+        ends with the model an uninterrupted fit gives. Needs an int
+        ``random_state``.
 
     Attributes
     ----------
@@ -160,6 +166,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         random_state: Any = None,
         client: Any = None,
         progress: bool = True,
+        checkpoint: Any = None,
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -176,6 +183,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.client = client
         self.progress = progress
+        self.checkpoint = checkpoint
 
     # ------------------------------------------------------------------ validation
 
@@ -193,6 +201,14 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         check_float("reassignment_ratio", self.reassignment_ratio, low=0.0, high=1.0)
         if not isinstance(self.shuffle, (bool, np.bool_)):
             raise ParameterError(f"shuffle={self.shuffle!r} must be True or False")
+        if self.checkpoint is not None and (
+            not isinstance(self.random_state, (int, np.integer))
+            or isinstance(self.random_state, bool)
+        ):
+            raise ParameterError(
+                f"checkpoint={str(self.checkpoint)!r} needs an int random_state (got "
+                f"{self.random_state!r}), so that a resumed fit repeats the same draws"
+            )
         if self.init_size is not None and self.init_size < self.n_clusters:
             raise ParameterError(
                 f"init_size={self.init_size} is smaller than n_clusters={self.n_clusters}; "
@@ -334,7 +350,25 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _lockstep_fit(self, source: Source, runner: runtime.Runner, n_init: int) -> K.Chain:
         """Initialize ``n_init`` candidates and run every step; the merged state."""
-        return _lockstep_fit_many([self], source, runner, [n_init])[0]
+        return _lockstep_fit_many([self], source, runner, [n_init], self.checkpoint)[0]
+
+    def _fingerprint(self, source: Source) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: the fit's parameters and data."""
+        import hashlib
+
+        params = {
+            k: (
+                hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
+                if isinstance(v, np.ndarray)
+                else v
+            )
+            for k, v in self.get_params(deep=False).items()
+            if k not in ("client", "progress", "checkpoint")
+        }
+        if not isinstance(self.init, str):
+            params["init"] = hashlib.sha256(np.ascontiguousarray(self.init).tobytes()).hexdigest()
+        data = [source.name, source.n_rows, source.n_features, str(source.dtype)]
+        return {"kind": "StreamingKMeans.fit", "params": params, "data": data}
 
     def _pass_plan(
         self,
@@ -514,25 +548,19 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def _to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Scalars (JSON) and arrays (npz) that fully describe the fitted model."""
         check_is_fitted(self, "cluster_centers_")
-        st = self._state
-        scalars = {
-            "n_features_in_": int(self.n_features_in_),
-            "inertia_": float(self.inertia_),
-            "best_init_": int(self.best_init_),
-            "n_steps_": int(self.n_steps_),
-            "n_passes_": int(self.n_passes_),
-            "state_n_recorded": int(st.n_recorded),
-            "state_steps": int(st.steps),
-            "state_rng": st.rng_states,
-        }
-        arrays = {
-            "cluster_centers_": self.cluster_centers_,
-            "init_scores_": self.init_scores_,
-            "state_centers": st.centers,
-            "state_counts": st.counts,
-            "state_since_reassign": st.since_reassign,
-            "state_recent": st.recent,
-        }
+        scalars, arrays = K.chain_to_state(self._state)
+        scalars.update(
+            {
+                "n_features_in_": int(self.n_features_in_),
+                "inertia_": float(self.inertia_),
+                "best_init_": int(self.best_init_),
+                "n_steps_": int(self.n_steps_),
+                "n_passes_": int(self.n_passes_),
+            }
+        )
+        arrays.update(
+            {"cluster_centers_": self.cluster_centers_, "init_scores_": self.init_scores_}
+        )
         if hasattr(self, "init_inertias_"):
             arrays["init_inertias_"] = self.init_inertias_
         if hasattr(self, "feature_names_in_"):
@@ -551,16 +579,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         centers = arrays["state_centers"]
         if centers.ndim != 3 or centers.shape[1:] != self.cluster_centers_.shape:
             raise ValueError("state_centers does not match cluster_centers_")
-        self._state = K.Chain(
-            centers=centers,
-            counts=arrays["state_counts"],
-            since_reassign=arrays["state_since_reassign"],
-            rng_states=list(scalars["state_rng"]),
-            recent=arrays["state_recent"],
-            n_recorded=int(scalars["state_n_recorded"]),
-            steps=int(scalars["state_steps"]),
-            candidates=tuple(range(centers.shape[0])),
-        )
+        self._state = K.chain_from_state(scalars, arrays)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -569,46 +588,73 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
 
 def _lockstep_fit_many(
-    models: list[StreamingKMeans], source: Source, runner: runtime.Runner, n_inits: list[int]
+    models: list[StreamingKMeans],
+    source: Source,
+    runner: runtime.Runner,
+    n_inits: list[int],
+    checkpoint: Any = None,
 ) -> list[K.Chain]:
     """Fit several models over the same passes: each block is read once for all of them.
 
     The models may differ in ``n_clusters``, ``init`` and ``n_init``; they share
     the data plan (``batch_size``, ``max_steps``/``max_passes``, ``shuffle``,
     ``random_state``), so each gets exactly the state it would get alone.
+    With a ``checkpoint`` directory (one model only), the state is saved after
+    every block and a matching saved state is resumed from.
     """
     lead = models[0]
     root = lead._root_seed()
     ranges = source.blocks(min_rows=lead.batch_size)
-    pools: dict[int, np.ndarray] = {}
-    chains: list[K.Chain] = []
-    owner: list[int] = []
-    for m_idx, (model, n_init) in enumerate(zip(models, n_inits, strict=True)):
-        size = model._effective_init_size(source.n_rows)
-        if size not in pools:  # the same sample for every model of the same init_size
-            pools[size] = model._init_pool(source, ranges, runner, root)
-        centers, rng_states = model._init_candidates(pools[size], n_init, root, runner)
-        n_groups = min(n_init, max(1, runner.n_workers // len(models)))
-        for g in np.array_split(np.arange(n_init), n_groups):
-            chains.append(
-                K.new_chain(
-                    centers[g].copy(), [rng_states[i] for i in g], model.last_n, tuple(g.tolist())
-                )
-            )
-            owner.append(m_idx)
     batches = [math.ceil((hi - lo) / lead.batch_size) for lo, hi in ranges]
     per_pass = sum(batches)
     total = lead.max_steps if lead.max_steps is not None else lead.max_passes * per_pass
     n_passes = math.ceil(total / per_pass)
+    saver = None if checkpoint is None else _FitCheckpoint(checkpoint, lead._fingerprint(source))
+    resumed = None if saver is None else saver.load()
+    chains: list[K.Chain] = []
+    owner: list[int] = []
+    if resumed is not None:
+        merged, start = resumed
+        chains = K.split_chain(merged, min(merged.centers.shape[0], runner.n_workers))
+        owner = [0] * len(chains)
+    else:
+        start = (0, 0)
+        pools: dict[int, np.ndarray] = {}
+        for m_idx, (model, n_init) in enumerate(zip(models, n_inits, strict=True)):
+            size = model._effective_init_size(source.n_rows)
+            if size not in pools:  # the same sample for every model of the same init_size
+                pools[size] = model._init_pool(source, ranges, runner, root)
+            centers, rng_states = model._init_candidates(pools[size], n_init, root, runner)
+            merged = K.new_chain(centers, rng_states, model.last_n, tuple(range(n_init)))
+            n_groups = min(n_init, max(1, runner.n_workers // len(models)))
+            chains += K.split_chain(merged, n_groups)
+            owner += [m_idx] * n_groups
+        if saver is not None:
+            saver.save(chains, start)
     done = 0
     for p in range(n_passes):
         steps = lead._pass_plan(ranges, batches, root, p, total - done)
         done += sum(s[2][1] for s in steps)
+        if (p, len(steps)) <= start:
+            continue
+        skip = start[1] if p == start[0] else 0
+        on_step = None
+        if saver is not None:
+
+            def on_step(i: int, states: list[K.Chain], p: int = p, skip: int = skip) -> None:
+                saver.save(states, (p, skip + i + 1))
+
         with runtime.progress_bar(
-            sum(hi - lo for lo, hi, _ in steps), f"pass {p + 1}/{n_passes}", lead.progress
+            sum(hi - lo for lo, hi, _ in steps[skip:]), f"pass {p + 1}/{n_passes}", lead.progress
         ) as bar:
             chains = runtime.scan(
-                K.scan_block, source, chains, steps, runner=runner, progress=bar.update
+                K.scan_block,
+                source,
+                chains,
+                steps[skip:],
+                runner=runner,
+                progress=bar.update,
+                on_step=on_step,
             )
     states = []
     for m_idx, model in enumerate(models):
@@ -617,6 +663,42 @@ def _lockstep_fit_many(
         model.n_passes_ = n_passes
         states.append(model._state)
     return states
+
+
+class _FitCheckpoint:
+    """The scan state of one fit in ``DIR/kmeans-fit.npz``: chains, position, fingerprint."""
+
+    def __init__(self, directory: Any, fingerprint: dict[str, Any]) -> None:
+        from pathlib import Path
+
+        self.path = Path(directory) / "kmeans-fit.npz"
+        self.fingerprint = fingerprint
+
+    def load(self) -> tuple[K.Chain, tuple[int, int]] | None:
+        from .persistence import load_checkpoint
+
+        saved = load_checkpoint(self.path)
+        if saved is None:
+            return None
+        meta, arrays = saved
+        if meta.get("fingerprint") != self.fingerprint:
+            raise ParameterError(
+                f"{self.path}: was written by another fit (other parameters or data); "
+                "remove it or pass another checkpoint directory"
+            )
+        return K.chain_from_state(meta["chain"], arrays), (int(meta["pass"]), int(meta["step"]))
+
+    def save(self, chains: list[K.Chain], position: tuple[int, int]) -> None:
+        from .persistence import save_checkpoint
+
+        scalars, arrays = K.chain_to_state(_merge_chains(chains))
+        meta = {
+            "fingerprint": self.fingerprint,
+            "chain": scalars,
+            "pass": position[0],
+            "step": position[1],
+        }
+        save_checkpoint(self.path, meta, arrays)
 
 
 def _merge_chains(chains: list[K.Chain]) -> K.Chain:

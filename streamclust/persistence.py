@@ -18,6 +18,7 @@ class and the array names before building anything.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ import numpy as np
 
 from .exceptions import ModelFileError
 
-__all__ = ["load", "save_model"]
+__all__ = ["load", "load_checkpoint", "save_checkpoint", "save_model", "write_atomic"]
 
 FORMAT = "streamclust-model"
 FORMAT_VERSION = 1
@@ -43,6 +44,52 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably (temporary file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """One ``.npz`` file with ``arrays`` and the JSON ``meta``, replaced atomically."""
+    buf = io.BytesIO()
+    arrays = {"__meta__": np.array(json.dumps(meta, sort_keys=True)), **arrays}
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, buf.getvalue())
+    fsync_dir(path.parent)
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """``(meta, arrays)`` of a checkpoint written by :func:`save_checkpoint`, or None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        meta = json.loads(str(arrays.pop("__meta__")))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelFileError(
+            f"{path}: unreadable checkpoint ({exc}); remove it to start the fit over"
+        ) from exc
+    return meta, arrays
 
 
 def _registry() -> dict[str, type]:

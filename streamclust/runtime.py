@@ -417,6 +417,7 @@ def scan(
     runner: Runner,
     progress: Callable[[int], None] | None = None,
     readahead: int = 2,
+    on_step: Callable[[int, list[Any]], None] | None = None,
 ) -> list[Any]:
     """Advance independent chains of state in lockstep over the blocks ``steps``.
 
@@ -425,6 +426,7 @@ def scan(
     new state. Every task receives the concrete state from the driver, so a
     worker lost mid-scan costs the recompute of one block only. Up to
     ``readahead`` later blocks are read while the current one computes.
+    ``on_step(i, states)`` is called on the driver after step ``i`` (to checkpoint).
     """
     states = list(states)
     places = runner.placement(len(states))
@@ -439,7 +441,7 @@ def scan(
     with runner.parallel():
         for _ in range(readahead + 1):
             _read_next()
-        while planned:
+        for i in range(len(steps)):
             (lo, hi, arg), handles = planned.popleft()
             # A read on the driver's own pool is waited for here, not inside a task.
             handles = [h.result() if isinstance(h, cf.Future) else h for h in handles]
@@ -449,6 +451,8 @@ def scan(
                 for h, s, w in zip(handles, states, places, strict=True)
             ]
             states = [f.result() for f in futures]
+            if on_step is not None:
+                on_step(i, states)
             if progress is not None:
                 progress(hi - lo)
     return states

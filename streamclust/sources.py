@@ -394,7 +394,10 @@ class ZarrSource(Source):
                     f"{self.name}: chunk {c} (rows {lo}-{hi}) reads as all NaN, the fill value: "
                     "it is missing from the store; restore or rewrite it"
                 )
-        check_finite_block(block, start, self.name)
+        # Name the chunk that holds the first bad row, not the whole (multi-chunk) block.
+        c = (start + int(np.argwhere(~np.isfinite(block))[0][0])) // self.chunk_rows
+        lo, hi = max(c * self.chunk_rows, start), min((c + 1) * self.chunk_rows, start + len(block))
+        check_finite_block(block[lo - start : hi - start], lo, f"{self.name}: chunk {c}")
 
     def to_dask(self) -> Any:
         import dask.array as da

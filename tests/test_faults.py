@@ -1,0 +1,273 @@
+"""Faults on a real distributed cluster: killed workers, poison blocks, a killed driver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+import streamclust as sc
+from streamclust import runtime
+from streamclust.exceptions import DataError, ParameterError, SourceError
+
+
+@pytest.fixture()
+def nanny_client():
+    """A fresh 2-worker LocalCluster whose nannies restart killed workers."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+def worker_pids(client) -> dict[str, int]:
+    return client.run(os.getpid)
+
+
+def kill_a_worker(client, rng: np.random.Generator) -> int:
+    pids = sorted(worker_pids(client).values())
+    pid = int(rng.choice(pids))
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+class KillAt:
+    """A progress bar that SIGKILLs a worker when a pass reaches ``fraction``."""
+
+    def __init__(self, client, fraction: float) -> None:
+        self.client, self.fraction = client, fraction
+        self.killed: list[int] = []
+
+    def __call__(self, total_rows: int, desc: str, enabled: bool):
+        outer = self
+
+        class Bar:
+            done = 0
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def update(self, n: int) -> None:
+                self.done += n
+                if (
+                    desc.startswith("pass 1")
+                    and not outer.killed
+                    and self.done >= outer.fraction * total_rows
+                ):
+                    outer.killed.append(kill_a_worker(outer.client, np.random.default_rng(0)))
+
+        return Bar()
+
+
+def test_worker_killed_mid_fit_gives_the_same_model(blobs_zarr, nanny_client, monkeypatch):
+    params = dict(n_clusters=16, n_init=4, batch_size=500, max_passes=2, random_state=1)
+    source = sc.open_source(blobs_zarr, block_rows=2_000)  # 10 blocks, 10 tasks per chain
+    ref = sc.StreamingKMeans(**params, client="sync", progress=False).fit(source)
+    before = set(worker_pids(nanny_client).values())
+    killer = KillAt(nanny_client, 0.5)
+    monkeypatch.setattr(runtime, "progress_bar", killer)
+    km = sc.StreamingKMeans(**params, client=nanny_client).fit(source)
+    assert killer.killed and killer.killed[0] in before
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    np.testing.assert_array_equal(km.init_scores_, ref.init_scores_)
+    assert km.inertia_ == ref.inertia_
+    # Every mini-batch was applied exactly once: the driver's step counter.
+    assert km._state.steps == ref._state.steps == km.n_steps_
+    # The nanny brought the killed worker back.
+    deadline = time.monotonic() + 30
+    while len(nanny_client.scheduler_info()["workers"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    after = set(worker_pids(nanny_client).values())
+    assert killer.killed[0] not in after and len(after) == 2
+
+
+def poisoned_store(tmp_path, blobs32, rows: slice):
+    path = tmp_path / "poison.zarr"
+    sc.write_zarr(blobs32, path, block_rows=2_000)
+    arr = zarr.open_array(str(path), mode="r+")
+    bad = arr[rows]
+    bad[len(bad) // 2, 3] = np.nan
+    arr[rows] = bad
+    return path
+
+
+def test_poison_block_is_one_clear_error_naming_its_rows(tmp_path, blobs32, nanny_client):
+    from distributed import get_task_stream
+
+    path = poisoned_store(tmp_path, blobs32, slice(10_000, 12_000))
+    with get_task_stream(nanny_client) as ts:
+        with pytest.raises(
+            DataError, match=r"chunk 5: row 11000, column 3 is nan \(rows 10000-12000"
+        ):
+            sc.StreamingKMeans(8, n_init=2, batch_size=500, client=nanny_client).fit(str(path))
+    # Raised, not retried: at most one failed read per worker that held a chain.
+    failed = [t for t in ts.data if t.get("status") == "error"]
+    assert 1 <= len(failed) <= 2
+
+
+def test_corrupt_chunk_is_one_clear_error(tmp_path, blobs32, nanny_client):
+    path = tmp_path / "corrupt.zarr"
+    sc.write_zarr(blobs32, path, block_rows=2_000)
+    chunk = path / "c" / "5" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    with pytest.raises(SourceError, match=r"chunk 5 \(rows 10000-12000\) cannot be read.*corrupt"):
+        sc.StreamingKMeans(8, n_init=2, batch_size=500, client=nanny_client).fit(str(path))
+
+
+@pytest.mark.slow
+def test_chaos_worker_kills_during_fit_score_and_detect(tmp_path, nanny_client):
+    """A worker is SIGKILLed every second or so; everything still completes correctly."""
+    from streamclust.datasets import write_blobs_zarr
+
+    path = tmp_path / "chaos.zarr"
+    write_blobs_zarr(path, 400_000, n_centers=8, n_features=8, seed=2, block_rows=20_000)
+    params = dict(n_components=8, covariance_type="diag", max_iter=5, tol=0, random_state=0)
+    ref = sc.StreamingGaussianMixture(**params, client="sync", progress=False).fit(str(path))
+    ref_score = ref.score(str(path))
+    ref_det = sc.DensityAnomalyDetector(ref, percentile=4).fit(str(path))
+
+    stop = threading.Event()
+    kills: list[int] = []
+
+    def chaos() -> None:
+        rng = np.random.default_rng(7)
+        while not stop.wait(rng.uniform(0.7, 1.5)):
+            try:
+                kills.append(kill_a_worker(nanny_client, rng))
+            except Exception:  # a worker restarting right now: try again later
+                pass
+
+    thread = threading.Thread(target=chaos, daemon=True)
+    thread.start()
+    try:
+        gm = sc.StreamingGaussianMixture(**params, client=nanny_client, progress=False)
+        gm.fit(str(path))
+        score = gm.score(str(path))
+        det = sc.DensityAnomalyDetector(gm, percentile=4).fit(str(path))
+        flags = det.predict(str(path))
+    finally:
+        stop.set()
+        thread.join()
+    assert len(kills) >= 3
+    np.testing.assert_array_equal(gm.means_, ref.means_)
+    np.testing.assert_array_equal(gm.covariances_, ref.covariances_)
+    assert score == ref_score
+    assert det.threshold_ == ref_det.threshold_
+    np.testing.assert_array_equal(flags, ref_det.predict(str(path)))
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after(blocks: int):
+    """A progress bar that raises (a driver dying) after ``blocks`` blocks of any pass."""
+    seen = [0]
+
+    class Bar:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n: int) -> None:
+            seen[0] += 1
+            if seen[0] == blocks:
+                raise Crash
+
+    return lambda total, desc, enabled: Bar()
+
+
+@pytest.mark.parametrize("client", ["sync", "threads"])
+def test_fit_resumes_from_its_checkpoint_bit_identical(blobs_zarr, tmp_path, monkeypatch, client):
+    params = dict(n_clusters=8, n_init=3, batch_size=400, max_passes=3, random_state=4)
+    data = sc.open_source(blobs_zarr, block_rows=3_000)  # 7 blocks a pass
+    ref = sc.StreamingKMeans(**params, client="sync", progress=False).fit(data)
+    ckpt = tmp_path / "ckpt"
+    # Die at several points: during the first pass, at a pass boundary, in the last pass.
+    for blocks in (3, 7, 4, 1):
+        monkeypatch.setattr(runtime, "progress_bar", crash_after(blocks))
+        with pytest.raises(Crash):
+            sc.StreamingKMeans(**params, client=client, checkpoint=ckpt).fit(data)
+    monkeypatch.undo()
+    km = sc.StreamingKMeans(**params, client=client, progress=False, checkpoint=ckpt)
+    km.fit(data)
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    np.testing.assert_array_equal(km.init_scores_, ref.init_scores_)
+    assert km._state.steps == ref._state.steps and km.inertia_ == ref.inertia_
+    # Another fit must not pick up this checkpoint.
+    with pytest.raises(ParameterError, match="was written by another fit"):
+        sc.StreamingKMeans(**{**params, "n_clusters": 9}, checkpoint=ckpt).fit(data)
+    with pytest.raises(ParameterError, match="needs an int random_state"):
+        sc.StreamingKMeans(8, checkpoint=ckpt).fit(data)
+
+
+@pytest.mark.slow
+def test_driver_killed_at_20_points_resumes_bit_identical(tmp_path):
+    """``streamclust fit --checkpoint`` SIGKILLed 20 times, rerun each time, then compared."""
+    import subprocess
+    import sys
+
+    from streamclust.datasets import write_blobs_zarr
+
+    data = tmp_path / "d.zarr"
+    write_blobs_zarr(data, 40_000, n_centers=16, n_features=16, block_rows=2_500)
+    base = [sys.executable, "-m", "streamclust", "fit", str(data), "--k", "16"]
+    base += ["--n-init", "3", "--batch-size", "500", "--max-passes", "120", "--no-progress"]
+    base += ["--scheduler", "threads"]
+    env = {**os.environ, "STREAMCLUST_QUIET": "1"}
+    subprocess.run([*base, "--out", str(tmp_path / "ref")], check=True, env=env)
+    ckpt = tmp_path / "ckpt"
+    cmd = [*base, "--out", str(tmp_path / "resumed"), "--checkpoint", str(ckpt)]
+    state = ckpt / "kmeans-fit.npz"
+
+    # 40,000 rows are one block (one scan step) a pass: the fit is 120 steps.
+
+    def position() -> int:
+        try:
+            meta, _ = sc.persistence.load_checkpoint(state)
+        except Exception:  # not there yet
+            return -1
+        return meta["pass"] + meta["step"]
+
+    rng = np.random.default_rng(3)
+    kills = 0
+    # 20 points spread over the fit's 120 steps; each kill lands up to 5 ms after one.
+    for target in np.linspace(1, 115, 20).astype(int):
+        proc = subprocess.Popen(cmd, env=env)
+        while proc.poll() is None and position() < target:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.005))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    assert kills == 20
+    if not (tmp_path / "resumed").exists():
+        subprocess.run(cmd, check=True, env=env)
+    ref = sc.load(tmp_path / "ref")
+    got = sc.load(tmp_path / "resumed")
+    np.testing.assert_array_equal(got.cluster_centers_, ref.cluster_centers_)
+    np.testing.assert_array_equal(got.init_scores_, ref.init_scores_)
+    assert got.inertia_ == ref.inertia_ and got._state.steps == ref._state.steps
