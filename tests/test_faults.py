@@ -134,8 +134,9 @@ def test_corrupt_chunk_is_one_clear_error(tmp_path, blobs32, nanny_client):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_chaos_worker_kills_during_fit_score_and_detect(tmp_path, nanny_client):
-    """A worker is SIGKILLed every second or so; everything still completes correctly."""
+    """A worker is SIGKILLed every 2-4 s; everything still completes correctly."""
     from streamclust.datasets import write_blobs_zarr
 
     path = tmp_path / "chaos.zarr"
@@ -150,7 +151,7 @@ def test_chaos_worker_kills_during_fit_score_and_detect(tmp_path, nanny_client):
 
     def chaos() -> None:
         rng = np.random.default_rng(7)
-        while not stop.wait(rng.uniform(0.7, 1.5)):
+        while not stop.wait(rng.uniform(2.0, 4.0)):
             try:
                 kills.append(kill_a_worker(nanny_client, rng))
             except Exception:  # a worker restarting right now: try again later
