@@ -222,6 +222,11 @@ def _connect(address: str, security: Any = None) -> Any:
             client = Client(
                 address, timeout=CONNECT_TIMEOUT, security=security, set_as_default=False
             )
+        except TypeError as exc:  # distributed's words for "tls:// without certificates"
+            raise SchedulerError(
+                f"the Dask scheduler at {address!r} speaks TLS: pass --tls-ca, --tls-cert and "
+                "--tls-key (security= in Python)"
+            ) from exc
         except (OSError, TimeoutError) as exc:
             raise SchedulerError(
                 f"cannot reach the Dask scheduler at {address!r} within {CONNECT_TIMEOUT} s "
@@ -478,7 +483,9 @@ def make_security(ca: str | None, cert: str | None, key: str | None) -> Any:
     from distributed.security import Security
 
     for flag, value in (("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)):
-        if not value or not os.path.isfile(value):
+        if not value:
+            raise ParameterError(f"{flag} is missing: TLS needs --tls-ca, --tls-cert and --tls-key")
+        if not os.path.isfile(value):
             raise ParameterError(f"{flag} {value!r}: no such file; pass the PEM file path")
     return Security(
         tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True

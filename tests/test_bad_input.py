@@ -216,7 +216,7 @@ CLI_CASES = [
             "--out",
             "{d}/m",
         ],
-        "--tls-cert None: no such file",
+        "--tls-cert is missing",
     ),
     (
         ["predict", "{d}/x.npy", "--model-dir", "{d}/nomodel", "--out", "{d}/l.zarr"],

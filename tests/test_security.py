@@ -1,0 +1,86 @@
+"""Secure by default: TLS end to end, local services on 127.0.0.1, no path escapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import streamclust as sc
+from streamclust import runtime
+from streamclust.cli import main
+
+
+@pytest.fixture()
+def tls_cluster(tmp_path):
+    """A scheduler and worker on 127.0.0.1 that speak TLS only, with a self-signed CA."""
+    import trustme
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("streamclust-client")
+    paths = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "cert.pem", "key": tmp_path / "key.pem"}
+    ca.cert_pem.write_to_path(paths["ca"])
+    client.cert_chain_pems[0].write_to_path(paths["cert"])
+    client.private_key_pem.write_to_path(paths["key"])
+    server_cert, server_key = tmp_path / "server.pem", tmp_path / "server-key.pem"
+    server.cert_chain_pems[0].write_to_path(server_cert)
+    server.private_key_pem.write_to_path(server_key)
+    sec = Security(
+        tls_ca_file=str(paths["ca"]),
+        tls_scheduler_cert=str(server_cert),
+        tls_scheduler_key=str(server_key),
+        tls_worker_cert=str(server_cert),
+        tls_worker_key=str(server_key),
+        tls_client_cert=str(server_cert),
+        tls_client_key=str(server_key),
+        require_encryption=True,
+    )
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tls://",
+        host="127.0.0.1",
+        security=sec,
+        dashboard_address=None,
+    ) as cluster:
+        yield cluster.scheduler_address, {k: str(v) for k, v in paths.items()}
+
+
+def test_fit_through_a_tls_scheduler_and_refused_without_certificate(
+    tls_cluster, blobs_npy, tmp_path, capsys
+):
+    address, pem = tls_cluster
+    assert address.startswith("tls://127.0.0.1:")
+    args = ["fit", blobs_npy, "--k", "4", "--random-state", "0", "--no-progress"]
+    tls = ["--tls-ca", pem["ca"], "--tls-cert", pem["cert"], "--tls-key", pem["key"]]
+    assert main([*args, "--scheduler", address, *tls, "--out", str(tmp_path / "m")]) == 0
+    assert main([*args, "--scheduler", "sync", "--out", str(tmp_path / "ref")]) == 0
+    a, b = sc.load(tmp_path / "m"), sc.load(tmp_path / "ref")
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    capsys.readouterr()
+    # Without the client certificate (or without TLS at all) the scheduler refuses.
+    for scheduler, flags, message in (
+        (address, ["--tls-ca", pem["ca"]], "--tls-cert is missing"),
+        (address, [], "speaks TLS: pass --tls-ca, --tls-cert and --tls-key"),
+        (address.replace("tls://", "tcp://"), [], "cannot reach the Dask scheduler"),
+    ):
+        code = main([*args, "--scheduler", scheduler, *flags, "--out", str(tmp_path / "x")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_local_cluster_binds_to_loopback_only(monkeypatch):
+    monkeypatch.setattr(runtime, "_clients", {})
+    monkeypatch.setattr(runtime, "_local_cluster", None)
+    client = runtime.get_client("local")
+    try:
+        info = client.scheduler_info()
+        assert info["address"].startswith("tcp://127.0.0.1:")
+        assert all(w.startswith("tcp://127.0.0.1:") for w in info["workers"])
+        assert client.dashboard_link.startswith("http://127.0.0.1:")
+    finally:
+        runtime._close_all()
