@@ -97,6 +97,11 @@ class StreamState:
         if not pointer.exists():
             return None
         name = pointer.read_text().strip()
+        if name in ("", ".", "..") or name != Path(name).name:
+            raise SourceError(
+                f"{pointer}: names {name!r}, not a checkpoint inside {self.checkpoints}; "
+                "restore it or start a new --state"
+            )
         path = self.checkpoints / name
         if not (path / "ledger.json").is_file():
             raise SourceError(
@@ -276,6 +281,13 @@ class Ingest:
         from ._validation import check_finite_block
         from .sources import read_batch_file
 
+        if path.is_symlink():
+            target = path.resolve()
+            if not target.is_relative_to(self.incoming.resolve()):
+                raise SourceError(
+                    f"{path}: is a link to {target}, outside the landing directory; "
+                    "copy the batch into it instead"
+                )
         data = read_batch_file(str(path), self.header)
         if data.shape[0] == 0:
             raise DataError(f"{path}: has no rows")

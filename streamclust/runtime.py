@@ -218,15 +218,19 @@ def _connect(address: str, security: Any = None) -> Any:
         client = _clients.get(key)
         if client is not None and client.status == "running":
             return client
+        if (
+            address.startswith("tls://")
+            and security is None
+            and not dask.config.get("distributed.comm.tls.ca-file", None)
+        ):
+            raise SchedulerError(
+                f"the Dask scheduler at {address!r} speaks TLS: pass --tls-ca, --tls-cert and "
+                "--tls-key (security= in Python, or Dask's distributed.comm.tls config)"
+            )
         try:
             client = Client(
                 address, timeout=CONNECT_TIMEOUT, security=security, set_as_default=False
             )
-        except TypeError as exc:  # distributed's words for "tls:// without certificates"
-            raise SchedulerError(
-                f"the Dask scheduler at {address!r} speaks TLS: pass --tls-ca, --tls-cert and "
-                "--tls-key (security= in Python)"
-            ) from exc
         except (OSError, TimeoutError) as exc:
             raise SchedulerError(
                 f"cannot reach the Dask scheduler at {address!r} within {CONNECT_TIMEOUT} s "

@@ -84,3 +84,57 @@ def test_local_cluster_binds_to_loopback_only(monkeypatch):
         assert client.dashboard_link.startswith("http://127.0.0.1:")
     finally:
         runtime._close_all()
+
+
+def _batches(incoming, n=3):
+    incoming.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        np.save(incoming / f"b{i}.npy", rng.standard_normal((40, 3)))
+
+
+def test_landing_directory_links_outside_and_pickled_batches_are_refused(tmp_path, capsys):
+    incoming = tmp_path / "in"
+    _batches(incoming)
+    secret = tmp_path / "outside.npy"
+    np.save(secret, np.ones((40, 3)))
+    (incoming / "b3.npy").symlink_to(secret)
+    np.save(incoming / "b4.npy", np.array([{"x": 1}] * 3, dtype=object), allow_pickle=True)
+    args = ["stream", str(incoming), "--k", "2", "--state", str(tmp_path / "st"), "--once"]
+    assert main([*args, "--no-progress"]) == 0
+    rejected = tmp_path / "st" / "rejected"
+    assert "outside the landing directory" in (rejected / "b3.npy.reason").read_text()
+    assert "pickle" in (rejected / "b4.npy.reason").read_text().lower()
+    assert secret.exists()  # the link was moved aside, its target untouched
+
+
+def test_a_checkpoint_pointer_cannot_escape_the_state_directory(tmp_path, capsys):
+    incoming = tmp_path / "in"
+    _batches(incoming)
+    state = tmp_path / "st"
+    args = ["stream", str(incoming), "--k", "2", "--state", str(state), "--once", "--no-progress"]
+    assert main(args) == 0
+    for name in ("../../etc", "/etc", ".."):
+        (state / "LATEST").write_text(name)
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not a checkpoint inside" in err
+
+
+def test_models_with_pickled_arrays_do_not_load(blobs32, tmp_path):
+    import hashlib
+    import json
+
+    km = sc.StreamingKMeans(3, random_state=0, progress=False).fit(blobs32[:500])
+    km.save(tmp_path / "m")
+    arrays = dict(np.load(tmp_path / "m" / "arrays.npz", allow_pickle=False))
+    arrays["cluster_centers_"] = np.array([object()] * 3, dtype=object)
+    np.savez(tmp_path / "m" / "arrays.npz", **arrays)
+    # Even with a matching checksum, an object array is refused (never unpickled).
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    digest = hashlib.sha256((tmp_path / "m" / "arrays.npz").read_bytes()).hexdigest()
+    manifest["arrays"]["sha256"] = digest
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(sc.exceptions.ModelFileError, match="pickle"):
+        sc.load(tmp_path / "m")
