@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -40,9 +41,10 @@ def blobs_npy(tmp_path_factory, blobs32) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
-def cluster_client():
-    """A real LocalCluster: 2 worker processes, one thread each, on 127.0.0.1."""
+@contextlib.contextmanager
+def local_cluster_client():
+    """A real LocalCluster: 2 worker processes (nannies restart them), one thread each,
+    on 127.0.0.1."""
     from distributed import Client, LocalCluster
 
     with (
@@ -55,4 +57,10 @@ def cluster_client():
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
+        yield client
+
+
+@pytest.fixture(scope="session")
+def cluster_client():
+    with local_cluster_client() as client:
         yield client

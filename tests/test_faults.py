@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import zarr
+from conftest import local_cluster_client
 
 import streamclust as sc
 from streamclust import runtime
@@ -18,19 +19,8 @@ from streamclust.exceptions import DataError, ParameterError, SourceError
 
 @pytest.fixture()
 def nanny_client():
-    """A fresh 2-worker LocalCluster whose nannies restart killed workers."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
+    """A fresh cluster per test: these tests kill its workers."""
+    with local_cluster_client() as client:
         yield client
 
 
