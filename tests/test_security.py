@@ -44,9 +44,12 @@ def tls_cluster(tmp_path):
         protocol="tls://",
         host="127.0.0.1",
         security=sec,
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",
     ) as cluster:
         yield cluster.scheduler_address, {k: str(v) for k, v in paths.items()}
+        # streamclust keeps its clients for reuse: close this cluster's before it stops.
+        for key in [k for k in runtime._clients if k.startswith(cluster.scheduler_address)]:
+            runtime._clients.pop(key).close()
 
 
 def test_fit_through_a_tls_scheduler_and_refused_without_certificate(
