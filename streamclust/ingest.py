@@ -38,8 +38,7 @@ from typing import Any
 import numpy as np
 
 from .exceptions import DataError, ParameterError, SourceError, StreamclustError
-from .persistence import fsync_dir as _fsync_dir
-from .persistence import write_atomic as _write_file
+from .persistence import fsync_dir, write_atomic
 from .sources import _BATCH_SUFFIXES
 
 LATEST = "LATEST"
@@ -51,7 +50,7 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
 
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
-    _write_file(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 @dataclass
@@ -145,15 +144,15 @@ class StreamState:
                 save_model(est, tmp / "model")
                 if isinstance(model, DensityAnomalyDetector):
                     _save_detector(tmp / "detector.npz", model)
-            _write_file(tmp / "ledger.json", ledger.to_json().encode())
-            _fsync_dir(tmp)
+            write_atomic(tmp / "ledger.json", ledger.to_json().encode())
+            fsync_dir(tmp)
             os.replace(tmp, self.checkpoints / name)
-            _fsync_dir(self.checkpoints)
+            fsync_dir(self.checkpoints)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        _write_file(self.root / LATEST, name.encode())
-        _fsync_dir(self.root)
+        write_atomic(self.root / LATEST, name.encode())
+        fsync_dir(self.root)
         for old in self.checkpoints.iterdir():  # only the published one is needed
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
@@ -171,7 +170,7 @@ def _save_detector(path: Path, det: Any) -> None:
             arrays[f"window_{i:06d}"] = np.frombuffer(item.to_bytes(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
-    _write_file(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def _load_detector(path: Path, model: Any, config: dict[str, Any]) -> Any:
@@ -273,7 +272,7 @@ class Ingest:
 
     def _reject(self, path: Path, reason: str) -> BatchResult:
         self.state.rejected.mkdir(parents=True, exist_ok=True)
-        _write_file(self.state.rejected / f"{path.name}.reason", (reason + "\n").encode())
+        write_atomic(self.state.rejected / f"{path.name}.reason", (reason + "\n").encode())
         os.replace(path, self.state.rejected / path.name)
         return BatchResult(path.name, 0, rejected=reason)
 

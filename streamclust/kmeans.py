@@ -357,15 +357,11 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         import hashlib
 
         params = {
-            k: (
-                hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
-                if isinstance(v, np.ndarray)
-                else v
-            )
+            k: v
             for k, v in self.get_params(deep=False).items()
             if k not in ("client", "progress", "checkpoint")
         }
-        if not isinstance(self.init, str):
+        if not isinstance(self.init, str):  # initial centers: compared by their digest
             params["init"] = hashlib.sha256(np.ascontiguousarray(self.init).tobytes()).hexdigest()
         data = [source.name, source.n_rows, source.n_features, str(source.dtype)]
         return {"kind": "StreamingKMeans.fit", "params": params, "data": data}

@@ -188,10 +188,9 @@ class _DistributedRunner(Runner):
         return [workers[i % len(workers)] if workers else None for i in range(n)]
 
     def read_ahead(self, source: Source, lo: int, hi: int, places: list[str | None]) -> list[Any]:
-        # Each chain's worker reads the block itself: shipping an 8 MiB block from
-        # the worker that read it to the others costs as much as reading it again,
-        # and it would draw every chain onto the reader's worker.
-        # One read (or scatter) per worker, shared by the chains that live there.
+        # Each worker reads the block itself, once for all the chains placed on it:
+        # shipping an 8 MiB block from the worker that read it to the others costs
+        # as much as reading it again, and it would draw every chain onto the reader.
         if source.in_memory:
             data = source.read(lo, hi)
             handles = {w: self.client.scatter(data, workers=[w] if w else None) for w in places}

@@ -162,10 +162,9 @@ def sweep_kmeans(
     Every model gets exactly what ``StreamingKMeans(n_clusters=k, ...)`` would
     get alone. The silhouette of each k is computed on the same uniform seeded
     sample of ``silhouette_sample`` rows (the whole data when it is smaller, and
-    then equal to ``sklearn.metrics.silhouette_score`` up to summation order), with
-    the standard error
-    of its mean. ``criterion``: ``"silhouette"`` (highest) or ``"elbow"`` (the
-    knee of the inertia curve) picks ``best_k``.
+    then equal to ``sklearn.metrics.silhouette_score`` up to summation order),
+    with the standard error of its mean. ``criterion``: ``"silhouette"``
+    (highest) or ``"elbow"`` (the knee of the inertia curve) picks ``best_k``.
     """
     from .kmeans import StreamingKMeans, _lockstep_fit_many
 

@@ -35,16 +35,11 @@ def kill_a_worker(client, rng: np.random.Generator) -> int:
     return pid
 
 
-class KillAt:
-    """A progress bar that SIGKILLs a worker when a pass reaches ``fraction``."""
+def progress_hook(on_update):
+    """A stand-in for ``runtime.progress_bar`` that calls ``on_update(desc, total, done)``
+    on the driver after every block."""
 
-    def __init__(self, client, fraction: float) -> None:
-        self.client, self.fraction = client, fraction
-        self.killed: list[int] = []
-
-    def __call__(self, total_rows: int, desc: str, enabled: bool):
-        outer = self
-
+    def make(total_rows: int, desc: str, enabled: bool):
         class Bar:
             done = 0
 
@@ -56,14 +51,23 @@ class KillAt:
 
             def update(self, n: int) -> None:
                 self.done += n
-                if (
-                    desc.startswith("pass 1")
-                    and not outer.killed
-                    and self.done >= outer.fraction * total_rows
-                ):
-                    outer.killed.append(kill_a_worker(outer.client, np.random.default_rng(0)))
+                on_update(desc, total_rows, self.done)
 
         return Bar()
+
+    return make
+
+
+class KillAt:
+    """SIGKILLs a worker (once) when the first pass reaches ``fraction`` of its rows."""
+
+    def __init__(self, client, fraction: float) -> None:
+        self.client, self.fraction = client, fraction
+        self.killed: list[int] = []
+
+    def __call__(self, desc: str, total: int, done: int) -> None:
+        if desc.startswith("pass 1") and not self.killed and done >= self.fraction * total:
+            self.killed.append(kill_a_worker(self.client, np.random.default_rng(0)))
 
 
 def test_worker_killed_mid_fit_gives_the_same_model(blobs_zarr, nanny_client, monkeypatch):
@@ -72,7 +76,7 @@ def test_worker_killed_mid_fit_gives_the_same_model(blobs_zarr, nanny_client, mo
     ref = sc.StreamingKMeans(**params, client="sync", progress=False).fit(source)
     before = set(worker_pids(nanny_client).values())
     killer = KillAt(nanny_client, 0.5)
-    monkeypatch.setattr(runtime, "progress_bar", killer)
+    monkeypatch.setattr(runtime, "progress_bar", progress_hook(killer))
     km = sc.StreamingKMeans(**params, client=nanny_client).fit(source)
     assert killer.killed and killer.killed[0] in before
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
@@ -179,19 +183,12 @@ def crash_after(blocks: int):
     """A progress bar that raises (a driver dying) after ``blocks`` blocks of any pass."""
     seen = [0]
 
-    class Bar:
-        def __enter__(self):
-            return self
+    def count(desc: str, total: int, done: int) -> None:
+        seen[0] += 1
+        if seen[0] == blocks:
+            raise Crash
 
-        def __exit__(self, *exc):
-            return False
-
-        def update(self, n: int) -> None:
-            seen[0] += 1
-            if seen[0] == blocks:
-                raise Crash
-
-    return lambda total, desc, enabled: Bar()
+    return progress_hook(count)
 
 
 @pytest.mark.parametrize("client", ["sync", "threads"])
