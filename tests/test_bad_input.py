@@ -255,6 +255,10 @@ CLI_CASES = [
         "--refine applies to --model kmeans",
     ),
     (
+        ["fit", "{d}/x.npy", "--model", "gmm", "--checkpoint", "{d}/ck", "--out", "{d}/m"],
+        "--checkpoint applies to --model kmeans",
+    ),
+    (
         ["fit", "{d}/x.npy", "--model", "gmm", "--covariance", "round", "--out", "{d}/m"],
         "covariance_type='round' is not one of",
     ),
