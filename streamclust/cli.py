@@ -49,8 +49,8 @@ def data_options(fn: Any) -> Any:
     return fn
 
 
-def run_options(fn: Any) -> Any:
-    """Options that say where the work runs."""
+def cluster_options(fn: Any) -> Any:
+    """Options that say which Dask scheduler the work runs on."""
     fn = click.option(
         "--tls-key", default=None, type=click.Path(dir_okay=False), help="Client TLS key."
     )(fn)
@@ -64,6 +64,12 @@ def run_options(fn: Any) -> Any:
         help="CA certificate for tls:// schedulers.",
     )(fn)
     fn = click.option("--scheduler", default=None, envvar=None, help=_SCHEDULER_HELP)(fn)
+    return fn
+
+
+def run_options(fn: Any) -> Any:
+    """Options that say where the work runs, and how it reports."""
+    fn = cluster_options(fn)
     fn = click.option("--progress/--no-progress", default=True, help="Progress bars on terminals.")(
         fn
     )
@@ -496,6 +502,14 @@ def detect(
     "--poll-interval", type=float, default=1.0, show_default=True, help="Seconds between looks."
 )
 @click.option("--header", is_flag=True, help="CSV batch files start with a header row.")
+@click.option(
+    "--reconnect-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for a lost scheduler before checkpointing and exiting.",
+)
+@cluster_options
 @click.option("--progress/--no-progress", default=True, help="A status line on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def stream(
@@ -510,6 +524,11 @@ def stream(
     once: bool,
     poll_interval: float,
     header: bool,
+    reconnect_timeout: float,
+    scheduler: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
     progress: bool,
     as_json: bool,
     **params: Any,
@@ -519,6 +538,10 @@ def stream(
     Producers write NAME.tmp and rename it to NAME.npy, .csv or .parquet;
     batches are applied in name order. Killed at any point, the same command
     resumes from the last checkpoint in --state with the same result.
+
+    Batches are applied in-process unless --scheduler (or DASK_SCHEDULER_ADDRESS)
+    names a Dask scheduler: then each update runs on a worker, and a lost
+    scheduler is waited for (--reconnect-timeout) before the stream exits.
     """
     from .ingest import Ingest
 
@@ -538,6 +561,10 @@ def stream(
         DensityAnomalyDetector(
             probe, percentile=percentile, method=method, window=window
         )._check_stream_params()
+    if scheduler is None and not (tls_ca or tls_cert or tls_key):
+        import dask
+
+        scheduler = dask.config.get("scheduler-address", None) or "sync"
     job = Ingest(
         incoming,
         state,
@@ -545,6 +572,8 @@ def stream(
         config,
         checkpoint_every=checkpoint_every,
         header=header,
+        client=_client(scheduler, tls_ca, tls_cert, tls_key),
+        reconnect_timeout=reconnect_timeout,
     )
     t0 = time.perf_counter()
     seen = {"batches": 0, "rows": 0, "rejected": 0, "last": 0.0}

@@ -20,6 +20,13 @@ bit-identical to an uninterrupted run, and no batch is skipped or counted
 twice. A batch that cannot be used (unreadable, wrong width, NaN or inf,
 empty) is moved to ``state/rejected/`` next to a ``.reason`` file, and the
 stream goes on.
+
+On a Dask cluster (``client``), each batch is read and checked on the driver
+and its update runs as one task on a worker. If the scheduler
+goes away, the stream waits up to ``reconnect_timeout`` seconds for it (and a
+worker) to come back and runs the lost update again; past that it
+checkpoints the batches applied so far and raises :class:`SchedulerError`,
+and rerunning the same command resumes exactly once.
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import DataError, ParameterError, SourceError, StreamclustError
+from . import runtime
+from .exceptions import DataError, ParameterError, SchedulerError, SourceError, StreamclustError
 from .persistence import fsync_dir, write_atomic
 from .sources import _BATCH_SUFFIXES
 
@@ -218,6 +226,9 @@ class Ingest:
     describes it and the detector, and must match what an existing state was
     created with. ``percentile`` (not None) turns on detection with a
     :class:`DensityAnomalyDetector` (``method``, ``window``) that owns the model.
+    ``client`` says where the updates run (as an estimator's ``client``; the
+    default ``"sync"`` is in-process) and ``reconnect_timeout`` how many seconds
+    to wait for a lost scheduler.
     """
 
     def __init__(
@@ -229,6 +240,8 @@ class Ingest:
         *,
         checkpoint_every: int = 1,
         header: bool = False,
+        client: Any = "sync",
+        reconnect_timeout: float = 60.0,
     ) -> None:
         if checkpoint_every < 1:
             raise ParameterError(
@@ -242,6 +255,13 @@ class Ingest:
         self.config = config
         self.checkpoint_every = checkpoint_every
         self.header = header
+        if reconnect_timeout < 0:
+            raise ParameterError(
+                f"reconnect_timeout={reconnect_timeout:g} must be >= 0 seconds; pass 0 to exit "
+                "as soon as the scheduler is lost"
+            )
+        self.reconnect_timeout = reconnect_timeout
+        self.runner = runtime.resolve_runner(client)
         loaded = self.state.load() if self.state.root.exists() else None
         self.model: Any = None
         self._make_model = make_model
@@ -314,11 +334,18 @@ class Ingest:
             model = self._make_model()
             self.model = _new_detector(model, self.config) if self.detecting else model
         try:
-            scores = None
-            if self.detecting:  # the batch's scores under the updated model, computed once
-                scores = self.model._partial_fit(data)
-            else:
-                self.model.partial_fit(data)
+            self.model, scores = runtime.call(
+                _update,
+                self.model,
+                self.detecting,
+                data=data,
+                runner=self.runner,
+                reconnect_timeout=self.reconnect_timeout,
+            )
+        except SchedulerError:
+            if first:
+                self.model = None
+            raise
         except StreamclustError as exc:  # e.g. a first batch too small to initialize from
             if first:
                 self.model = None
@@ -357,12 +384,21 @@ class Ingest:
         self.state.create()
         if self.state.latest() is None:
             self.state.publish(self.ledger, None)  # a new state, with its configuration
-        # No checkpoint on the way out of an exception: only states between two
-        # batches are published (a later run re-applies the rest).
+        # Only states between two batches are published. On a cluster, a batch's
+        # update reaches the driver whole or not at all, so when the scheduler is
+        # lost the batches applied so far are checkpointed; any other exception
+        # leaves the last checkpoint (a later run re-applies the rest).
         while True:
             batch = self.pending()
             for path in batch:
-                result = self.apply(path)
+                try:
+                    result = self.apply(path)
+                except SchedulerError as exc:
+                    self.checkpoint()
+                    raise SchedulerError(
+                        f"{exc}, while applying {path.name}; {len(self.ledger.batches)} batches "
+                        f"are checkpointed in {self.state.root}: rerun the same command to resume"
+                    ) from exc
                 if report is not None:
                     report(result, self)
             if not batch:
@@ -370,6 +406,16 @@ class Ingest:
                 if once:
                     return self.ledger
                 time.sleep(poll_interval)
+
+
+def _update(model: Any, detecting: bool, data: np.ndarray) -> tuple[Any, np.ndarray | None]:
+    """One batch's update of ``model``: (the model, the batch's scores when detecting).
+
+    With detection, the scores are those under the updated model, computed once.
+    """
+    if detecting:
+        return model, model._partial_fit(data)
+    return model.partial_fit(data), None
 
 
 def _describe(config: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -37,7 +38,7 @@ import numpy as np
 from .exceptions import ParameterError, SchedulerError
 from .sources import Source
 
-__all__ = ["get_client", "map_blocks", "resolve_runner", "scan"]
+__all__ = ["call", "get_client", "map_blocks", "resolve_runner", "scan"]
 
 #: Seconds to wait for a scheduler before giving up.
 CONNECT_TIMEOUT = 8
@@ -168,8 +169,38 @@ class _DistributedRunner(Runner):
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self.address = getattr(client.scheduler, "address", None)
         workers = client.scheduler_info(n_workers=-1).get("workers", {})
         self.n_workers = max(1, len(workers))
+
+    def reconnect(self, deadline: float) -> bool:
+        """A new client once the scheduler and a worker are back; False at ``deadline``.
+
+        Our own client of the lost scheduler is closed first, so that it stops
+        reconnecting by itself; a client the user passed is left alone.
+        """
+        old = self.client
+        if any(old is c for c in _clients.values()):
+            # Its reconnection, cancelled by the close, is logged as an error: muted.
+            log = logging.getLogger("distributed.client")
+            level = log.level
+            log.setLevel(logging.CRITICAL)
+            try:
+                with contextlib.suppress(Exception):
+                    old.close(timeout=2)
+            finally:
+                log.setLevel(level)
+        while time.monotonic() < deadline and self.address:
+            wait = min(CONNECT_TIMEOUT, max(0.5, deadline - time.monotonic()))
+            try:
+                client = _connect(self.address, old.security, timeout=wait)
+                client.wait_for_workers(1, timeout=max(0.5, deadline - time.monotonic()))
+            except (SchedulerError, OSError, TimeoutError):
+                time.sleep(0.2)
+                continue
+            self.client = client
+            return True
+        return False
 
     def submit(self, fn: Callable[..., Any], *args: Any, worker: str | None = None) -> Any:
         if worker is None:
@@ -209,7 +240,7 @@ def _block(handle: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- clients
 
 
-def _connect(address: str, security: Any = None) -> Any:
+def _connect(address: str, security: Any = None, timeout: float = CONNECT_TIMEOUT) -> Any:
     from distributed import Client
 
     key = f"{address}|{id(security)}"
@@ -227,12 +258,10 @@ def _connect(address: str, security: Any = None) -> Any:
                 "--tls-key (security= in Python, or Dask's distributed.comm.tls config)"
             )
         try:
-            client = Client(
-                address, timeout=CONNECT_TIMEOUT, security=security, set_as_default=False
-            )
+            client = Client(address, timeout=timeout, security=security, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise SchedulerError(
-                f"cannot reach the Dask scheduler at {address!r} within {CONNECT_TIMEOUT} s "
+                f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s "
                 f"({type(exc).__name__}); check the address, or use --scheduler local"
             ) from exc
         _clients[key] = client
@@ -464,6 +493,43 @@ def scan(
             if progress is not None:
                 progress(hi - lo)
     return states
+
+
+def call(
+    fn: Callable[..., Any],
+    *args: Any,
+    data: np.ndarray,
+    runner: Runner,
+    reconnect_timeout: float = 0.0,
+) -> Any:
+    """``fn(*args, data)`` as one task; ``data`` (on the driver) is shipped with it.
+
+    The task gets copies of its arguments on a cluster, so the driver's objects
+    are unchanged until its result arrives. That makes a lost scheduler safe to
+    retry: the same task runs again once the scheduler and a worker are back,
+    waiting at most ``reconnect_timeout`` seconds before a :class:`SchedulerError`.
+    """
+    if not isinstance(runner, _DistributedRunner):
+        return fn(*args, data)
+    from distributed.comm import CommClosedError
+
+    deadline: float | None = None
+    while True:
+        client = runner.client
+        try:
+            if client.status != "running":  # lost while the driver was busy elsewhere
+                raise CommClosedError(f"the client is {client.status}")
+            handle = client.scatter(data, hash=False)
+            return client.submit(fn, *args, handle, pure=False).result()
+        except (cf.CancelledError, CommClosedError, OSError, TimeoutError) as exc:
+            lost = exc
+        if deadline is None:
+            deadline = time.monotonic() + reconnect_timeout
+        if not runner.reconnect(deadline):
+            raise SchedulerError(
+                f"lost the Dask scheduler at {runner.address!r} ({type(lost).__name__}) and it "
+                f"was not back within {reconnect_timeout:g} s"
+            ) from lost
 
 
 def progress_bar(total_rows: int, desc: str, enabled: bool) -> Any:

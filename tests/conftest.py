@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -64,3 +68,71 @@ def local_cluster_client():
 def cluster_client():
     with local_cluster_client() as client:
         yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DaskProcesses:
+    """A ``dask scheduler`` and one ``dask worker`` as separate processes on 127.0.0.1,
+    that a test can kill and start again on the same port (as a supervisor would)."""
+
+    def __init__(self, log_dir, port: int | None = None, worker_args: tuple[str, ...] = ()):
+        self.port = port or free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.log = open(os.path.join(log_dir, f"dask-{self.port}.log"), "ab")
+        self.worker_args = worker_args
+        self.scheduler: subprocess.Popen | None = None
+        self.worker: subprocess.Popen | None = None
+
+    def _spawn(self, module: str, *args: str) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", f"distributed.cli.{module}", *args]
+        return subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+
+    def start(self, timeout: float = 60) -> DaskProcesses:
+        from distributed import Client
+
+        self.stop()  # reap what is left of a killed scheduler and its worker
+        self.scheduler = self._spawn(
+            "dask_scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+            "--dashboard-address", "127.0.0.1:0", "--no-show",
+        )  # fmt: skip
+        self.worker = self._spawn(
+            "dask_worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
+            "--dashboard-address", "127.0.0.1:0", *self.worker_args,
+        )  # fmt: skip
+        with Client(self.address, timeout=timeout, set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=timeout)
+        return self
+
+    def kill_scheduler(self) -> None:
+        assert self.scheduler is not None
+        self.scheduler.send_signal(signal.SIGKILL)
+        self.scheduler.wait()
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.scheduler):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+
+    def forget_clients(self) -> None:
+        """Close the clients streamclust cached for this address."""
+        from streamclust import runtime
+
+        for key in [k for k in runtime._clients if k.startswith(self.address + "|")]:
+            runtime._clients.pop(key).close()
+
+
+@pytest.fixture()
+def dask_processes(tmp_path):
+    procs = DaskProcesses(tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.forget_clients()
+        procs.stop()
+        procs.log.close()

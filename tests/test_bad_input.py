@@ -242,6 +242,10 @@ CLI_CASES = [
         ["stream", "{d}", "--state", "{d}/st", "--detect", "--method", "exact", "--once"],
         "needs window=N",
     ),
+    (
+        ["stream", "{d}", "--state", "{d}/st", "--reconnect-timeout", "-1", "--once"],
+        "reconnect_timeout=-1 must be >= 0",
+    ),
     (["detect", "{d}/x.npy", "--model-dir", "{d}/model", "--out", "{d}/f.txt"], "must end in"),
     (["select", "{d}/x.npy", "--k", "a..b"], "must be LO..HI"),
     (["select", "{d}/x.npy", "--k", "2..3", "--plot", "{d}/p.svg"], "must end in .png"),

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 import streamclust as sc
 from streamclust.cli import main
 from streamclust.datasets import make_chapter_mixture
+from streamclust.ingest import Ingest
 
 
 def _write_batches(incoming: Path, n_files: int, rows: int, seed: int = 0) -> list[str]:
@@ -198,3 +200,82 @@ def test_without_once_it_polls_for_new_batches(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def _stream_ingest(incoming: Path, state: Path, **kw) -> Ingest:
+    def make_model():
+        return sc.StreamingGaussianMixture(3, random_state=0, client="sync", progress=False)
+
+    config = {
+        "model": "gmm",
+        "params": {"k": 3, "random_state": 0},
+        "percentile": 4.0,
+        "method": "sketch",
+        "window": 20,
+    }  # as `streamclust stream --model gmm --k 3 --random-state 0 --detect --window 20`
+    return Ingest(incoming, state, make_model, config, **kw)
+
+
+def _same_state(want: Path, got: Path) -> None:
+    a, b = _arrays(want / "model"), _arrays(got / "model")
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert json.loads((got / "ledger.json").read_text()) == json.loads(
+        (want / "ledger.json").read_text()
+    )
+
+
+def test_stream_on_a_scheduler_rides_out_its_restart(tmp_path, dask_processes):
+    names = _write_batches(tmp_path / "in", 24, 80, seed=2)
+    _stream_ingest(tmp_path / "in", tmp_path / "ref").run(once=True)
+
+    dask_processes.start()
+    restarts = []
+
+    def restart_after_batch_8(result, job) -> None:
+        if len(job.ledger.batches) == 8 and not restarts:
+            dask_processes.kill_scheduler()  # its worker exits too
+            restarts.append(threading.Timer(1.0, dask_processes.start))
+            restarts[0].start()
+
+    job = _stream_ingest(
+        tmp_path / "in", tmp_path / "st", client=dask_processes.address, reconnect_timeout=60
+    )
+    ledger = job.run(once=True, report=restart_after_batch_8)
+    restarts[0].join()
+    assert ledger.batches == names  # every batch once, in order
+    _same_state(_latest(tmp_path / "ref"), _latest(tmp_path / "st"))
+
+
+def test_stream_exits_clearly_when_its_scheduler_stays_away_then_resumes(tmp_path, dask_processes):
+    incoming, state = tmp_path / "in", tmp_path / "st"
+    names = _write_batches(incoming, 150, 80, seed=3)
+    _stream_ingest(incoming, tmp_path / "ref").run(once=True)
+    dask_processes.start()
+    cmd = [sys.executable, "-m", "streamclust", "stream", str(incoming), "--model", "gmm"]
+    cmd += ["--k", "3", "--random-state", "0", "--detect", "--window", "20", "--once"]
+    cmd += ["--state", str(state), "--scheduler", dask_processes.address]
+    cmd += ["--reconnect-timeout", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        latest = (state / "LATEST").read_text().strip() if (state / "LATEST").exists() else ""
+        if latest and int(latest.split("-")[1]) >= 30:
+            break
+        time.sleep(0.005)
+    dask_processes.kill_scheduler()
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "lost the Dask scheduler at 'tcp://127.0.0.1:" in lines[0]
+    assert "rerun the same command to resume" in lines[0]
+    ledger = json.loads((_latest(state) / "ledger.json").read_text())
+    assert 30 <= len(ledger["batches"]) < 150
+    assert ledger["batches"] == names[: len(ledger["batches"])]
+
+    dask_processes.start()  # the scheduler is back: the same command resumes
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    _same_state(_latest(tmp_path / "ref"), _latest(state))
