@@ -83,6 +83,7 @@ class DaskProcesses:
     def __init__(self, log_dir, port: int | None = None, worker_args: tuple[str, ...] = ()):
         self.port = port or free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
+        self.dashboard_port = free_port()
         self.log = open(os.path.join(log_dir, f"dask-{self.port}.log"), "ab")
         self.worker_args = worker_args
         self.scheduler: subprocess.Popen | None = None
@@ -98,7 +99,7 @@ class DaskProcesses:
         self.stop()  # reap what is left of a killed scheduler and its worker
         self.scheduler = self._spawn(
             "dask_scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-            "--dashboard-address", "127.0.0.1:0", "--no-show",
+            "--dashboard-address", f"127.0.0.1:{self.dashboard_port}", "--no-show",
         )  # fmt: skip
         self.worker = self._spawn(
             "dask_worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
