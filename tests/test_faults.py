@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 
+import dask
 import numpy as np
 import pytest
 import zarr
@@ -264,3 +265,79 @@ def test_driver_killed_at_20_points_resumes_bit_identical(tmp_path):
     np.testing.assert_array_equal(got.cluster_centers_, ref.cluster_centers_)
     np.testing.assert_array_equal(got.init_scores_, ref.init_scores_)
     assert got.inertia_ == ref.inertia_ and got._state.steps == ref._state.steps
+
+
+class PeakRSS:
+    """Samples the resident memory of some processes every 20 ms, keeping each one's peak."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        import psutil
+
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.peak = {name: 0 for name in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            for name, proc in self.procs.items():
+                try:
+                    self.peak[name] = max(self.peak[name], proc.memory_info().rss)
+                except psutil.Error:
+                    pass
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.slow
+def test_512_mib_workers_fit_a_4_gib_store(tmp_path):
+    """Two workers limited to 512 MiB each fit 4 GiB of Zarr: none is paused or restarted
+    for memory, and the driver's memory grows by a small fraction of one block window."""
+    import shutil
+
+    from distributed import Client, LocalCluster
+
+    from streamclust.datasets import write_blobs_zarr
+
+    if shutil.disk_usage(tmp_path).free < 8 * 2**30:
+        pytest.skip("needs 8 GiB of free disk for a 4 GiB store")
+    rows = 2**25  # x 32 float32 columns = 4 GiB
+    store = write_blobs_zarr(tmp_path / "big.zarr", rows)
+    assert rows * store.n_features * store.dtype.itemsize == 4 * 2**30
+    limit = 512 * 2**20
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit=limit,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        pids = worker_pids(client)
+        km = sc.StreamingKMeans(
+            16, n_init=3, batch_size=16_384, max_passes=1, random_state=0, client=client
+        )
+        with PeakRSS({**pids, "driver": os.getpid()}) as rss:
+            driver_before = rss.procs["driver"].memory_info().rss
+            km.set_params(progress=False).fit(str(tmp_path / "big.zarr"))
+        assert km.n_steps_ == rows // 16_384 and np.isfinite(km.inertia_)
+        assert worker_pids(client) == pids  # no worker was killed and restarted
+        pause = dask.config.get("distributed.worker.memory.pause") * limit
+        for worker in pids:
+            assert rss.peak[worker] < pause, (worker, rss.peak[worker] / 2**20)
+        messages = [msg for lines in client.get_worker_logs().values() for _, msg in lines]
+        assert not [m for m in messages if "Pausing worker" in m or "memory budget" in m]
+        # The driver never holds data: its growth is bounded by far less than the store.
+        assert rss.peak["driver"] - driver_before < 128 * 2**20
