@@ -86,6 +86,10 @@ class Runner:
         """Where each of ``n`` chains of a scan lives (None: anywhere)."""
         return [None] * n
 
+    def replace(self, places: list[str | None]) -> list[str | None]:
+        """``places`` again, with the chains of lost workers moved to live ones."""
+        return places
+
     def read_ahead(self, source: Source, lo: int, hi: int, places: list[str | None]) -> list[Any]:
         """Block handles for a later step of a scan, one per chain placement.
 
@@ -215,8 +219,36 @@ class _DistributedRunner(Runner):
         return (source, lo, hi)
 
     def placement(self, n: int) -> list[str | None]:
-        workers = sorted(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+        workers = self._workers()
         return [workers[i % len(workers)] if workers else None for i in range(n)]
+
+    def _workers(self) -> list[str]:
+        return sorted(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+
+    def replace(self, places: list[str | None]) -> list[str | None]:
+        # A chain whose worker died runs on another one (its tasks allow that);
+        # it comes back to an idle worker, e.g. the one a nanny restarted, so that
+        # the rest of the scan does not run on fewer workers than it could.
+        workers = self._workers()
+        if not workers:
+            return places
+        live = set(workers)
+        load = {w: sum(p == w for p in places) for w in workers}
+        out = list(places)
+        for i, w in enumerate(out):
+            if w not in live:
+                new = min(workers, key=lambda x: load[x])
+                out[i] = new
+                load[new] += 1
+        while True:
+            busiest = max(workers, key=lambda x: load[x])
+            idlest = min(workers, key=lambda x: load[x])
+            if load[busiest] - load[idlest] <= 1:
+                return out
+            i = max(j for j, w in enumerate(out) if w == busiest)
+            out[i] = idlest
+            load[busiest] -= 1
+            load[idlest] += 1
 
     def read_ahead(self, source: Source, lo: int, hi: int, places: list[str | None]) -> list[Any]:
         # Each worker reads the block itself, once for all the chains placed on it:
@@ -269,27 +301,66 @@ def _connect(address: str, security: Any = None, timeout: float = CONNECT_TIMEOU
     return client
 
 
+#: Modules every worker of streamclust's local cluster has imported before its first task.
+_WORKER_MODULES = ("streamclust._kmeans_kernels", "streamclust._gmm_kernels")
+
+
+def local_cluster(n_workers: int | None = None) -> Any:
+    """A ``LocalCluster`` as streamclust starts it: one single-threaded worker
+    process per core (or ``n_workers``), scheduler, workers and dashboard on
+    127.0.0.1, workers forked from a server that has imported our kernels."""
+    from distributed import LocalCluster
+
+    _fork_workers_from_a_server()
+    return LocalCluster(
+        n_workers=n_workers or os.cpu_count() or 1,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=logging.ERROR,
+    )
+
+
+def _fork_workers_from_a_server() -> None:
+    """Start worker processes by forking a server that has imported distributed and our
+    kernels, instead of Dask's default of a fresh interpreter each ("spawn").
+
+    A fresh interpreter spends about 1.5 s importing before a worker can run a
+    task (1.1 s of it scikit-learn, through streamclust); a forked one starts
+    warm. It matters most when a nanny restarts a killed worker in the middle
+    of a fit. Left alone when the user chose a method, or where there is no
+    forkserver (Windows). This sets the method for the rest of the process.
+    """
+    import multiprocessing
+
+    key = "distributed.worker.multiprocessing-method"
+    if (
+        dask.config.get(key) != "spawn"
+        or "forkserver" not in multiprocessing.get_all_start_methods()
+    ):
+        return
+    from distributed.utils import get_mp_context
+
+    dask.config.set({key: "forkserver"})
+    # Distributed sets its own list on the first call; ours replaces it before any fork.
+    get_mp_context().set_forkserver_preload(["distributed", *_WORKER_MODULES])
+
+
 def _local_client() -> Any:
     """The process-wide LocalCluster client, started on first use and reused after."""
     global _local_cluster
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     with _lock:
         client = _clients.get("local")
         if client is not None and client.status == "running":
             return client
-        n = os.cpu_count() or 1
-        _local_cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=logging.ERROR,
-        )
+        _local_cluster = local_cluster()
         client = Client(_local_cluster, set_as_default=False)
         # Import the kernels on every worker now, not inside the first timed task.
-        client.run(importlib.import_module, "streamclust._kmeans_kernels")
+        for module in _WORKER_MODULES:
+            client.run(importlib.import_module, module)
         _clients["local"] = client
     _announce(client)
     return client
@@ -479,6 +550,8 @@ def scan(
         for _ in range(readahead + 1):
             _read_next()
         for i in range(len(steps)):
+            if i and runner.remote:
+                places = runner.replace(places)
             (lo, hi, arg), handles = planned.popleft()
             # A read on the driver's own pool is waited for here, not inside a task.
             handles = [h.result() if isinstance(h, cf.Future) else h for h in handles]

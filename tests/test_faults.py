@@ -93,6 +93,19 @@ def test_worker_killed_mid_fit_gives_the_same_model(blobs_zarr, nanny_client, mo
     assert killer.killed[0] not in after and len(after) == 2
 
 
+def test_chains_of_a_lost_worker_move_to_live_ones_and_back(nanny_client):
+    runner = runtime._DistributedRunner(nanny_client)
+    a, b = sorted(worker_pids(nanny_client))
+    assert runner.replace([a, b, a, b]) == [a, b, a, b]  # nothing to do
+    gone = "tcp://127.0.0.1:1"
+    # The chains of a lost worker go where there is room; the others stay put.
+    assert runner.replace([gone, gone, a, a]) == [b, b, a, a]
+    assert runner.replace([gone, b]) == [a, b]
+    # A worker joins (a nanny restarted one): chains move to it until the load is even.
+    assert runner.replace([a, a, a, a]) == [a, a, b, b]
+    assert runner.replace([a, a, a]) == [a, a, b]
+
+
 def poisoned_store(tmp_path, blobs32, rows: slice):
     path = tmp_path / "poison.zarr"
     sc.write_zarr(blobs32, path, block_rows=2_000)

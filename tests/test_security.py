@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -77,16 +79,25 @@ def test_fit_through_a_tls_scheduler_and_refused_without_certificate(
 
 
 def test_local_cluster_binds_to_loopback_only(monkeypatch):
+    import dask
+    import psutil
+
     monkeypatch.setattr(runtime, "_clients", {})
     monkeypatch.setattr(runtime, "_local_cluster", None)
-    client = runtime.get_client("local")
-    try:
-        info = client.scheduler_info()
-        assert info["address"].startswith("tcp://127.0.0.1:")
-        assert all(w.startswith("tcp://127.0.0.1:") for w in info["workers"])
-        assert client.dashboard_link.startswith("http://127.0.0.1:")
-    finally:
-        runtime._close_all()
+    key = "distributed.worker.multiprocessing-method"
+    with dask.config.set({key: "spawn"}):  # Dask's default; restored after the test
+        client = runtime.get_client("local")
+        try:
+            info = client.scheduler_info()
+            assert info["address"].startswith("tcp://127.0.0.1:")
+            assert all(w.startswith("tcp://127.0.0.1:") for w in info["workers"])
+            assert client.dashboard_link.startswith("http://127.0.0.1:")
+            # Workers are forked from a server that imported the kernels (fast restarts).
+            assert dask.config.get(key) == "forkserver"
+            for pid in client.run(os.getpid).values():
+                assert "forkserver" in " ".join(psutil.Process(pid).parent().cmdline())
+        finally:
+            runtime._close_all()
 
 
 def _batches(incoming, n=3):
