@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures as cf
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -42,6 +43,10 @@ __all__ = ["call", "get_client", "map_blocks", "resolve_runner", "scan"]
 
 #: Seconds to wait for a scheduler before giving up.
 CONNECT_TIMEOUT = 8
+
+#: Times the driver submits a task again after distributed gave up on it
+#: (``KilledWorker``: the workers running it died ``allowed-failures`` times).
+RESUBMITS = 3
 
 _lock = threading.Lock()
 _local_cluster: Any = None
@@ -77,6 +82,10 @@ class Runner:
     def submit(self, fn: Callable[..., Any], *args: Any, worker: str | None = None) -> Any:
         """Run ``fn(*args)``; ``worker`` is a placement hint (cluster runners only)."""
         return _Done(fn(*args))
+
+    def result(self, fut: Any, again: Callable[[], Any]) -> Any:
+        """``fut.result()``; on a cluster, ``again()`` submits the task anew if it was lost."""
+        return fut.result()
 
     def block_handle(self, source: Source, lo: int, hi: int) -> Any:
         """Something a task can turn into the block ``lo:hi`` (see ``_block``)."""
@@ -211,6 +220,24 @@ class _DistributedRunner(Runner):
             return self.client.submit(fn, *args, pure=False)
         # A preference, not a pin: if that worker is lost the task runs elsewhere.
         return self.client.submit(fn, *args, pure=False, workers=[worker], allow_other_workers=True)
+
+    def result(self, fut: Any, again: Callable[[], Any]) -> Any:
+        # Distributed retries a task whose worker died, up to its allowed-failures;
+        # past that (workers dying fast, or the same task killing them), the driver,
+        # which holds every task's inputs, submits it again with a fresh read.
+        from distributed import KilledWorker
+
+        for attempt in range(RESUBMITS + 1):
+            try:
+                return fut.result()
+            except KilledWorker as exc:
+                if attempt == RESUBMITS:
+                    raise SchedulerError(
+                        f"{exc}; submitted {RESUBMITS} more times, it was lost each time: the "
+                        "workers keep dying (see their logs: out of memory?)"
+                    ) from exc
+                fut = again()
+        raise AssertionError("unreachable")
 
     def block_handle(self, source: Source, lo: int, hi: int) -> Any:
         if source.in_memory:
@@ -485,24 +512,25 @@ def map_blocks(
     ranges = source.blocks() if ranges is None else ranges
     window = max(2, 2 * runner.n_workers)
     it = iter(ranges)
-    pending: deque[tuple[Any, int]] = deque()
+    pending: deque[tuple[Any, int, int]] = deque()
+
+    def _submit(lo: int, hi: int) -> Any:
+        return runner.submit(_map_task, fn, runner.block_handle(source, lo, hi), lo, args)
 
     def _submit_next() -> None:
         nxt = next(it, None)
         if nxt is not None:
-            lo, hi = nxt
-            handle = runner.block_handle(source, lo, hi)
-            pending.append((runner.submit(_map_task, fn, handle, lo, args), hi - lo))
+            pending.append((_submit(*nxt), *nxt))
 
     with runner.parallel():
         for _ in range(window):
             _submit_next()
         while pending:
-            fut, n = pending.popleft()
-            result = fut.result()
+            fut, lo, hi = pending.popleft()
+            result = runner.result(fut, functools.partial(_submit, lo, hi))
             _submit_next()
             if progress is not None:
-                progress(n)
+                progress(hi - lo)
             yield result
 
 
@@ -560,12 +588,24 @@ def scan(
                 runner.submit(_scan_task, fn, h, lo, s, (arg,), worker=w)
                 for h, s, w in zip(handles, states, places, strict=True)
             ]
-            states = [f.result() for f in futures]
+
+            def again(state: Any, lo: int = lo, hi: int = hi, arg: Any = arg) -> Any:
+                block = runner.block_handle(source, lo, hi)
+                return runner.submit(_scan_task, fn, block, lo, state, (arg,))
+
+            states = [
+                runner.result(f, functools.partial(again, s))
+                for f, s in zip(futures, states, strict=True)
+            ]
             if on_step is not None:
                 on_step(i, states)
             if progress is not None:
                 progress(hi - lo)
     return states
+
+
+def _scatter_submit(client: Any, fn: Callable[..., Any], args: tuple[Any, ...], data: Any) -> Any:
+    return client.submit(fn, *args, client.scatter(data, hash=False), pure=False)
 
 
 def call(
@@ -592,8 +632,9 @@ def call(
         try:
             if client.status != "running":  # lost while the driver was busy elsewhere
                 raise CommClosedError(f"the client is {client.status}")
-            handle = client.scatter(data, hash=False)
-            return client.submit(fn, *args, handle, pure=False).result()
+            # Again: the scattered batch may have been lost with the worker.
+            again = functools.partial(_scatter_submit, client, fn, args, data)
+            return runner.result(again(), again)
         except (cf.CancelledError, CommClosedError, OSError, TimeoutError) as exc:
             lost = exc
         if deadline is None:

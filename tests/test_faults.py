@@ -93,6 +93,24 @@ def test_worker_killed_mid_fit_gives_the_same_model(blobs_zarr, nanny_client, mo
     assert killer.killed[0] not in after and len(after) == 2
 
 
+def test_a_task_dask_gives_up_on_is_submitted_again(blobs_zarr, monkeypatch):
+    """With distributed's retries set to none, the task running on a killed worker fails
+    with KilledWorker at once; the driver submits it again and the fit ends the same."""
+    params = dict(n_clusters=16, n_init=4, batch_size=500, max_passes=2, random_state=1)
+    source = sc.open_source(blobs_zarr, block_rows=2_000)
+    ref = sc.StreamingKMeans(**params, client="sync", progress=False).fit(source)
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        local_cluster_client() as client,
+    ):
+        killer = KillAt(client, 0.5)
+        monkeypatch.setattr(runtime, "progress_bar", progress_hook(killer))
+        km = sc.StreamingKMeans(**params, client=client).fit(source)
+        assert killer.killed
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert km._state.steps == ref._state.steps and km.inertia_ == ref.inertia_
+
+
 def test_chains_of_a_lost_worker_move_to_live_ones_and_back(nanny_client):
     runner = runtime._DistributedRunner(nanny_client)
     a, b = sorted(worker_pids(nanny_client))
