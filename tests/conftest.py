@@ -46,9 +46,9 @@ def blobs_npy(tmp_path_factory, blobs32) -> str:
 
 
 @contextlib.contextmanager
-def local_cluster_client():
+def local_cluster_client(**options):
     """A real LocalCluster: 2 worker processes (nannies restart them), one thread each,
-    on 127.0.0.1."""
+    on 127.0.0.1; ``options`` go to ``LocalCluster`` (e.g. ``memory_limit``)."""
     from distributed import Client, LocalCluster
 
     with (
@@ -58,6 +58,7 @@ def local_cluster_client():
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            **options,
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):

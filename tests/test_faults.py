@@ -335,8 +335,6 @@ def test_512_mib_workers_fit_a_4_gib_store(tmp_path):
     for memory, and the driver's memory grows by a small fraction of one block window."""
     import shutil
 
-    from distributed import Client, LocalCluster
-
     from streamclust.datasets import write_blobs_zarr
 
     if shutil.disk_usage(tmp_path).free < 8 * 2**30:
@@ -345,17 +343,7 @@ def test_512_mib_workers_fit_a_4_gib_store(tmp_path):
     store = write_blobs_zarr(tmp_path / "big.zarr", rows)
     assert rows * store.n_features * store.dtype.itemsize == 4 * 2**30
     limit = 512 * 2**20
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            memory_limit=limit,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
+    with local_cluster_client(memory_limit=limit) as client:
         pids = worker_pids(client)
         km = sc.StreamingKMeans(
             16, n_init=3, batch_size=16_384, max_passes=1, random_state=0, client=client
