@@ -6,7 +6,7 @@ The same fit (k=64, n_init=10, batch_size=4096, one pass, exact final inertia
 included) on 64-blob, 32-feature float32 Zarr data, each run in a fresh
 subprocess:
 
-- threads: Dask's threaded scheduler in one process (no cluster);
+- threads: streamclust's thread pool in one process (no cluster);
 - streamclust's LocalCluster (``runtime.local_cluster``: single-threaded worker
   processes on 127.0.0.1, forked from a server with the kernels imported)
   with 1 and with 2 workers;
@@ -65,11 +65,12 @@ def run_method(method: str, path: Path, kill_after: float | None) -> dict:
             os.kill(pids[-1], signal.SIGKILL)
             info["killed_at"] = time.perf_counter() - t0
 
-        threading.Timer(kill_after, kill).start()
     km = sc.StreamingKMeans(
         n_clusters=K, n_init=N_INIT, batch_size=BATCH, random_state=0, client=client, progress=False
     )
     t0 = time.perf_counter()
+    if method.endswith("-kill"):
+        threading.Timer(kill_after, kill).start()
     km.fit(str(path))
     seconds = time.perf_counter() - t0
     if method.endswith("-kill"):

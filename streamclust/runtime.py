@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures as cf
 import contextlib
+import copy
 import functools
 import importlib
 import logging
@@ -193,6 +194,9 @@ class _DistributedRunner(Runner):
         reconnecting by itself; a client the user passed is left alone.
         """
         old = self.client
+        # The security the client was made with (a tcp:// client has a default one):
+        # the new client replaces the old one in the cache, under the same key.
+        security = old.security if self.address and self.address.startswith("tls://") else None
         if any(old is c for c in _clients.values()):
             # Its reconnection, cancelled by the close, is logged as an error: muted.
             log = logging.getLogger("distributed.client")
@@ -206,7 +210,7 @@ class _DistributedRunner(Runner):
         while time.monotonic() < deadline and self.address:
             wait = min(CONNECT_TIMEOUT, max(0.5, deadline - time.monotonic()))
             try:
-                client = _connect(self.address, old.security, timeout=wait)
+                client = _connect(self.address, security, timeout=wait)
                 client.wait_for_workers(1, timeout=max(0.5, deadline - time.monotonic()))
             except (SchedulerError, OSError, TimeoutError):
                 time.sleep(0.2)
@@ -356,14 +360,17 @@ def _fork_workers_from_a_server() -> None:
     A fresh interpreter spends about 1.5 s importing before a worker can run a
     task (1.1 s of it scikit-learn, through streamclust); a forked one starts
     warm. It matters most when a nanny restarts a killed worker in the middle
-    of a fit. Left alone when the user chose a method, or where there is no
-    forkserver (Windows). This sets the method for the rest of the process.
+    of a fit. Left alone when the method is not Dask's default "spawn", when
+    ``DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD`` is set (``=spawn``
+    keeps Dask's default), or where there is no forkserver (Windows). This sets
+    the method for the rest of the process.
     """
     import multiprocessing
 
     key = "distributed.worker.multiprocessing-method"
     if (
         dask.config.get(key) != "spawn"
+        or "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD" in os.environ
         or "forkserver" not in multiprocessing.get_all_start_methods()
     ):
         return
@@ -617,13 +624,15 @@ def call(
 ) -> Any:
     """``fn(*args, data)`` as one task; ``data`` (on the driver) is shipped with it.
 
-    The task gets copies of its arguments on a cluster, so the driver's objects
-    are unchanged until its result arrives. That makes a lost scheduler safe to
-    retry: the same task runs again once the scheduler and a worker are back,
-    waiting at most ``reconnect_timeout`` seconds before a :class:`SchedulerError`.
+    The task works on copies of its arguments (in-process too), so the driver's
+    objects are unchanged unless its result arrives: a task that fails half-way
+    leaves nothing half-done. That also makes a lost scheduler safe to retry:
+    the same task runs again once the scheduler and a worker are back, waiting
+    at most ``reconnect_timeout`` seconds before a :class:`SchedulerError`. A
+    scheduler with no worker counts as lost.
     """
     if not isinstance(runner, _DistributedRunner):
-        return fn(*args, data)
+        return fn(*copy.deepcopy(args), data)  # as a task on a cluster: on copies
     from distributed.comm import CommClosedError
 
     deadline: float | None = None
@@ -632,10 +641,19 @@ def call(
         try:
             if client.status != "running":  # lost while the driver was busy elsewhere
                 raise CommClosedError(f"the client is {client.status}")
+            client.wait_for_workers(1, timeout=max(reconnect_timeout, 0.5))
             # Again: the scattered batch may have been lost with the worker.
             again = functools.partial(_scatter_submit, client, fn, args, data)
             return runner.result(again(), again)
         except (cf.CancelledError, CommClosedError, OSError, TimeoutError) as exc:
+            # An OSError or TimeoutError raised by the task itself, with the scheduler
+            # and a worker there, is the task's own error, not a lost scheduler.
+            if (
+                isinstance(exc, (OSError, TimeoutError))
+                and client.status == "running"
+                and client.scheduler_info()["workers"]
+            ):
+                raise
             lost = exc
         if deadline is None:
             deadline = time.monotonic() + reconnect_timeout

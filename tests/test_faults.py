@@ -105,8 +105,15 @@ def test_a_task_dask_gives_up_on_is_submitted_again(blobs_zarr, monkeypatch):
     ):
         killer = KillAt(client, 0.5)
         monkeypatch.setattr(runtime, "progress_bar", progress_hook(killer))
+        resubmits = []
+        result = runtime._DistributedRunner.result
+
+        def counted(self, fut, again):
+            return result(self, fut, lambda: resubmits.append(1) or again())
+
+        monkeypatch.setattr(runtime._DistributedRunner, "result", counted)
         km = sc.StreamingKMeans(**params, client=client).fit(source)
-        assert killer.killed
+        assert killer.killed and resubmits
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     assert km._state.steps == ref._state.steps and km.inertia_ == ref.inertia_
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -227,25 +228,83 @@ def _same_state(want: Path, got: Path) -> None:
 
 
 def test_stream_on_a_scheduler_rides_out_its_restart(tmp_path, dask_processes):
-    names = _write_batches(tmp_path / "in", 24, 80, seed=2)
+    """The scheduler is killed while a batch's update runs on the worker, and is back a
+    second later (its worker too): the stream runs the lost update again, once."""
+    from distributed import Client
+
+    names = _write_batches(tmp_path / "in", 16, 80, seed=2)
     _stream_ingest(tmp_path / "in", tmp_path / "ref").run(once=True)
 
-    dask_processes.start()
-    restarts = []
+    def slow_updates(seconds: float) -> None:
+        """On a worker (shipped by value, being local): updates sleep ``seconds`` first."""
+        import time
 
-    def restart_after_batch_8(result, job) -> None:
-        if len(job.ledger.batches) == 8 and not restarts:
-            dask_processes.kill_scheduler()  # its worker exits too
-            restarts.append(threading.Timer(1.0, dask_processes.start))
-            restarts[0].start()
+        import streamclust.ingest as ingest
+
+        update = ingest._update
+
+        def slow(*args):
+            time.sleep(seconds)
+            return update(*args)
+
+        ingest._update = slow
+
+    dask_processes.start()
+    with Client(dask_processes.address, set_as_default=False) as client:
+        client.run(slow_updates, 0.5)  # this worker's updates take 0.5 s more
+    timers: list[threading.Timer] = []
+    applied: list[int] = []
+
+    def kill_during_batch_8(result, job) -> None:
+        if len(job.ledger.batches) == 7 and not timers:
+
+            def kill_then_restart() -> None:
+                applied.append(len(job.ledger.batches))  # batch 8 is still on the worker
+                dask_processes.kill_scheduler()  # its worker exits too
+                time.sleep(1.0)
+                dask_processes.start()  # a new worker, with plain updates
+
+            timers.append(threading.Timer(0.2, kill_then_restart))
+            timers[0].start()
 
     job = _stream_ingest(
         tmp_path / "in", tmp_path / "st", client=dask_processes.address, reconnect_timeout=60
     )
-    ledger = job.run(once=True, report=restart_after_batch_8)
-    restarts[0].join()
-    assert ledger.batches == names  # every batch once, in order
+    try:
+        ledger = job.run(once=True, report=kill_during_batch_8)
+    finally:
+        for timer in timers:
+            timer.join()
+    assert applied == [7] and ledger.batches == names  # every batch once, in order
     _same_state(_latest(tmp_path / "ref"), _latest(tmp_path / "st"))
+
+
+def test_a_batch_that_fails_half_way_leaves_no_trace(tmp_path, monkeypatch):
+    """An error after the model took a batch (here, while scoring it) rejects the batch
+    and leaves the model as if it had never been seen."""
+    names = _write_batches(tmp_path / "in", 6, 80, seed=4)
+    (tmp_path / "ref").mkdir()
+    for name in names:
+        if name != "b00003.npy":
+            shutil.copy(tmp_path / "in" / name, tmp_path / "ref" / name)
+    _stream_ingest(tmp_path / "ref", tmp_path / "ref-st").run(once=True)
+
+    bad = np.load(tmp_path / "in" / "b00003.npy")
+    score = sc.StreamingGaussianMixture.score_samples
+
+    def failing(self, X, *args, **kwargs):
+        if np.array_equal(X, bad):
+            raise sc.DataError("injected failure")
+        return score(self, X, *args, **kwargs)
+
+    monkeypatch.setattr(sc.StreamingGaussianMixture, "score_samples", failing)
+    ledger = _stream_ingest(tmp_path / "in", tmp_path / "st").run(once=True)
+    assert ledger.batches == [n for n in names if n != "b00003.npy"]
+    assert "injected" in (tmp_path / "st" / "rejected" / "b00003.npy.reason").read_text()
+    want, got = _latest(tmp_path / "ref-st"), _latest(tmp_path / "st")
+    a, b = _arrays(want / "model"), _arrays(got / "model")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 def test_stream_exits_clearly_when_its_scheduler_stays_away_then_resumes(tmp_path, dask_processes):

@@ -100,6 +100,7 @@ def make_cluster(args: argparse.Namespace) -> Any:
     from dask_jobqueue import SLURMCluster
 
     os.makedirs(args.shared_dir, mode=0o700, exist_ok=True)
+    os.chmod(args.shared_dir, 0o700)  # also when it was there already: it holds TLS keys
     tls: dict[str, Any] = {}
     if args.tls:
         from distributed.security import Security
