@@ -49,6 +49,9 @@ CONNECT_TIMEOUT = 8
 #: (``KilledWorker``: the workers running it died ``allowed-failures`` times).
 RESUBMITS = 3
 
+#: Seconds between looks at the workers while the driver waits for a task.
+WATCH_SECONDS = 2.0
+
 _lock = threading.Lock()
 _local_cluster: Any = None
 _clients: dict[str, Any] = {}
@@ -84,8 +87,9 @@ class Runner:
         """Run ``fn(*args)``; ``worker`` is a placement hint (cluster runners only)."""
         return _Done(fn(*args))
 
-    def result(self, fut: Any, again: Callable[[], Any]) -> Any:
-        """``fut.result()``; on a cluster, ``again()`` submits the task anew if it was lost."""
+    def result(self, fut: Any, again: Callable[[], Any], tied: bool = False) -> Any:
+        """``fut.result()``; on a cluster, ``again()`` submits the task anew if it was lost
+        (``tied``: it was submitted with a worker hint)."""
         return fut.result()
 
     def block_handle(self, source: Source, lo: int, hi: int) -> Any:
@@ -225,23 +229,34 @@ class _DistributedRunner(Runner):
         # A preference, not a pin: if that worker is lost the task runs elsewhere.
         return self.client.submit(fn, *args, pure=False, workers=[worker], allow_other_workers=True)
 
-    def result(self, fut: Any, again: Callable[[], Any]) -> Any:
+    def result(self, fut: Any, again: Callable[[], Any], tied: bool = False) -> Any:
         # Distributed retries a task whose worker died, up to its allowed-failures;
         # past that (workers dying fast, or the same task killing them), the driver,
         # which holds every task's inputs, submits it again with a fresh read.
+        # A task tied to a worker (a scan's placement) can also wait forever once
+        # every worker has died at the same moment: distributed gives the new ones
+        # only untied tasks. So when the workers changed while a task waited, it is
+        # submitted again, untied.
         from distributed import KilledWorker
 
-        for attempt in range(RESUBMITS + 1):
+        workers = self._workers() if tied else []
+        resubmits = 0
+        while True:
             try:
-                return fut.result()
+                return fut.result(timeout=WATCH_SECONDS if tied else None)
             except KilledWorker as exc:
-                if attempt == RESUBMITS:
+                if resubmits == RESUBMITS:
                     raise SchedulerError(
                         f"{exc}; submitted {RESUBMITS} more times, it was lost each time: the "
                         "workers keep dying (see their logs: out of memory?)"
                     ) from exc
-                fut = again()
-        raise AssertionError("unreachable")
+                resubmits += 1
+            except TimeoutError:
+                if self._workers() == workers or fut.status != "pending":
+                    continue
+                fut.cancel()
+            fut = again()
+            workers = self._workers() if tied else []
 
     def block_handle(self, source: Source, lo: int, hi: int) -> Any:
         if source.in_memory:
@@ -586,7 +601,13 @@ def scan(
             _read_next()
         for i in range(len(steps)):
             if i and runner.remote:
-                places = runner.replace(places)
+                moved = runner.replace(places)
+                if moved != places:  # read the planned blocks where the chains are now
+                    places = moved
+                    steps_ahead = [step for step, _ in planned]
+                    planned.clear()
+                    for step in steps_ahead:
+                        planned.append((step, runner.read_ahead(source, step[0], step[1], places)))
             (lo, hi, arg), handles = planned.popleft()
             # A read on the driver's own pool is waited for here, not inside a task.
             handles = [h.result() if isinstance(h, cf.Future) else h for h in handles]
@@ -601,8 +622,8 @@ def scan(
                 return runner.submit(_scan_task, fn, block, lo, state, (arg,))
 
             states = [
-                runner.result(f, functools.partial(again, s))
-                for f, s in zip(futures, states, strict=True)
+                runner.result(f, functools.partial(again, s), tied=w is not None)
+                for f, s, w in zip(futures, states, places, strict=True)
             ]
             if on_step is not None:
                 on_step(i, states)

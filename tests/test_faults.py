@@ -93,29 +93,45 @@ def test_worker_killed_mid_fit_gives_the_same_model(blobs_zarr, nanny_client, mo
     assert killer.killed[0] not in after and len(after) == 2
 
 
-def test_a_task_dask_gives_up_on_is_submitted_again(blobs_zarr, monkeypatch):
-    """With distributed's retries set to none, the task running on a killed worker fails
-    with KilledWorker at once; the driver submits it again and the fit ends the same."""
-    params = dict(n_clusters=16, n_init=4, batch_size=500, max_passes=2, random_state=1)
+def test_a_task_dask_gives_up_on_is_submitted_again(tmp_path, blobs_zarr):
+    """With distributed's retries set to none, a task whose worker dies under it fails
+    with KilledWorker at once; the driver submits it again, for both primitives. In the
+    scan, both workers die at the same block: the tasks tied to them are not stranded."""
     source = sc.open_source(blobs_zarr, block_rows=2_000)
-    ref = sc.StreamingKMeans(**params, client="sync", progress=False).fit(source)
+    deaths = tmp_path / "deaths"
+    allowed = {"n": 0}  # deaths allowed to the tasks at row 10,000 (set per part below)
+
+    def die_at_10000(lo: int) -> None:
+        if lo == 10_000 and len(deaths.read_text()) < allowed["n"]:
+            with open(deaths, "a") as fh:
+                fh.write("x")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def total(block, lo):
+        die_at_10000(lo)
+        return float(block.sum(dtype=np.float64))
+
+    def running_sum(state, block, lo, arg):
+        die_at_10000(lo)
+        return state + float(block.sum(dtype=np.float64))
+
+    deaths.write_text("")
+    steps = [(lo, hi, None) for lo, hi in source.blocks()]
+    sync = runtime.resolve_runner("sync")
+    want_map = list(runtime.map_blocks(total, source, runner=sync))
+    want_scan = runtime.scan(running_sum, source, [0.0, 1.0], steps, runner=sync)
     with (
         dask.config.set({"distributed.scheduler.allowed-failures": 0}),
         local_cluster_client() as client,
     ):
-        killer = KillAt(client, 0.5)
-        monkeypatch.setattr(runtime, "progress_bar", progress_hook(killer))
-        resubmits = []
-        result = runtime._DistributedRunner.result
-
-        def counted(self, fut, again):
-            return result(self, fut, lambda: resubmits.append(1) or again())
-
-        monkeypatch.setattr(runtime._DistributedRunner, "result", counted)
-        km = sc.StreamingKMeans(**params, client=client).fit(source)
-        assert killer.killed and resubmits
-    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
-    assert km._state.steps == ref._state.steps and km.inertia_ == ref.inertia_
+        runner = runtime.resolve_runner(client)
+        allowed["n"] = 1
+        assert list(runtime.map_blocks(total, source, runner=runner)) == want_map
+        assert deaths.read_text() == "x"  # a worker did die under a task
+        deaths.write_text("")
+        allowed["n"] = 2  # one per chain: each worker dies at row 10,000
+        assert runtime.scan(running_sum, source, [0.0, 1.0], steps, runner=runner) == want_scan
+        assert deaths.read_text() == "xx"
 
 
 def test_chains_of_a_lost_worker_move_to_live_ones_and_back(nanny_client):
