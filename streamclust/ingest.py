@@ -329,26 +329,24 @@ class Ingest:
             data = self._read(path)
         except StreamclustError as exc:
             return self._reject(path, " ".join(str(exc).split()))
-        first = self.model is None
-        if first:
+        model = self.model
+        if model is None:
             model = self._make_model()
-            self.model = _new_detector(model, self.config) if self.detecting else model
+            if self.detecting:
+                model = _new_detector(model, self.config)
+        # The update works on a copy: self.model changes only when it succeeds.
         try:
             self.model, scores = runtime.call(
                 _update,
-                self.model,
+                model,
                 self.detecting,
                 data=data,
                 runner=self.runner,
                 reconnect_timeout=self.reconnect_timeout,
             )
         except SchedulerError:
-            if first:
-                self.model = None
             raise
         except StreamclustError as exc:  # e.g. a first batch too small to initialize from
-            if first:
-                self.model = None
             return self._reject(path, " ".join(str(exc).split()))
         result = BatchResult(path.name, int(data.shape[0]))
         if scores is not None:
