@@ -25,7 +25,6 @@ before it, which shares its machine load.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import statistics
@@ -55,8 +54,6 @@ def run_method(method: str, path: Path, kill_after: float | None) -> dict:
         t = time.perf_counter()
         cluster = runtime.local_cluster(int(method.split("-")[1]))  # as `--scheduler local`
         client = Client(cluster)
-        for module in runtime._WORKER_MODULES:
-            client.run(importlib.import_module, module)
         info["startup_seconds"] = time.perf_counter() - t
     if method.endswith("-kill"):
         pids = sorted(client.run(os.getpid).values())

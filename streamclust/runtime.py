@@ -24,7 +24,6 @@ import concurrent.futures as cf
 import contextlib
 import copy
 import functools
-import importlib
 import logging
 import os
 import sys
@@ -188,8 +187,9 @@ class _DistributedRunner(Runner):
     def __init__(self, client: Any) -> None:
         self.client = client
         self.address = getattr(client.scheduler, "address", None)
-        workers = client.scheduler_info(n_workers=-1).get("workers", {})
-        self.n_workers = max(1, len(workers))
+        #: The workers the last ``placement``/``replace`` placed chains among.
+        self.placed_among = self._workers()
+        self.n_workers = max(1, len(self.placed_among))
 
     def reconnect(self, deadline: float) -> bool:
         """A new client once the scheduler and a worker are back; False at ``deadline``.
@@ -236,10 +236,10 @@ class _DistributedRunner(Runner):
         # A task tied to a worker (a scan's placement) can also wait forever once
         # every worker has died at the same moment: distributed gives the new ones
         # only untied tasks. So when the workers changed while a task waited, it is
-        # submitted again, untied.
+        # submitted again, untied. Its tie was chosen among ``placed_among``.
         from distributed import KilledWorker
 
-        workers = self._workers() if tied else []
+        workers = self.placed_among
         resubmits = 0
         while True:
             try:
@@ -256,7 +256,7 @@ class _DistributedRunner(Runner):
                     continue
                 fut.cancel()
             fut = again()
-            workers = self._workers() if tied else []
+            workers = self._workers() if tied else workers
 
     def block_handle(self, source: Source, lo: int, hi: int) -> Any:
         if source.in_memory:
@@ -265,7 +265,7 @@ class _DistributedRunner(Runner):
         return (source, lo, hi)
 
     def placement(self, n: int) -> list[str | None]:
-        workers = self._workers()
+        workers = self.placed_among = self._workers()
         return [workers[i % len(workers)] if workers else None for i in range(n)]
 
     def _workers(self) -> list[str]:
@@ -275,7 +275,7 @@ class _DistributedRunner(Runner):
         # A chain whose worker died runs on another one (its tasks allow that);
         # it comes back to an idle worker, e.g. the one a nanny restarted, so that
         # the rest of the scan does not run on fewer workers than it could.
-        workers = self._workers()
+        workers = self.placed_among = self._workers()
         if not workers:
             return places
         live = set(workers)
@@ -354,7 +354,9 @@ _WORKER_MODULES = ("streamclust._kmeans_kernels", "streamclust._gmm_kernels")
 def local_cluster(n_workers: int | None = None) -> Any:
     """A ``LocalCluster`` as streamclust starts it: one single-threaded worker
     process per core (or ``n_workers``), scheduler, workers and dashboard on
-    127.0.0.1, workers forked from a server that has imported our kernels."""
+    127.0.0.1, workers forked from a server that has imported our kernels, and
+    importing them (again, if not forked) before they take a task -- restarted
+    ones too -- so that no timed task pays for the import."""
     from distributed import LocalCluster
 
     _fork_workers_from_a_server()
@@ -365,6 +367,7 @@ def local_cluster(n_workers: int | None = None) -> Any:
         host="127.0.0.1",
         dashboard_address="127.0.0.1:0",
         silence_logs=logging.ERROR,
+        preload=list(_WORKER_MODULES),
     )
 
 
@@ -407,9 +410,6 @@ def _local_client() -> Any:
             return client
         _local_cluster = local_cluster()
         client = Client(_local_cluster, set_as_default=False)
-        # Import the kernels on every worker now, not inside the first timed task.
-        for module in _WORKER_MODULES:
-            client.run(importlib.import_module, module)
         _clients["local"] = client
     _announce(client)
     return client
