@@ -202,15 +202,7 @@ class _DistributedRunner(Runner):
         # the new client replaces the old one in the cache, under the same key.
         security = old.security if self.address and self.address.startswith("tls://") else None
         if any(old is c for c in _clients.values()):
-            # Its reconnection, cancelled by the close, is logged as an error: muted.
-            log = logging.getLogger("distributed.client")
-            level = log.level
-            log.setLevel(logging.CRITICAL)
-            try:
-                with contextlib.suppress(Exception):
-                    old.close(timeout=2)
-            finally:
-                log.setLevel(level)
+            _close_quietly(old)
         while time.monotonic() < deadline and self.address:
             wait = min(CONNECT_TIMEOUT, max(0.5, deadline - time.monotonic()))
             try:
@@ -424,14 +416,24 @@ def _announce(client: Any) -> None:
         print(f"streamclust: Dask dashboard at {link}", file=sys.stderr)
 
 
+def _close_quietly(client: Any) -> None:
+    """Close one of our clients; if it was reconnecting to a lost scheduler, the
+    reconnection the close cancels is logged by distributed as an error: muted."""
+    log = logging.getLogger("distributed.client")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.suppress(Exception):
+            client.close(timeout=2)
+    finally:
+        log.setLevel(level)
+
+
 @atexit.register
 def _close_all() -> None:
     global _local_cluster
     for client in list(_clients.values()):
-        try:
-            client.close()
-        except Exception:
-            pass
+        _close_quietly(client)
     _clients.clear()
     if _local_cluster is not None:
         try:
@@ -659,21 +661,24 @@ def call(
     deadline: float | None = None
     while True:
         client = runner.client
+        submitted: list[Any] = []
+
+        def again(client: Any = client, submitted: list[Any] = submitted) -> Any:
+            # Again: the scattered batch may have been lost with the worker.
+            submitted.append(_scatter_submit(client, fn, args, data))
+            return submitted[-1]
+
         try:
             if client.status != "running":  # lost while the driver was busy elsewhere
                 raise CommClosedError(f"the client is {client.status}")
             client.wait_for_workers(1, timeout=max(reconnect_timeout, 0.5))
-            # Again: the scattered batch may have been lost with the worker.
-            again = functools.partial(_scatter_submit, client, fn, args, data)
             return runner.result(again(), again)
         except (cf.CancelledError, CommClosedError, OSError, TimeoutError) as exc:
-            # An OSError or TimeoutError raised by the task itself, with the scheduler
-            # and a worker there, is the task's own error, not a lost scheduler.
-            if (
-                isinstance(exc, (OSError, TimeoutError))
-                and client.status == "running"
-                and client.scheduler_info()["workers"]
-            ):
+            # An OSError or TimeoutError the task itself raised (its future erred) is
+            # the task's own error; any other one (the scatter, the submit, waiting
+            # for a worker or for the result) means the scheduler was lost. The
+            # client's cached scheduler_info cannot tell: it hides a failed query.
+            if submitted and submitted[-1].status == "error":
                 raise
             lost = exc
         if deadline is None:

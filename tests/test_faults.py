@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -15,7 +16,7 @@ from conftest import local_cluster_client
 
 import streamclust as sc
 from streamclust import runtime
-from streamclust.exceptions import DataError, ParameterError, SourceError
+from streamclust.exceptions import DataError, ParameterError, SchedulerError, SourceError
 
 
 @pytest.fixture()
@@ -132,6 +133,30 @@ def test_a_task_dask_gives_up_on_is_submitted_again(tmp_path, blobs_zarr):
         allowed["n"] = 2  # one per chain: each worker dies at row 10,000
         assert runtime.scan(running_sum, source, [0.0, 1.0], steps, runner=runner) == want_scan
         assert deaths.read_text() == "xx"
+
+
+def test_call_tells_a_tasks_own_oserror_from_a_lost_scheduler(dask_processes, tmp_path):
+    """An OSError the task raises is its own error, raised once; a scheduler killed under
+    the client (noticed by it yet or not: the scatter may be the first to fail) is a
+    SchedulerError once ``reconnect_timeout`` has passed, never a bare OSError."""
+    runs = tmp_path / "runs"
+
+    def fails(path, data):
+        with open(path, "a") as fh:
+            fh.write("x")
+        raise FileNotFoundError(f"the task's own: {data.sum():g}")
+
+    dask_processes.start()
+    runner = runtime.resolve_runner(dask_processes.address)
+    with pytest.raises(FileNotFoundError, match="the task's own: 6"):
+        runtime.call(fails, str(runs), data=np.full(3, 2.0), runner=runner, reconnect_timeout=0)
+    assert runs.read_text() == "x"  # not run again as if the scheduler had been lost
+    assert runtime.call(np.add, 1.0, data=np.full(3, 2.0), runner=runner).tolist() == [3.0] * 3
+    dask_processes.kill_scheduler()
+    with pytest.raises(
+        SchedulerError, match=re.escape(f"lost the Dask scheduler at '{dask_processes.address}'")
+    ):
+        runtime.call(np.add, 1.0, data=np.full(3, 2.0), runner=runner, reconnect_timeout=0.5)
 
 
 def test_chains_of_a_lost_worker_move_to_live_ones_and_back(nanny_client):

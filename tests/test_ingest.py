@@ -327,7 +327,7 @@ def test_stream_exits_clearly_when_its_scheduler_stays_away_then_resumes(tmp_pat
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err
+    assert len(lines) == 1 and "Traceback" not in err, err
     assert "lost the Dask scheduler at 'tcp://127.0.0.1:" in lines[0]
     assert "rerun the same command to resume" in lines[0]
     ledger = json.loads((_latest(state) / "ledger.json").read_text())
