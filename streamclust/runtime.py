@@ -229,6 +229,9 @@ class _DistributedRunner(Runner):
         # every worker has died at the same moment: distributed gives the new ones
         # only untied tasks. So when the workers changed while a task waited, it is
         # submitted again, untied. Its tie was chosen among ``placed_among``.
+        # A task whose input was scattered from the driver (in-memory data) is
+        # cancelled when the worker holding that input dies: distributed cannot
+        # recompute scattered data. ``again`` scatters it anew.
         from distributed import KilledWorker
 
         workers = self.placed_among
@@ -236,7 +239,9 @@ class _DistributedRunner(Runner):
         while True:
             try:
                 return fut.result(timeout=WATCH_SECONDS if tied else None)
-            except KilledWorker as exc:
+            except (KilledWorker, cf.CancelledError) as exc:
+                if isinstance(exc, cf.CancelledError) and self.client.status != "running":
+                    raise  # the scheduler was lost: not a worker's doing
                 if resubmits == RESUBMITS:
                     raise SchedulerError(
                         f"{exc}; submitted {RESUBMITS} more times, it was lost each time: the "
@@ -253,8 +258,26 @@ class _DistributedRunner(Runner):
     def block_handle(self, source: Source, lo: int, hi: int) -> Any:
         if source.in_memory:
             # The data is on the driver already: ship the block, not the whole array.
-            return self.client.scatter(source.read(lo, hi), hash=False)
+            return self.scatter(source.read(lo, hi))
         return (source, lo, hi)
+
+    def scatter(self, data: Any, worker: str | None = None) -> Any:
+        """``data`` scattered (to ``worker`` while it lives, else to any worker).
+
+        A worker that dies while it is chosen fails the scatter (the scheduler no
+        longer knows it, or the transfer breaks): it is tried again elsewhere.
+        """
+        for attempt in range(RESUBMITS + 1):
+            try:
+                return self.client.scatter(
+                    data, workers=None if worker is None else [worker], hash=False
+                )
+            except (KeyError, OSError):
+                if self.client.status != "running" or attempt == RESUBMITS:
+                    raise
+                worker = None
+                time.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def placement(self, n: int) -> list[str | None]:
         workers = self.placed_among = self._workers()
@@ -294,7 +317,7 @@ class _DistributedRunner(Runner):
         # as much as reading it again, and it would draw every chain onto the reader.
         if source.in_memory:
             data = source.read(lo, hi)
-            handles = {w: self.client.scatter(data, workers=[w] if w else None) for w in places}
+            handles = {w: self.scatter(data, w) for w in places}
         else:
             handles = {w: self.submit(_read_task, source, lo, hi, worker=w) for w in places}
         return [handles[w] for w in places]
@@ -634,10 +657,6 @@ def scan(
     return states
 
 
-def _scatter_submit(client: Any, fn: Callable[..., Any], args: tuple[Any, ...], data: Any) -> Any:
-    return client.submit(fn, *args, client.scatter(data, hash=False), pure=False)
-
-
 def call(
     fn: Callable[..., Any],
     *args: Any,
@@ -665,7 +684,7 @@ def call(
 
         def again(client: Any = client, submitted: list[Any] = submitted) -> Any:
             # Again: the scattered batch may have been lost with the worker.
-            submitted.append(_scatter_submit(client, fn, args, data))
+            submitted.append(client.submit(fn, *args, runner.scatter(data), pure=False))
             return submitted[-1]
 
         try:

@@ -61,14 +61,15 @@ def progress_hook(on_update):
 
 
 class KillAt:
-    """SIGKILLs a worker (once) when the first pass reaches ``fraction`` of its rows."""
+    """SIGKILLs a worker (once) when the bar ``desc`` (the first pass) reaches ``fraction``
+    of its rows."""
 
-    def __init__(self, client, fraction: float) -> None:
-        self.client, self.fraction = client, fraction
+    def __init__(self, client, fraction: float, desc: str = "pass 1") -> None:
+        self.client, self.fraction, self.desc = client, fraction, desc
         self.killed: list[int] = []
 
     def __call__(self, desc: str, total: int, done: int) -> None:
-        if desc.startswith("pass 1") and not self.killed and done >= self.fraction * total:
+        if desc.startswith(self.desc) and not self.killed and done >= self.fraction * total:
             self.killed.append(kill_a_worker(self.client, np.random.default_rng(0)))
 
 
@@ -92,6 +93,25 @@ def test_worker_killed_mid_fit_gives_the_same_model(blobs_zarr, nanny_client, mo
         time.sleep(0.2)
     after = set(worker_pids(nanny_client).values())
     assert killer.killed[0] not in after and len(after) == 2
+
+
+def test_in_memory_data_on_a_cluster_survives_a_worker_kill(blobs32, nanny_client, monkeypatch):
+    """In-memory data reaches the workers block by block (scattered); the blocks a killed
+    worker held are lost with it, and their tasks cancelled: the driver, which still has
+    the data, sends those blocks again. For a scan (fit) and a map over blocks (score)."""
+    source = sc.open_source(blobs32, block_rows=1_000)
+    params = dict(n_clusters=8, n_init=2, batch_size=500, max_passes=2, random_state=0)
+    ref = sc.StreamingKMeans(**params, client="sync", progress=False).fit(source)
+    ref_score = ref.score(source)
+    for desc in ("pass 1", "inertia"):
+        killer = KillAt(nanny_client, 0.5, desc)
+        monkeypatch.setattr(runtime, "progress_bar", progress_hook(killer))
+        km = sc.StreamingKMeans(**params, client=nanny_client).fit(source)
+        assert km.score(source) == ref_score
+        assert killer.killed, desc
+        np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+        assert km._state.steps == ref._state.steps
+        nanny_client.wait_for_workers(2, timeout=30)
 
 
 def test_a_task_dask_gives_up_on_is_submitted_again(tmp_path, blobs_zarr):
