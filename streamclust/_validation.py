@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -50,6 +51,22 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
     if dtype.kind not in "biuf":
         raise DataError(f"dtype {dtype} is not numeric; convert the data to float32 or float64")
     return np.dtype(np.float64)
+
+
+def check_checkpoint(checkpoint: Any, random_state: Any) -> None:
+    """A fit that checkpoints must draw the same numbers when it resumes."""
+    if checkpoint is not None and (
+        not isinstance(random_state, (int, np.integer)) or isinstance(random_state, bool)
+    ):
+        raise ParameterError(
+            f"checkpoint={str(checkpoint)!r} needs an int random_state (got "
+            f"{random_state!r}), so that a resumed fit repeats the same draws"
+        )
+    if checkpoint is not None and os.path.exists(checkpoint) and not os.path.isdir(checkpoint):
+        raise ParameterError(
+            f"checkpoint={str(checkpoint)!r} is a file; pass a directory (new or one a fit "
+            "checkpointed to)"
+        )
 
 
 def check_finite_block(block: np.ndarray, start: int, where: str) -> None:

@@ -138,7 +138,6 @@ _KMEANS_ONLY = {
     "refine": "--refine",
     "reassignment_ratio": "--reassignment-ratio",
     "shuffle": "--shuffle/--no-shuffle",
-    "checkpoint": "--checkpoint",
 }
 _GMM_ONLY = {
     "covariance_type": "--covariance",
@@ -251,8 +250,8 @@ def estimator_options(fn: Any) -> Any:
 @click.option(
     "--checkpoint",
     default=None,
-    help="kmeans: save progress to this directory after every block; "
-    "running the same command again resumes from it.",
+    help="Save progress to this directory after every block; running the same "
+    "command again resumes from it.",
 )
 @data_options
 @run_options
@@ -280,9 +279,7 @@ def fit(
     t0 = time.perf_counter()
     model.fit(source)
     seconds = time.perf_counter() - t0
-    model.set_params(client=None)
-    if model_kind == "kmeans":
-        model.set_params(checkpoint=None)
+    model.set_params(client=None, checkpoint=None)
     model.save(out)
     summary = {
         "model": model_kind,

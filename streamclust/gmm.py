@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,16 @@ from . import _gmm_kernels as G
 from . import runtime
 from ._apply import apply_blocks
 from ._kmeans_kernels import kmeans_plusplus
-from ._validation import as_source, check_float, check_int, check_option, is_out_of_core
+from ._validation import (
+    as_source,
+    check_checkpoint,
+    check_float,
+    check_int,
+    check_option,
+    is_out_of_core,
+)
 from .exceptions import DataError, ParameterError
+from .persistence import FitCheckpoint, fit_fingerprint
 from .sources import ArraySource, Source, _is_dask_array
 
 __all__ = ["StreamingGaussianMixture"]
@@ -72,6 +81,13 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         batch equally; smaller decays forget old batches faster.
     client, progress
         As for :class:`StreamingKMeans`.
+    checkpoint : path or None, default=None
+        Directory where ``fit`` saves its progress after every block of every
+        EM pass (one ``gmm-fit.npz``, replaced atomically; the ``"kmeans"``
+        initialization keeps its own ``kmeans-fit.npz`` there). Running the
+        same fit again (same parameters, same data) resumes from the last
+        saved block and ends with the model an uninterrupted fit gives.
+        Needs an int ``random_state``.
     """
 
     def __init__(
@@ -94,6 +110,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         step_decay: float = 0.6,
         client: Any = None,
         progress: bool = True,
+        checkpoint: Any = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -112,6 +129,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         self.step_decay = step_decay
         self.client = client
         self.progress = progress
+        self.checkpoint = checkpoint
 
     # ------------------------------------------------------------------ validation
 
@@ -126,6 +144,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         check_int("batch_size", self.batch_size, low=1)
         check_float("step_offset", self.step_offset, low=0.0)
         check_float("step_decay", self.step_decay, low=0.5, high=1.0)
+        check_checkpoint(self.checkpoint, self.random_state)
         if self.step_decay == 0.5:
             raise ParameterError(
                 "step_decay=0.5 is outside (0.5, 1]; pass a value above 0.5 (e.g. 0.6)"
@@ -158,7 +177,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ initialization
 
     def _initial_params(
-        self, source: Source, runner: runtime.Runner, n_init: int, seed: int
+        self, source: Source, runner: runtime.Runner, n_init: int, seed: int, checkpoint: Any = None
     ) -> list[G.Params]:
         K, ct, n = self.n_components, self.covariance_type, source.n_rows
         if K > n:
@@ -175,6 +194,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             random_state=seed,
             client=self.client,
             progress=self.progress,
+            checkpoint=checkpoint,
         )
         if self.init_params == "kmeans":
             centers = km._lockstep_fit(source, runner, n_init).centers
@@ -245,12 +265,24 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             )
         self._check_inits(source.n_features)
         runner = runtime.resolve_runner(self.client, source)
-        if warm:
-            candidates = [self._params]
-        else:
-            candidates = self._initial_params(source, runner, int(self.n_init), self._seed())
+        saver = None
+        if self.checkpoint is not None:
+            start = _params_digest(self._params) if warm else None
+            saver = _EMCheckpoint(self.checkpoint, fit_fingerprint(self, source, start=start))
+        done = None if saver is None else saver.load_progress()
+        if done is None:
+            if warm:
+                candidates = [self._params]
+            else:
+                seed = self._seed()
+                candidates = self._initial_params(
+                    source, runner, int(self.n_init), seed, self.checkpoint
+                )
+            done = _EMProgress.start(candidates)
+            if saver is not None:
+                saver.save_progress(done)
         active, lower, n_iter, converged = _em(
-            candidates, source, runner, self.tol, self.max_iter, self.reg_covar, self.progress
+            done, source, runner, self.tol, self.max_iter, self.reg_covar, self.progress, saver
         )
         # As scikit-learn: the first candidate with the highest lower bound.
         best = int(np.argmax(lower))
@@ -519,46 +551,99 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
 
 
 def _sum_stats(
-    fn: Any, source: Source, *args: Any, runner: runtime.Runner, desc: str, progress: bool
+    fn: Any,
+    source: Source,
+    *args: Any,
+    runner: runtime.Runner,
+    desc: str,
+    progress: bool,
+    start: int = 0,
+    total: list[Any] | None = None,
+    on_block: Any = None,
 ) -> list[Any]:
     """Run the task ``fn`` over every block and add its per-candidate statistics in
-    block order (None: a candidate the task skipped), with a progress bar."""
-    total: list[Any] = []
-    with runtime.progress_bar(source.n_rows, desc, progress) as bar:
-        for part in runtime.map_blocks(fn, source, *args, runner=runner, progress=bar.update):
+    block order (None: a candidate the task skipped), with a progress bar.
+
+    ``total`` holds the sums of the first ``start`` blocks (a resumed pass);
+    ``on_block(blocks, total)`` is called after each block is added.
+    """
+    total = [] if total is None else total
+    ranges = source.blocks()[start:]
+    with runtime.progress_bar(sum(hi - lo for lo, hi in ranges), desc, progress) as bar:
+        parts = runtime.map_blocks(
+            fn, source, *args, runner=runner, ranges=ranges, progress=bar.update
+        )
+        for i, part in enumerate(parts, start + 1):
             if not total:
                 total = list(part)
-                continue
-            for c, st in enumerate(part):
-                if st is not None:
-                    total[c] += st
+            else:
+                for c, st in enumerate(part):
+                    if st is not None:
+                        total[c] += st
+            if on_block is not None:
+                on_block(i, total)
     return total
 
 
+@dataclass
+class _EMProgress:
+    """Where exact EM is: every candidate's parameters, lower bound, iterations and
+    convergence, the iteration under way and the sums of its first ``blocks``."""
+
+    active: list[G.Params]
+    lower: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    it: int = 1
+    blocks: int = 0
+    partial: list[G.Stats | None] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, candidates: list[G.Params]) -> _EMProgress:
+        n = len(candidates)
+        return cls(list(candidates), np.full(n, -np.inf), np.zeros(n, int), np.zeros(n, bool))
+
+
 def _em(
-    candidates: list[G.Params],
+    candidates: list[G.Params] | _EMProgress,
     source: Source,
     runner: runtime.Runner,
     tol: float,
     max_iter: int,
     reg_covar: float,
     progress: bool,
+    saver: _EMCheckpoint | None = None,
 ) -> tuple[list[G.Params], np.ndarray, np.ndarray, np.ndarray]:
     """Exact EM for every candidate in lockstep: one pass per iteration serves all
     candidates still iterating (of any size and covariance type).
 
+    ``candidates`` may be the progress of an interrupted fit, which goes on from
+    there; ``saver`` saves the progress after every block.
     Returns the final parameters, lower bounds (mean log-likelihood of the last
     E-step), iterations and convergence of every candidate.
     """
-    n = len(candidates)
-    lower = np.full(n, -np.inf)
-    n_iter = np.zeros(n, int)
-    converged = np.zeros(n, bool)
-    active = list(candidates)
-    for it in range(1, int(max_iter) + 1):
+    done = candidates if isinstance(candidates, _EMProgress) else _EMProgress.start(candidates)
+    active, lower, n_iter, converged = done.active, done.lower, done.n_iter, done.converged
+    n = len(active)
+    while done.it <= max_iter and not converged.all():
+        it = done.it
         params: list[G.Params | None] = [None if converged[c] else active[c] for c in range(n)]
+        on_block = None
+        if saver is not None:
+
+            def on_block(blocks: int, total: list[Any], at: _EMProgress = done) -> None:
+                saver.save_progress(replace(at, blocks=blocks, partial=total))
+
         stats = _sum_stats(
-            G.block_estep, source, params, runner=runner, desc=f"EM {it}", progress=progress
+            G.block_estep,
+            source,
+            params,
+            runner=runner,
+            desc=f"EM {it}",
+            progress=progress,
+            start=done.blocks,
+            total=done.partial,
+            on_block=on_block,
         )
         for c, st in enumerate(stats):
             if st is None or converged[c]:
@@ -568,9 +653,62 @@ def _em(
             n_iter[c] = it
             if abs(lower[c] - prev) < tol:
                 converged[c] = True
-        if converged.all():
-            break
+        done = _EMProgress(active, lower, n_iter, converged, it + 1)
+        if saver is not None:
+            saver.save_progress(done)
     return active, lower, n_iter, converged
+
+
+class _EMCheckpoint(FitCheckpoint):
+    """The progress of one exact EM fit in ``DIR/gmm-fit.npz``."""
+
+    def __init__(self, directory: Any, fingerprint: dict[str, Any]) -> None:
+        super().__init__(directory, "gmm-fit.npz", fingerprint)
+
+    def save_progress(self, done: _EMProgress) -> None:
+        arrays = {"lower": done.lower, "n_iter": done.n_iter, "converged": done.converged}
+        for c, p in enumerate(done.active):
+            arrays |= {f"p{c}_log_weights": p.log_weights, f"p{c}_means": p.means}
+            arrays[f"p{c}_prec_chol"] = p.prec_chol
+        sums: list[list[Any] | None] = []
+        for c, st in enumerate(done.partial):
+            sums.append(None if st is None else [st.log_lik, st.n])
+            if st is not None:
+                arrays |= {f"s{c}_nk": st.nk, f"s{c}_s1": st.s1, f"s{c}_s2": st.s2}
+        meta = {
+            "it": done.it,
+            "blocks": done.blocks,
+            "cov_types": [p.cov_type for p in done.active],
+            "sums": sums,
+        }
+        self.save(meta, arrays)
+
+    def load_progress(self) -> _EMProgress | None:
+        saved = self.load()
+        if saved is None:
+            return None
+        meta, a = saved
+        active = [
+            G.Params(a[f"p{c}_log_weights"], a[f"p{c}_means"], a[f"p{c}_prec_chol"], ct)
+            for c, ct in enumerate(meta["cov_types"])
+        ]
+        partial = [
+            None
+            if sums is None
+            else G.Stats(a[f"s{c}_nk"], a[f"s{c}_s1"], a[f"s{c}_s2"], float(sums[0]), int(sums[1]))
+            for c, sums in enumerate(meta["sums"])
+        ]
+        lower, n_iter, converged = a["lower"], a["n_iter"], a["converged"]
+        return _EMProgress(active, lower, n_iter, converged, meta["it"], meta["blocks"], partial)
+
+
+def _params_digest(p: G.Params) -> str:
+    import hashlib
+
+    h = hashlib.sha256(p.cov_type.encode())
+    for array in (p.log_weights, p.means, p.prec_chol):
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
 
 
 def _zero_s2(K: int, d: int, cov_type: str) -> np.ndarray:

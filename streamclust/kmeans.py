@@ -16,12 +16,14 @@ from . import runtime
 from ._apply import apply_blocks
 from ._validation import (
     as_source,
+    check_checkpoint,
     check_float,
     check_int,
     check_option,
     is_out_of_core,
 )
 from .exceptions import DataError, ParameterError
+from .persistence import FitCheckpoint, fit_fingerprint
 from .sources import ArraySource, Source
 
 __all__ = ["StreamingKMeans"]
@@ -201,14 +203,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         check_float("reassignment_ratio", self.reassignment_ratio, low=0.0, high=1.0)
         if not isinstance(self.shuffle, (bool, np.bool_)):
             raise ParameterError(f"shuffle={self.shuffle!r} must be True or False")
-        if self.checkpoint is not None and (
-            not isinstance(self.random_state, (int, np.integer))
-            or isinstance(self.random_state, bool)
-        ):
-            raise ParameterError(
-                f"checkpoint={str(self.checkpoint)!r} needs an int random_state (got "
-                f"{self.random_state!r}), so that a resumed fit repeats the same draws"
-            )
+        check_checkpoint(self.checkpoint, self.random_state)
         if self.init_size is not None and self.init_size < self.n_clusters:
             raise ParameterError(
                 f"init_size={self.init_size} is smaller than n_clusters={self.n_clusters}; "
@@ -351,20 +346,6 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def _lockstep_fit(self, source: Source, runner: runtime.Runner, n_init: int) -> K.Chain:
         """Initialize ``n_init`` candidates and run every step; the merged state."""
         return _lockstep_fit_many([self], source, runner, [n_init], self.checkpoint)[0]
-
-    def _fingerprint(self, source: Source) -> dict[str, Any]:
-        """What a checkpoint must match to be resumed: the fit's parameters and data."""
-        import hashlib
-
-        params = {
-            k: v
-            for k, v in self.get_params(deep=False).items()
-            if k not in ("client", "progress", "checkpoint")
-        }
-        if not isinstance(self.init, str):  # initial centers: compared by their digest
-            params["init"] = hashlib.sha256(np.ascontiguousarray(self.init).tobytes()).hexdigest()
-        data = [source.name, source.n_rows, source.n_features, str(source.dtype)]
-        return {"kind": "StreamingKMeans.fit", "params": params, "data": data}
 
     def _pass_plan(
         self,
@@ -605,8 +586,10 @@ def _lockstep_fit_many(
     per_pass = sum(batches)
     total = lead.max_steps if lead.max_steps is not None else lead.max_passes * per_pass
     n_passes = math.ceil(total / per_pass)
-    saver = None if checkpoint is None else _FitCheckpoint(checkpoint, lead._fingerprint(source))
-    resumed = None if saver is None else saver.load()
+    saver = (
+        None if checkpoint is None else _FitCheckpoint(checkpoint, fit_fingerprint(lead, source))
+    )
+    resumed = None if saver is None else saver.load_chain()
     chains: list[K.Chain] = []
     owner: list[int] = []
     if resumed is not None:
@@ -626,7 +609,7 @@ def _lockstep_fit_many(
             chains += K.split_chain(merged, n_groups)
             owner += [m_idx] * n_groups
         if saver is not None:
-            saver.save(chains, start)
+            saver.save_chains(chains, start)
     done = 0
     for p in range(n_passes):
         steps = lead._pass_plan(ranges, batches, root, p, total - done)
@@ -638,7 +621,7 @@ def _lockstep_fit_many(
         if saver is not None:
 
             def on_step(i: int, states: list[K.Chain], p: int = p, skip: int = skip) -> None:
-                saver.save(states, (p, skip + i + 1))
+                saver.save_chains(states, (p, skip + i + 1))
 
         with runtime.progress_bar(
             sum(hi - lo for lo, hi, _ in steps[skip:]), f"pass {p + 1}/{n_passes}", lead.progress
@@ -661,40 +644,22 @@ def _lockstep_fit_many(
     return states
 
 
-class _FitCheckpoint:
+class _FitCheckpoint(FitCheckpoint):
     """The scan state of one fit in ``DIR/kmeans-fit.npz``: chains, position, fingerprint."""
 
     def __init__(self, directory: Any, fingerprint: dict[str, Any]) -> None:
-        from pathlib import Path
+        super().__init__(directory, "kmeans-fit.npz", fingerprint)
 
-        self.path = Path(directory) / "kmeans-fit.npz"
-        self.fingerprint = fingerprint
-
-    def load(self) -> tuple[K.Chain, tuple[int, int]] | None:
-        from .persistence import load_checkpoint
-
-        saved = load_checkpoint(self.path)
+    def load_chain(self) -> tuple[K.Chain, tuple[int, int]] | None:
+        saved = self.load()
         if saved is None:
             return None
         meta, arrays = saved
-        if meta.get("fingerprint") != self.fingerprint:
-            raise ParameterError(
-                f"{self.path}: was written by another fit (other parameters or data); "
-                "remove it or pass another checkpoint directory"
-            )
         return K.chain_from_state(meta["chain"], arrays), (int(meta["pass"]), int(meta["step"]))
 
-    def save(self, chains: list[K.Chain], position: tuple[int, int]) -> None:
-        from .persistence import save_checkpoint
-
+    def save_chains(self, chains: list[K.Chain], position: tuple[int, int]) -> None:
         scalars, arrays = K.chain_to_state(_merge_chains(chains))
-        meta = {
-            "fingerprint": self.fingerprint,
-            "chain": scalars,
-            "pass": position[0],
-            "step": position[1],
-        }
-        save_checkpoint(self.path, meta, arrays)
+        self.save({"chain": scalars, "pass": position[0], "step": position[1]}, arrays)
 
 
 def _merge_chains(chains: list[K.Chain]) -> K.Chain:

@@ -30,7 +30,15 @@ import numpy as np
 
 from .exceptions import ModelFileError
 
-__all__ = ["load", "load_checkpoint", "save_checkpoint", "save_model", "write_atomic"]
+__all__ = [
+    "FitCheckpoint",
+    "fit_fingerprint",
+    "load",
+    "load_checkpoint",
+    "save_checkpoint",
+    "save_model",
+    "write_atomic",
+]
 
 FORMAT = "streamclust-model"
 FORMAT_VERSION = 1
@@ -90,6 +98,57 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] 
             f"{path}: unreadable checkpoint ({exc}); remove it to start the fit over"
         ) from exc
     return meta, arrays
+
+
+class FitCheckpoint:
+    """The progress of one fit in ``DIR/NAME`` (see :func:`save_checkpoint`).
+
+    Only the fit it was written by resumes from it: the same estimator
+    parameters and the same data, as :func:`fit_fingerprint` says.
+    """
+
+    def __init__(self, directory: Any, name: str, fingerprint: dict[str, Any]) -> None:
+        self.path = Path(directory) / name
+        self.fingerprint = fingerprint
+
+    def load(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        from .exceptions import ParameterError
+
+        saved = load_checkpoint(self.path)
+        if saved is None:
+            return None
+        meta, arrays = saved
+        if meta.get("fingerprint") != self.fingerprint:
+            raise ParameterError(
+                f"{self.path}: was written by another fit (other parameters or data); "
+                "remove it or pass another checkpoint directory"
+            )
+        return meta, arrays
+
+    def save(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        save_checkpoint(self.path, {**meta, "fingerprint": self.fingerprint}, arrays)
+
+
+def fit_fingerprint(estimator: Any, source: Any, **extra: Any) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the estimator's class and
+    parameters (arrays by their SHA-256), the data's name, shape and dtype, and
+    ``extra`` (e.g. the parameters a warm start begins from)."""
+    params: dict[str, Any] = {}
+    for name, value in estimator.get_params(deep=False).items():
+        if name in ("client", "progress", "checkpoint"):
+            continue
+        if isinstance(value, (bool, np.bool_)):
+            value = bool(value)
+        elif isinstance(value, (int, np.integer)):
+            value = int(value)
+        elif isinstance(value, (float, np.floating)):
+            value = float(value)
+        elif value is not None and not isinstance(value, str):  # an array: by its digest
+            value = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
+        params[name] = value
+    data = [source.name, source.n_rows, source.n_features, str(source.dtype)]
+    kind = f"{type(estimator).__name__}.fit"
+    return {"kind": kind, "params": params, "data": data, **extra}
 
 
 def _registry() -> dict[str, type]:

@@ -259,8 +259,8 @@ CLI_CASES = [
         "--refine applies to --model kmeans",
     ),
     (
-        ["fit", "{d}/x.npy", "--model", "gmm", "--checkpoint", "{d}/ck", "--out", "{d}/m"],
-        "--checkpoint applies to --model kmeans",
+        ["fit", "{d}/x.npy", "--model", "gmm", "--checkpoint", "{d}/x.npy", "--out", "{d}/m"],
+        "/x.npy' is a file; pass a directory",
     ),
     (
         ["fit", "{d}/x.npy", "--model", "gmm", "--covariance", "round", "--out", "{d}/m"],

@@ -7,12 +7,14 @@ import re
 import signal
 import threading
 import time
+import warnings
 
 import dask
 import numpy as np
 import pytest
 import zarr
 from conftest import local_cluster_client
+from sklearn.exceptions import ConvergenceWarning
 
 import streamclust as sc
 from streamclust import runtime
@@ -315,6 +317,42 @@ def test_fit_resumes_from_its_checkpoint_bit_identical(blobs_zarr, tmp_path, mon
         sc.StreamingKMeans(8, checkpoint=ckpt).fit(data)
 
 
+@pytest.mark.parametrize("init_params", ["kmeans", "random"])
+def test_gmm_fit_resumes_from_its_checkpoint_bit_identical(
+    blobs_zarr, tmp_path, monkeypatch, init_params
+):
+    """Exact EM saves every candidate and the sums of the pass under way after each block
+    (the K-Means initialization its own chain): crashes in the initialization, inside
+    and at the end of EM passes all resume to the uninterrupted model."""
+    params = dict(n_components=6, n_init=2, init_params=init_params, max_iter=8, random_state=3)
+    params |= dict(covariance_type="diag", tol=1e-4)
+    data = sc.open_source(blobs_zarr, block_rows=3_000)  # 7 blocks a pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = sc.StreamingGaussianMixture(**params, client="sync", progress=False).fit(data)
+    ckpt = tmp_path / "ckpt"
+    for blocks in (3, 9, 7, 12, 1, 10):
+        monkeypatch.setattr(runtime, "progress_bar", crash_after(blocks))
+        with pytest.raises(Crash):
+            sc.StreamingGaussianMixture(**params, client="threads", checkpoint=ckpt).fit(data)
+    monkeypatch.undo()
+    meta, _ = sc.persistence.load_checkpoint(ckpt / "gmm-fit.npz")
+    assert meta["it"] > 1  # the crashes reached EM
+    gm = sc.StreamingGaussianMixture(**params, client="threads", progress=False, checkpoint=ckpt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(data)
+    for name in ("weights_", "means_", "covariances_", "init_lower_bounds_"):
+        np.testing.assert_array_equal(getattr(gm, name), getattr(ref, name), err_msg=name)
+    assert (gm.n_iter_, gm.converged_, gm.lower_bound_) == (
+        ref.n_iter_,
+        ref.converged_,
+        ref.lower_bound_,
+    )
+    with pytest.raises(ParameterError, match="was written by another fit"):
+        sc.StreamingGaussianMixture(**{**params, "tol": 1e-3}, checkpoint=ckpt).fit(data)
+
+
 @pytest.mark.slow
 def test_driver_killed_at_20_points_resumes_bit_identical(tmp_path):
     """``streamclust fit --checkpoint`` SIGKILLed 20 times, rerun each time, then compared."""
@@ -364,6 +402,48 @@ def test_driver_killed_at_20_points_resumes_bit_identical(tmp_path):
     np.testing.assert_array_equal(got.cluster_centers_, ref.cluster_centers_)
     np.testing.assert_array_equal(got.init_scores_, ref.init_scores_)
     assert got.inertia_ == ref.inertia_ and got._state.steps == ref._state.steps
+
+
+def test_gmm_cli_fit_killed_5_times_resumes_bit_identical(tmp_path):
+    """``streamclust fit --model gmm --checkpoint`` SIGKILLed inside EM passes, rerun."""
+    import subprocess
+    import sys
+
+    from streamclust.datasets import write_blobs_zarr
+
+    data = tmp_path / "d.zarr"
+    write_blobs_zarr(data, 80_000, n_centers=8, n_features=8, block_rows=2_500)
+    base = [sys.executable, "-m", "streamclust", "fit", str(data), "--model", "gmm", "--k", "8"]
+    base += ["--covariance", "full", "--tol", "0", "--max-iter", "40", "--n-init", "2"]
+    base += ["--no-progress", "--scheduler", "threads"]
+    env = {**os.environ, "STREAMCLUST_QUIET": "1", "PYTHONWARNINGS": "ignore"}
+    subprocess.run([*base, "--out", str(tmp_path / "ref")], check=True, env=env)
+    ckpt = tmp_path / "ckpt"
+    cmd = [*base, "--out", str(tmp_path / "resumed"), "--checkpoint", str(ckpt)]
+
+    def position() -> int:  # blocks done, counted from the first EM pass (32 a pass)
+        try:
+            meta, _ = sc.persistence.load_checkpoint(ckpt / "gmm-fit.npz")
+        except Exception:  # not there yet
+            return -1
+        return (meta["it"] - 1) * 32 + meta["blocks"]
+
+    kills = 0
+    for target in (5, 100, 300, 600, 900):  # of 1,280
+        proc = subprocess.Popen(cmd, env=env)
+        while proc.poll() is None and position() < target:
+            time.sleep(0.002)
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    assert kills == 5
+    subprocess.run(cmd, check=True, env=env)
+    ref, got = sc.load(tmp_path / "ref"), sc.load(tmp_path / "resumed")
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
+    assert got.n_iter_ == ref.n_iter_ == 40 and got.lower_bound_ == ref.lower_bound_
 
 
 class PeakRSS:
