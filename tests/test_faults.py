@@ -277,6 +277,23 @@ def test_chaos_worker_kills_during_fit_score_and_detect(tmp_path, nanny_client):
     assert len(kills) >= 3
 
 
+def kill_at(cmd, env, targets, position, jitter=lambda: 0.0) -> int:
+    """Run ``cmd`` once per target and SIGKILL it once ``position()`` reaches the target
+    (``jitter()`` seconds later); how many runs were killed before they finished."""
+    import subprocess
+
+    for kills, target in enumerate(targets):
+        proc = subprocess.Popen(cmd, env=env)
+        while proc.poll() is None and position() < target:
+            time.sleep(0.002)
+        time.sleep(jitter())
+        if proc.poll() is not None:
+            return kills
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return len(targets)
+
+
 class Crash(Exception):
     pass
 
@@ -382,19 +399,9 @@ def test_driver_killed_at_20_points_resumes_bit_identical(tmp_path):
         return meta["pass"] + meta["step"]
 
     rng = np.random.default_rng(3)
-    kills = 0
     # 20 points spread over the fit's 120 steps; each kill lands up to 5 ms after one.
-    for target in np.linspace(1, 115, 20).astype(int):
-        proc = subprocess.Popen(cmd, env=env)
-        while proc.poll() is None and position() < target:
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0, 0.005))
-        if proc.poll() is not None:
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
-    assert kills == 20
+    targets = np.linspace(1, 115, 20).astype(int)
+    assert kill_at(cmd, env, targets, position, lambda: rng.uniform(0, 0.005)) == 20
     if not (tmp_path / "resumed").exists():
         subprocess.run(cmd, check=True, env=env)
     ref = sc.load(tmp_path / "ref")
@@ -428,17 +435,7 @@ def test_gmm_cli_fit_killed_5_times_resumes_bit_identical(tmp_path):
             return -1
         return (meta["it"] - 1) * 32 + meta["blocks"]
 
-    kills = 0
-    for target in (5, 100, 300, 600, 900):  # of 1,280
-        proc = subprocess.Popen(cmd, env=env)
-        while proc.poll() is None and position() < target:
-            time.sleep(0.002)
-        if proc.poll() is not None:
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
-    assert kills == 5
+    assert kill_at(cmd, env, (5, 100, 300, 600, 900), position) == 5  # of 1,280 blocks
     subprocess.run(cmd, check=True, env=env)
     ref, got = sc.load(tmp_path / "ref"), sc.load(tmp_path / "resumed")
     for name in ("weights_", "means_", "covariances_"):
