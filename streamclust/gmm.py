@@ -26,7 +26,7 @@ from ._validation import (
     is_out_of_core,
 )
 from .exceptions import DataError, ParameterError
-from .persistence import FitCheckpoint, fit_fingerprint
+from .persistence import FitCheckpoint, array_digest, fit_fingerprint
 from .sources import ArraySource, Source, _is_dask_array
 
 __all__ = ["StreamingGaussianMixture"]
@@ -267,16 +267,18 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         runner = runtime.resolve_runner(self.client, source)
         saver = None
         if self.checkpoint is not None:
-            start = _params_digest(self._params) if warm else None
+            start = None
+            if warm:  # it begins from the fitted parameters (covariance_type is a parameter)
+                p = self._params
+                start = array_digest(p.log_weights, p.means, p.prec_chol)
             saver = _EMCheckpoint(self.checkpoint, fit_fingerprint(self, source, start=start))
         done = None if saver is None else saver.load_progress()
         if done is None:
             if warm:
                 candidates = [self._params]
             else:
-                seed = self._seed()
                 candidates = self._initial_params(
-                    source, runner, int(self.n_init), seed, self.checkpoint
+                    source, runner, int(self.n_init), self._seed(), self.checkpoint
                 )
             done = _EMProgress.start(candidates)
             if saver is not None:
@@ -700,15 +702,6 @@ class _EMCheckpoint(FitCheckpoint):
         ]
         lower, n_iter, converged = a["lower"], a["n_iter"], a["converged"]
         return _EMProgress(active, lower, n_iter, converged, meta["it"], meta["blocks"], partial)
-
-
-def _params_digest(p: G.Params) -> str:
-    import hashlib
-
-    h = hashlib.sha256(p.cov_type.encode())
-    for array in (p.log_weights, p.means, p.prec_chol):
-        h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()
 
 
 def _zero_s2(K: int, d: int, cov_type: str) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import ModelFileError
+from .exceptions import ModelFileError, ParameterError
 
 __all__ = [
     "FitCheckpoint",
@@ -112,8 +112,6 @@ class FitCheckpoint:
         self.fingerprint = fingerprint
 
     def load(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-        from .exceptions import ParameterError
-
         saved = load_checkpoint(self.path)
         if saved is None:
             return None
@@ -127,6 +125,14 @@ class FitCheckpoint:
 
     def save(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         save_checkpoint(self.path, {**meta, "fingerprint": self.fingerprint}, arrays)
+
+
+def array_digest(*arrays: Any) -> str:
+    """SHA-256 of the arrays' bytes, in order (what a fingerprint compares them by)."""
+    h = hashlib.sha256()
+    for array in arrays:
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
 
 
 def fit_fingerprint(estimator: Any, source: Any, **extra: Any) -> dict[str, Any]:
@@ -144,7 +150,7 @@ def fit_fingerprint(estimator: Any, source: Any, **extra: Any) -> dict[str, Any]
         elif isinstance(value, (float, np.floating)):
             value = float(value)
         elif value is not None and not isinstance(value, str):  # an array: by its digest
-            value = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
+            value = array_digest(value)
         params[name] = value
     data = [source.name, source.n_rows, source.n_features, str(source.dtype)]
     kind = f"{type(estimator).__name__}.fit"

@@ -267,7 +267,8 @@ class _DistributedRunner(Runner):
         A worker that dies while it is chosen fails the scatter (the scheduler no
         longer knows it, or the transfer breaks): it is tried again elsewhere.
         """
-        for attempt in range(RESUBMITS + 1):
+        attempt = 0
+        while True:
             try:
                 return self.client.scatter(
                     data, workers=None if worker is None else [worker], hash=False
@@ -275,9 +276,9 @@ class _DistributedRunner(Runner):
             except (KeyError, OSError):
                 if self.client.status != "running" or attempt == RESUBMITS:
                     raise
+                attempt += 1
                 worker = None
-                time.sleep(0.1 * (attempt + 1))
-        raise AssertionError("unreachable")  # pragma: no cover
+                time.sleep(0.1 * attempt)
 
     def placement(self, n: int) -> list[str | None]:
         workers = self.placed_among = self._workers()
@@ -682,9 +683,9 @@ def call(
         client = runner.client
         submitted: list[Any] = []
 
-        def again(client: Any = client, submitted: list[Any] = submitted) -> Any:
+        def again(submitted: list[Any] = submitted) -> Any:
             # Again: the scattered batch may have been lost with the worker.
-            submitted.append(client.submit(fn, *args, runner.scatter(data), pure=False))
+            submitted.append(runner.submit(fn, *args, runner.scatter(data)))
             return submitted[-1]
 
         try:
