@@ -19,6 +19,7 @@ driver's memory, which is shipped block by block.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import concurrent.futures as cf
 import contextlib
@@ -29,6 +30,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -43,6 +45,9 @@ __all__ = ["call", "get_client", "map_blocks", "resolve_runner", "scan"]
 
 #: Seconds to wait for a scheduler before giving up.
 CONNECT_TIMEOUT = 8
+
+#: Seconds to wait for one of our clients to close.
+CLOSE_TIMEOUT = 2.0
 
 #: Times the driver submits a task again after distributed gave up on it
 #: (``KilledWorker``: the workers running it died ``allowed-failures`` times).
@@ -342,6 +347,8 @@ def _connect(address: str, security: Any = None, timeout: float = CONNECT_TIMEOU
         client = _clients.get(key)
         if client is not None and client.status == "running":
             return client
+        if client is not None:  # it lost its scheduler: stop it reconnecting on its own
+            _close_quietly(client)
         if (
             address.startswith("tls://")
             and security is None
@@ -352,7 +359,7 @@ def _connect(address: str, security: Any = None, timeout: float = CONNECT_TIMEOU
                 "--tls-key (security= in Python, or Dask's distributed.comm.tls config)"
             )
         try:
-            client = Client(address, timeout=timeout, security=security, set_as_default=False)
+            client = _own(Client(address, timeout=timeout, security=security, set_as_default=False))
         except (OSError, TimeoutError) as exc:
             raise SchedulerError(
                 f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s "
@@ -425,7 +432,7 @@ def _local_client() -> Any:
         if client is not None and client.status == "running":
             return client
         _local_cluster = local_cluster()
-        client = Client(_local_cluster, set_as_default=False)
+        client = _own(Client(_local_cluster, set_as_default=False))
         _clients["local"] = client
     _announce(client)
     return client
@@ -440,17 +447,48 @@ def _announce(client: Any) -> None:
         print(f"streamclust: Dask dashboard at {link}", file=sys.stderr)
 
 
-def _close_quietly(client: Any) -> None:
-    """Close one of our clients; if it was reconnecting to a lost scheduler, the
-    reconnection the close cancels is logged by distributed as an error: muted."""
+def _own(client: Any) -> Any:
+    """``client``, which streamclust made, with what it logs about a lost scheduler muted.
+
+    A client that loses its scheduler reconnects by itself, on its own event
+    loop, and logs its failure ("Failed to reconnect to scheduler", and a
+    CancelledError traceback when closing it cancels the reconnection) -- at
+    any time, also after ``close`` returned or while a scatter is still
+    waiting to connect. For our clients, streamclust reports a lost scheduler
+    itself (one :class:`SchedulerError` line), so what they log from that
+    background task is dropped. A client the user made logs as usual.
+    """
     log = logging.getLogger("distributed.client")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        with contextlib.suppress(Exception):
-            client.close(timeout=2)
-    finally:
-        log.setLevel(level)
+    if _own_logs not in log.filters:
+        log.addFilter(_own_logs)
+    _ours.add(client)
+    return client
+
+
+def _close_quietly(client: Any) -> None:
+    """Close one of our clients (it may be reconnecting to a lost scheduler)."""
+    _own(client)
+    with contextlib.suppress(Exception):
+        client.close(timeout=CLOSE_TIMEOUT)
+
+
+class _OwnClientLogs(logging.Filter):
+    """Drops what our clients log from their background task while they are not
+    running: reconnecting, or closing (see ``_own``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # not on an event loop
+            return True
+        return task is None or not any(
+            c.status != "running" and getattr(c, "_handle_report_task", None) is task
+            for c in list(_ours)
+        )
+
+
+_ours: weakref.WeakSet[Any] = weakref.WeakSet()
+_own_logs = _OwnClientLogs()
 
 
 @atexit.register

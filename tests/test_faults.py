@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -13,7 +14,7 @@ import dask
 import numpy as np
 import pytest
 import zarr
-from conftest import local_cluster_client
+from conftest import local_cluster_client, until
 from sklearn.exceptions import ConvergenceWarning
 
 import streamclust as sc
@@ -179,6 +180,34 @@ def test_call_tells_a_tasks_own_oserror_from_a_lost_scheduler(dask_processes, tm
         SchedulerError, match=re.escape(f"lost the Dask scheduler at '{dask_processes.address}'")
     ):
         runtime.call(np.add, 1.0, data=np.full(3, 2.0), runner=runner, reconnect_timeout=0.5)
+
+
+@pytest.mark.parametrize("end", ["closed by us", "gives up by itself"])
+def test_our_client_of_a_dead_scheduler_logs_nothing(dask_processes, monkeypatch, end):
+    """A client that lost its scheduler reconnects by itself and logs its failure:
+    when it gives up ("Failed to reconnect"), or when closing it cancels the
+    reconnection -- also after ``close`` returned, if the reconnection was stuck
+    in a connect (forced here by a close that gives up at once). Either may come
+    while the driver is still in a call, before its one-line SchedulerError: none
+    of it may reach the user's terminal."""
+    dask_processes.start()
+    client = runtime._connect(dask_processes.address, timeout=1.0)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    log = logging.getLogger("distributed.client")
+    log.addHandler(handler)
+    try:
+        dask_processes.kill_scheduler()
+        until(lambda: client.status == "connecting")
+        if end == "closed by us":
+            monkeypatch.setattr(runtime, "CLOSE_TIMEOUT", 0.01)
+            runtime._close_quietly(client)
+        until(lambda: client._handle_report_task.done())
+    finally:
+        log.removeHandler(handler)
+    assert client.status == "closed"
+    assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
 
 
 def test_chains_of_a_lost_worker_move_to_live_ones_and_back(nanny_client):
