@@ -55,14 +55,14 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
 
 def check_checkpoint(checkpoint: Any, random_state: Any) -> None:
     """A fit that checkpoints must draw the same numbers when it resumes."""
-    if checkpoint is not None and (
-        not isinstance(random_state, (int, np.integer)) or isinstance(random_state, bool)
-    ):
+    if checkpoint is None:
+        return
+    if not isinstance(random_state, (int, np.integer)) or isinstance(random_state, bool):
         raise ParameterError(
             f"checkpoint={str(checkpoint)!r} needs an int random_state (got "
             f"{random_state!r}), so that a resumed fit repeats the same draws"
         )
-    if checkpoint is not None and os.path.exists(checkpoint) and not os.path.isdir(checkpoint):
+    if os.path.exists(checkpoint) and not os.path.isdir(checkpoint):
         raise ParameterError(
             f"checkpoint={str(checkpoint)!r} is a file; pass a directory (new or one a fit "
             "checkpointed to)"

@@ -466,8 +466,7 @@ def _own(client: Any) -> Any:
 
 
 def _close_quietly(client: Any) -> None:
-    """Close one of our clients (it may be reconnecting to a lost scheduler)."""
-    _own(client)
+    """Close one of our clients (``_own`` mutes it, also if it is reconnecting)."""
     with contextlib.suppress(Exception):
         client.close(timeout=CLOSE_TIMEOUT)
 

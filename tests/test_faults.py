@@ -91,9 +91,7 @@ def test_worker_killed_mid_fit_gives_the_same_model(blobs_zarr, nanny_client, mo
     # Every mini-batch was applied exactly once: the driver's step counter.
     assert km._state.steps == ref._state.steps == km.n_steps_
     # The nanny brought the killed worker back.
-    deadline = time.monotonic() + 30
-    while len(nanny_client.scheduler_info()["workers"]) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    until(lambda: len(nanny_client.scheduler_info()["workers"]) >= 2, timeout=30)
     after = set(worker_pids(nanny_client).values())
     assert killer.killed[0] not in after and len(after) == 2
 
