@@ -536,9 +536,9 @@ def stream(
     batches are applied in name order. Killed at any point, the same command
     resumes from the last checkpoint in --state with the same result.
 
-    Batches are applied in-process unless --scheduler (or DASK_SCHEDULER_ADDRESS,
-    or an active Dask client) names a cluster: then each update runs on a worker, and a lost
-    scheduler is waited for (--reconnect-timeout) before the stream exits.
+    Batches are applied in this process unless --scheduler (or DASK_SCHEDULER_ADDRESS)
+    names a cluster: then each update runs on a worker, and a lost scheduler is waited
+    for (--reconnect-timeout) before the stream exits.
     """
     from .ingest import Ingest
 
@@ -558,14 +558,6 @@ def stream(
         DensityAnomalyDetector(
             probe, percentile=percentile, method=method, window=window
         )._check_stream_params()
-    if scheduler is None and not (tls_ca or tls_cert or tls_key):
-        import dask
-
-        from .runtime import _current_client
-
-        # Small batches already on the driver: a cluster only when one is named or active.
-        if not (dask.config.get("scheduler-address", None) or _current_client()):
-            scheduler = "sync"
     job = Ingest(
         incoming,
         state,

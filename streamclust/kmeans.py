@@ -111,9 +111,9 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         so results do not depend on where tasks run.
     client : None, "sync", "threads", "local", address or distributed.Client
         Where the work runs (see :func:`streamclust.get_client`). None uses an
-        active Dask client, else ``DASK_SCHEDULER_ADDRESS``, else a local
-        cluster for on-disk data and threads for in-memory arrays. Results are
-        bit-identical whatever it is.
+        active Dask client, else ``DASK_SCHEDULER_ADDRESS`` (on-disk data),
+        else threads in this process; ``"local"`` starts a local cluster of
+        worker processes. Results are bit-identical whatever it is.
     progress : bool, default=True
         Progress bars (one per pass) on terminals.
     checkpoint : path or None, default=None

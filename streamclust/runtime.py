@@ -19,6 +19,7 @@ driver's memory, which is shipped block by block.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import atexit
 import concurrent.futures as cf
@@ -342,6 +343,7 @@ def _block(handle: Any) -> np.ndarray:
 def _connect(address: str, security: Any = None, timeout: float = CONNECT_TIMEOUT) -> Any:
     from distributed import Client
 
+    check_address(address)
     key = f"{address}|{id(security)}"
     with _lock:
         client = _clients.get(key)
@@ -363,7 +365,8 @@ def _connect(address: str, security: Any = None, timeout: float = CONNECT_TIMEOU
         except (OSError, TimeoutError) as exc:
             raise SchedulerError(
                 f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s "
-                f"({type(exc).__name__}); check the address, or use --scheduler local"
+                f"({type(exc).__name__}); check the address and that the scheduler runs, or run "
+                "on threads (no --scheduler)"
             ) from exc
         _clients[key] = client
     _announce(client)
@@ -383,6 +386,7 @@ def local_cluster(n_workers: int | None = None) -> Any:
     from distributed import LocalCluster
 
     _fork_workers_from_a_server()
+    _check_workers_can_start()
     return LocalCluster(
         n_workers=n_workers or os.cpu_count() or 1,
         threads_per_worker=1,
@@ -413,6 +417,7 @@ def _fork_workers_from_a_server() -> None:
         dask.config.get(key) != "spawn"
         or "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD" in os.environ
         or "forkserver" not in multiprocessing.get_all_start_methods()
+        or _shadowed_from_cwd()
     ):
         return
     from distributed.utils import get_mp_context
@@ -420,6 +425,79 @@ def _fork_workers_from_a_server() -> None:
     dask.config.set({key: "forkserver"})
     # Distributed sets its own list on the first call; ours replaces it before any fork.
     get_mp_context().set_forkserver_preload(["distributed", *_WORKER_MODULES])
+
+
+def _shadowed_from_cwd() -> bool:
+    """True when the working directory holds a ``streamclust`` that is not this package.
+
+    The fork server starts as ``python -c``, with the working directory first
+    on its path, and (unlike a spawned worker) does not take this process's
+    path: from the folder above a clone it would import that folder as an
+    empty namespace package and every worker forked from it would fail.
+    Spawned workers are slower to start but import what this process imports.
+    """
+    here = os.path.join(os.getcwd(), "streamclust")
+    ours = os.path.dirname(os.path.abspath(__file__))
+    return os.path.lexists(here) and os.path.realpath(here) != os.path.realpath(ours)
+
+
+def _check_workers_can_start() -> None:
+    """Fail in one line where the local cluster's workers would run the main script again.
+
+    A worker process that is spawned, or forked from a fork server, first
+    imports the ``__main__`` module of this process, which runs a script's
+    top-level code again: without an ``if __name__ == "__main__":`` guard
+    around the code that starts the cluster, every worker would start a
+    cluster of its own and fail, and a script read from standard input cannot
+    be imported at all. Interactive sessions and notebooks have no main file
+    and need no guard.
+    """
+    if dask.config.get("distributed.worker.multiprocessing-method") == "fork":
+        return
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if main is None or path is None or name == "__main__" or name.endswith(".__main__"):
+        return  # no main file, or a package's __main__, which workers do not run again
+    fix = 'put the code under `if __name__ == "__main__":`, or leave client unset to run on threads'
+    if not os.path.isfile(path):
+        raise ParameterError(
+            f"client='local' starts worker processes that import the main script, and {path} "
+            f"is not a file (standard input?): save the script to a file and {fix}"
+        )
+    frame: Any = sys._getframe()
+    while frame is not None and not (
+        frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"
+    ):
+        frame = frame.f_back
+    if frame is None:  # not reached from the script's top-level code
+        return
+    try:
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read())
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return
+    line = frame.f_lineno
+    if not any(
+        isinstance(node, ast.If)
+        and _tests_main(node.test)
+        and node.lineno <= line <= (node.end_lineno or node.lineno)
+        for node in ast.walk(tree)
+    ):
+        raise ParameterError(
+            f"client='local' starts worker processes that run {path} again from the top, "
+            f"which would start the cluster again in each of them: {fix}"
+        )
+
+
+def _tests_main(test: Any) -> bool:
+    """``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return False
+    sides = [test.left, *test.comparators]
+    return isinstance(test.ops[0], ast.Eq) and {
+        (type(side).__name__, getattr(side, "id", getattr(side, "value", None))) for side in sides
+    } == {("Name", "__name__"), ("Constant", "__main__")}
 
 
 def _local_client() -> Any:
@@ -504,7 +582,8 @@ def _close_all() -> None:
         _local_cluster = None
 
 
-def _current_client() -> Any:
+def current_client() -> Any:
+    """The active Dask ``Client`` (Dask's ``default_client``), or None."""
     try:
         from distributed import default_client
 
@@ -516,16 +595,18 @@ def _current_client() -> Any:
 def get_client(scheduler: Any = None, *, security: Any = None) -> Any:
     """The Dask client streamclust runs on, or None when it runs in-process.
 
-    Resolution order for ``scheduler=None``: a ``Client`` the user already
-    created (Dask's own convention), then ``DASK_SCHEDULER_ADDRESS`` (the
-    ``scheduler-address`` Dask config), then a ``LocalCluster`` bound to
-    127.0.0.1 with one single-threaded worker process per core, started once
-    per process and reused by every later call.
+    Resolution order for ``scheduler=None`` (Dask's own convention): a
+    ``Client`` the user already created, then ``DASK_SCHEDULER_ADDRESS`` (the
+    ``scheduler-address`` Dask config), else None: the work runs on threads
+    in the calling process and nothing is started. A cluster is only used
+    when asked for.
 
     Parameters
     ----------
     scheduler : None, "local", "threads", "sync", address string, or Client
-        ``"sync"`` and ``"threads"`` return None (no cluster at all).
+        ``"local"`` starts a ``LocalCluster`` bound to 127.0.0.1 with one
+        single-threaded worker process per core, once per process, and reuses
+        it in every later call. ``"sync"`` and ``"threads"`` return None.
     security : distributed.Security, optional
         TLS settings for a ``tls://`` address.
     """
@@ -541,36 +622,55 @@ def get_client(scheduler: Any = None, *, security: Any = None) -> Any:
     if scheduler == "local":
         return _local_client()
     if scheduler is None:
-        current = _current_client()
+        current = current_client()
         if current is not None:
             return current
         address = dask.config.get("scheduler-address", None)
-        if address:
-            return _connect(str(address), security)
-        return _local_client()
-    if "://" not in scheduler and ":" not in scheduler:
-        raise ParameterError(
-            f"scheduler={scheduler!r} is not an address like tcp://host:8786 nor one of "
-            "'local', 'threads', 'sync'"
-        )
+        return _connect(str(address), security) if address else None
     return _connect(scheduler, security)
+
+
+def check_address(address: str) -> str:
+    """``address`` if it names a scheduler in a scheme distributed speaks, else a one-line error."""
+    from distributed.comm.addressing import parse_host_port
+    from distributed.comm.registry import backends
+
+    fix = "pass an address like tcp://host:8786 or one of 'local', 'threads', 'sync'"
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        if ":" not in address:
+            raise ParameterError(f"scheduler={address!r} is not an address; {fix}")
+        scheme, rest = "tcp", address  # host:port, which distributed reads as tcp://
+    if scheme not in backends or scheme == "inproc":
+        known = ", ".join(f"{name}://" for name in sorted(backends) if name != "inproc")
+        raise ParameterError(
+            f"scheduler={address!r} has an unknown scheme {scheme + '://'!r} (known: {known}); "
+            f"{fix}"
+        )
+    if scheme != "ucx":
+        try:
+            parse_host_port(rest)
+        except ValueError as exc:
+            raise ParameterError(f"scheduler={address!r} is not HOST:PORT ({exc}); {fix}") from exc
+    return address
 
 
 def resolve_runner(client: Any, source: Source | None = None) -> Runner:
     """The runner for an estimator's ``client`` parameter and its input.
 
-    In-memory input runs on threads unless a client was passed or one is
-    already active: shipping data that is already on the driver to a fresh
+    ``client=None`` runs on threads in this process unless a Dask client is
+    active or ``DASK_SCHEDULER_ADDRESS`` names a scheduler (see
+    :func:`get_client`); in-memory input then still runs on threads unless a
+    client is active: shipping data that is already on the driver to a
     cluster only costs time.
     """
     if client == "sync":
         return _SyncRunner()
-    if client == "threads":
-        return _ThreadRunner()
     if client is None and source is not None and source.in_memory:
-        current = _current_client()
+        current = current_client()
         return _ThreadRunner() if current is None else _DistributedRunner(current)
-    return _DistributedRunner(get_client(client))
+    found = get_client(client)
+    return _ThreadRunner() if found is None else _DistributedRunner(found)
 
 
 # --------------------------------------------------------------------------- primitives
