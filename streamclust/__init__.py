@@ -3,6 +3,7 @@
 from .anomaly import DensityAnomalyDetector, QuantileSketch
 from .exceptions import (
     DataError,
+    DependencyError,
     ModelFileError,
     ParameterError,
     SchedulerError,

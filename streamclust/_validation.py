@@ -70,17 +70,23 @@ def check_checkpoint(checkpoint: Any, random_state: Any) -> None:
 
 
 def check_finite_block(block: np.ndarray, start: int, where: str) -> None:
-    """Raise DataError naming the first row / column that is NaN or inf in a block."""
+    """Raise DataError naming the first NaN or inf of a block by its 0-based row and
+    column index (``start`` is the row index of the block's first row)."""
     finite = np.isfinite(block)
     if finite.all():
         return
     bad_row, bad_col = np.argwhere(~finite)[0]
     value = block[bad_row, bad_col]
+    kind = "NaN" if np.isnan(value) else "infinity"
     raise DataError(
-        f"{where}: row {start + int(bad_row)}, column {int(bad_col)} is {value} "
-        f"(rows {start}-{start + len(block)} contain NaN or inf); "
-        "drop or impute those rows before clustering"
+        f"{where} contains {kind}: row index {start + int(bad_row)}, column index "
+        f"{int(bad_col)} is {value}; drop or impute such rows before clustering"
     )
+
+
+def row_span(start: int, stop: int) -> str:
+    """Rows ``start`` up to, not including, ``stop``, as every message writes them."""
+    return f"rows {start}:{stop}"
 
 
 def check_n_features(est_name: str, expected: int, got: int) -> None:
@@ -105,7 +111,8 @@ def as_source(est: Any, X: Any, *, reset: bool) -> Any:
 
     In-memory inputs go through scikit-learn's ``validate_data`` (its messages
     are what its estimator checks expect); its ValueErrors are re-raised as
-    :class:`DataError` with the same text.
+    :class:`DataError` with the same text on one line. A NaN or inf is named
+    by its row and column index.
     """
     from sklearn.utils.validation import validate_data
 
@@ -121,7 +128,10 @@ def as_source(est: Any, X: Any, *, reset: bool) -> Any:
             check_n_features(type(est).__name__, est.n_features_in_, source.n_features)
         return source
     try:
-        array = validate_data(est, X, dtype=[np.float64, np.float32], reset=reset)
+        array = validate_data(
+            est, X, dtype=[np.float64, np.float32], reset=reset, ensure_all_finite=False
+        )
     except ValueError as exc:
         raise DataError(str(exc)) from exc
+    check_finite_block(array, 0, "Input X")
     return ArraySource(array)

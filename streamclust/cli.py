@@ -20,11 +20,12 @@ import click
 import numpy as np
 
 from . import __version__
-from .exceptions import ParameterError, SourceError, StreamclustError
+from .exceptions import ParameterError, SourceError, StreamclustError, one_line
 
 _SCHEDULER_HELP = (
-    "Where to run: a scheduler address (tcp://host:8786, tls://...), 'local' (a local "
-    "cluster), 'threads' or 'sync' (in-process). Default: DASK_SCHEDULER_ADDRESS, else local."
+    "Where to run: a scheduler address (tcp://host:8786, tls://...), 'local' (start a local "
+    "cluster of worker processes), 'threads' or 'sync' (in this process). Default: "
+    "DASK_SCHEDULER_ADDRESS if set, else threads."
 )
 
 
@@ -913,16 +914,12 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"streamclust: error: {exc.format_message()}", err=True)
         return 2
     except StreamclustError as exc:
-        click.echo(f"streamclust: error: {_one_line(str(exc))}", err=True)
+        click.echo(f"streamclust: error: {one_line(str(exc))}", err=True)
         return 2
     except OSError as exc:
-        click.echo(f"streamclust: error: {_one_line(str(exc))}", err=True)
+        click.echo(f"streamclust: error: {one_line(str(exc))}", err=True)
         return 2
     return 0
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

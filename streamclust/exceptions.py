@@ -8,18 +8,36 @@ code 2.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "DataError",
+    "DependencyError",
     "ModelFileError",
     "ParameterError",
     "SchedulerError",
     "SourceError",
     "StreamclustError",
+    "one_line",
 ]
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line: an array printed into it (scikit-learn's ``array=[...]``)
+    dropped, and every run of whitespace, newlines included, made one space."""
+    text = re.sub(r"\barray=.*?\]\.\n", "", text, flags=re.S)
+    return " ".join(text.split())
+
+
 class StreamclustError(ValueError):
-    """Base class of every error a user can cause: bad input, bad parameters, bad files."""
+    """Base class of every error a user can cause: bad input, bad parameters, bad files.
+
+    Its message is always one line (see :func:`one_line`), also when it quotes
+    another library's error.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(one_line(str(message)))
 
 
 class ParameterError(StreamclustError):
@@ -36,6 +54,10 @@ class SourceError(StreamclustError):
 
 class ModelFileError(StreamclustError):
     """A saved model directory is missing, tampered with, truncated, or of another class."""
+
+
+class DependencyError(StreamclustError, ImportError):
+    """An optional dependency is missing; the message names the extra that installs it."""
 
 
 class SchedulerError(StreamclustError):

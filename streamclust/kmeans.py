@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -266,10 +268,10 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             centers = np.repeat(np.asarray(self.init, dtype=pool.dtype)[None], n_init, axis=0)
         elif self.init == "k-means++":
             # One task, on a worker or a pool thread (one BLAS thread, like the steps).
+            seed_ints = [_seed_int(init_ss) for init_ss, _ in seeds]
             with runner.parallel():
-                centers = runner.submit(
-                    K.kmeans_plusplus, pool, k, [_seed_int(init_ss) for init_ss, _ in seeds]
-                ).result()
+                task = functools.partial(runner.submit, K.kmeans_plusplus, pool, k, seed_ints)
+                centers = runner.result(task(), task)
         else:
             centers = np.stack(
                 [

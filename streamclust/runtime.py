@@ -31,18 +31,28 @@ import os
 import sys
 import threading
 import time
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dask
+import dask.utils
 import numpy as np
 
-from .exceptions import ParameterError, SchedulerError
+from .exceptions import ParameterError, SchedulerError, StreamclustError
 from .sources import Source
 
-__all__ = ["call", "get_client", "map_blocks", "resolve_runner", "scan"]
+__all__ = [
+    "call",
+    "check_address",
+    "current_client",
+    "get_client",
+    "map_blocks",
+    "resolve_runner",
+    "scan",
+]
 
 #: Seconds to wait for a scheduler before giving up.
 CONNECT_TIMEOUT = 8
@@ -81,8 +91,44 @@ class _Done:
         return self.value
 
 
+class TaskFailed:
+    """What a task returns instead of raising a :class:`StreamclustError` (bad data, a
+    corrupt chunk): the driver raises the error itself, as one line, instead of a
+    worker logging a traceback and the scheduler marking the task erred."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: StreamclustError) -> None:
+        self.error = error
+
+    def __reduce__(self) -> Any:
+        return (TaskFailed, (self.error,))
+
+
+def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` as every task runs it: a user's error comes back as a value."""
+    try:
+        return fn(*args)
+    except StreamclustError as exc:
+        exc.__traceback__ = None  # the message says it all; frames would ship too
+        return TaskFailed(exc)
+
+
+def _unwrap(value: Any) -> Any:
+    """A task's result on the driver: its value, or its :class:`StreamclustError` raised."""
+    if isinstance(value, TaskFailed):
+        raise value.error
+    return value
+
+
+def _task_key(fn: Callable[..., Any]) -> str:
+    """What the dashboard calls a task: its function, as if it had been submitted bare."""
+    return f"{dask.utils.funcname(fn)}-{uuid.uuid4().hex}"
+
+
 class Runner:
-    """Runs tasks somewhere. ``submit`` returns an object with ``.result()``."""
+    """Runs tasks somewhere. ``submit`` returns an object with ``.result()``; take results
+    with :meth:`result`, which raises a task's :class:`StreamclustError`."""
 
     kind = "sync"
     remote = False
@@ -90,12 +136,12 @@ class Runner:
 
     def submit(self, fn: Callable[..., Any], *args: Any, worker: str | None = None) -> Any:
         """Run ``fn(*args)``; ``worker`` is a placement hint (cluster runners only)."""
-        return _Done(fn(*args))
+        return _Done(_guarded(fn, *args))
 
     def result(self, fut: Any, again: Callable[[], Any], tied: bool = False) -> Any:
         """``fut.result()``; on a cluster, ``again()`` submits the task anew if it was lost
         (``tied``: it was submitted with a worker hint)."""
-        return fut.result()
+        return _unwrap(fut.result())
 
     def block_handle(self, source: Source, lo: int, hi: int) -> Any:
         """Something a task can turn into the block ``lo:hi`` (see ``_block``)."""
@@ -145,7 +191,7 @@ class _ThreadRunner(Runner):
         self.n_workers = self.pool._max_workers
 
     def submit(self, fn: Callable[..., Any], *args: Any, worker: str | None = None) -> Any:
-        return self.pool.submit(fn, *args)
+        return self.pool.submit(_guarded, fn, *args)
 
     def read_ahead(self, source: Source, lo: int, hi: int, places: list[str | None]) -> list[Any]:
         if source.in_memory:
@@ -222,10 +268,13 @@ class _DistributedRunner(Runner):
         return False
 
     def submit(self, fn: Callable[..., Any], *args: Any, worker: str | None = None) -> Any:
+        key = _task_key(fn)
         if worker is None:
-            return self.client.submit(fn, *args, pure=False)
+            return self.client.submit(_guarded, fn, *args, key=key)
         # A preference, not a pin: if that worker is lost the task runs elsewhere.
-        return self.client.submit(fn, *args, pure=False, workers=[worker], allow_other_workers=True)
+        return self.client.submit(
+            _guarded, fn, *args, key=key, workers=[worker], allow_other_workers=True
+        )
 
     def result(self, fut: Any, again: Callable[[], Any], tied: bool = False) -> Any:
         # Distributed retries a task whose worker died, up to its allowed-failures;
@@ -244,7 +293,7 @@ class _DistributedRunner(Runner):
         resubmits = 0
         while True:
             try:
-                return fut.result(timeout=WATCH_SECONDS if tied else None)
+                return _unwrap(fut.result(timeout=WATCH_SECONDS if tied else None))
             except (KilledWorker, cf.CancelledError) as exc:
                 if isinstance(exc, cf.CancelledError) and self.client.status != "running":
                     raise  # the scheduler was lost: not a worker's doing
@@ -331,10 +380,11 @@ class _DistributedRunner(Runner):
 
 
 def _block(handle: Any) -> np.ndarray:
+    """The block a task was given: read here, already read (an array), or failed to read."""
     if isinstance(handle, tuple):
         source, lo, hi = handle
         return source.read(lo, hi)
-    return handle
+    return _unwrap(handle)
 
 
 # --------------------------------------------------------------------------- clients
@@ -773,6 +823,7 @@ def scan(
                         planned.append((step, runner.read_ahead(source, step[0], step[1], places)))
             (lo, hi, arg), handles = planned.popleft()
             # A read on the driver's own pool is waited for here, not inside a task.
+            # (A failed read travels on to the chains as its TaskFailed, raised in their task.)
             handles = [h.result() if isinstance(h, cf.Future) else h for h in handles]
             _read_next()
             futures = [

@@ -24,17 +24,23 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_finite_block, compute_dtype
+from ._validation import check_finite_block, compute_dtype, row_span
 from .exceptions import DataError, SourceError
 
 __all__ = [
     "ArraySource",
+    "ArrayWriter",
     "BatchDirSource",
     "DaskSource",
+    "LazyArraySource",
     "NpySource",
     "RawSource",
     "Source",
     "ZarrSource",
+    "check_output",
+    "is_dask_array",
+    "is_lazy_array",
+    "is_zarr_array",
     "open_source",
     "write_array",
     "write_zarr",
@@ -113,12 +119,13 @@ class Source(ABC):
         """Rows ``start:stop`` as a validated array in :attr:`compute_dtype`."""
         if not 0 <= start <= stop <= self.n_rows:
             raise SourceError(
-                f"{self.name}: rows {start}-{stop} are outside the {self.n_rows} rows it has"
+                f"{self.name}: {row_span(start, stop)} are outside its {self.n_rows} rows "
+                f"({row_span(0, self.n_rows)})"
             )
         block = np.asarray(self._read(start, stop))
         if block.ndim != 2 or block.shape[1] != self.n_features:
             raise DataError(
-                f"{self.name}: rows {start}-{stop} have shape {block.shape}, "
+                f"{self.name}: {row_span(start, stop)} have shape {block.shape}, "
                 f"expected (n, {self.n_features}); every block must have the same width"
             )
         block = block.astype(self.compute_dtype, copy=False)
@@ -350,8 +357,8 @@ class ZarrSource(Source):
     def _chunk_span(self, start: int, stop: int) -> str:
         first, last = start // self.chunk_rows, max(start, stop - 1) // self.chunk_rows
         if first == last:
-            return f"chunk {first} (rows {start}-{stop})"
-        return f"chunks {first}-{last} (rows {start}-{stop})"
+            return f"chunk {first} ({row_span(start, stop)})"
+        return f"chunks {first} to {last} ({row_span(start, stop)})"
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         if stop > self.committed_rows:
@@ -391,13 +398,14 @@ class ZarrSource(Source):
             )
             if np.isnan(block[lo - start : hi - start]).all():
                 raise SourceError(
-                    f"{self.name}: chunk {c} (rows {lo}-{hi}) reads as all NaN, the fill value: "
-                    "it is missing from the store; restore or rewrite it"
+                    f"{self.name}: chunk {c} ({row_span(lo, hi)}) reads as all NaN, the fill "
+                    "value: it is missing from the store; restore or rewrite it"
                 )
         # Name the chunk that holds the first bad row, not the whole (multi-chunk) block.
         c = (start + int(np.argwhere(~np.isfinite(block))[0][0])) // self.chunk_rows
         lo, hi = max(c * self.chunk_rows, start), min((c + 1) * self.chunk_rows, start + len(block))
-        check_finite_block(block[lo - start : hi - start], lo, f"{self.name}: chunk {c}")
+        where = f"{self.name}: chunk {c} ({row_span(lo, hi)})"
+        check_finite_block(block[lo - start : hi - start], lo, where)
 
     def to_dask(self) -> Any:
         import dask.array as da
@@ -555,21 +563,46 @@ def _read_csv(path: str, header: bool) -> np.ndarray:
         return _parse_csv_lines(path, fh, header, 0)
 
 
-def _parse_csv_lines(path: str, lines: Iterable[str], header: bool, first_line: int) -> np.ndarray:
+def _parse_csv_lines(path: str, lines: Iterable[str], header: bool, first_row: int) -> np.ndarray:
+    """Comma-separated numbers as a 2-D float64 array (blank lines skipped, the first
+    line skipped with ``header``); ``first_row`` is the row index of the first row."""
     lines = list(lines)
-    if header and first_line == 0:
+    if header:
         lines = lines[1:]
-        first_line = 1
     lines = [ln for ln in lines if ln.strip()]
     if not lines:
         return np.empty((0, 0))
     try:
         return np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError as exc:
-        raise DataError(
-            f"{path}: {exc} (after line {first_line}); CSV cells must be numbers"
-            + ("" if header else ", and a header row needs --header")
-        ) from exc
+        raise DataError(_csv_problem(path, lines, first_row, exc)) from exc
+
+
+def _csv_problem(path: str, lines: list[str], first_row: int, exc: Exception) -> str:
+    """What is wrong with CSV ``lines`` that NumPy could not parse, by row and column index."""
+    width = None
+    for r, line in enumerate(lines):
+        cells = line.rstrip("\r\n").split(",")
+        if width is not None and len(cells) != width:
+            return (
+                f"{path}: row index {first_row + r} has {len(cells)} columns, the rows before "
+                f"it {width}; every row needs the same number of columns"
+            )
+        width = len(cells)
+        for c, cell in enumerate(cells):
+            try:
+                float(cell)
+            except ValueError:
+                hint = (
+                    ": it looks like a header row; pass --header"
+                    if first_row + r == 0
+                    else "; CSV cells must be numbers"
+                )
+                return (
+                    f"{path}: row index {first_row + r}, column index {c} holds {cell.strip()!r}, "
+                    f"not a number{hint}"
+                )
+    return f"{path}: not comma-separated numbers ({exc}); CSV cells must be numbers"
 
 
 def _read_parquet(path: str) -> np.ndarray:
@@ -594,16 +627,15 @@ def iter_csv_blocks(path: str, block_rows: int, header: bool = False) -> Iterato
     except FileNotFoundError as exc:
         raise SourceError(f"{path}: no such file; check the path") from exc
     with fh:
-        line_no = 0
         if header:
             next(fh, None)
-            line_no = 1
+        rows = 0
         while True:
             lines = list(itertools.islice(fh, block_rows))
             if not lines:
                 return
-            block = _parse_csv_lines(path, lines, False, line_no)
-            line_no += len(lines)
+            block = _parse_csv_lines(path, lines, False, rows)
+            rows += len(block)
             if block.size:
                 yield block
 
@@ -880,7 +912,7 @@ def write_zarr(
             if block.ndim != 2:
                 raise DataError(f"write_zarr({path}): block of shape {block.shape} is not 2-D")
             out_dtype = compute_dtype(dtype or block.dtype)
-            check_finite_block(block, writer.rows, f"write_zarr({path})")
+            check_finite_block(block, writer.rows, f"{path}: the data to write")
             writer.append(block.astype(out_dtype, copy=False))
         writer.commit()
     finally:

@@ -58,15 +58,34 @@ def test_bad_parameters(params, match, blobs32):
     ("X", "match"),
     [
         (np.zeros(10), "Reshape your data"),
+        (np.zeros(5000), "Reshape your data"),
         (np.zeros((2, 3, 4)), "dim 3"),
         (np.zeros((0, 3)), "0 sample"),
-        (np.array([[1.0, np.nan]] * 20), "NaN"),
-        (np.array([[1.0, np.inf]] * 20), "infinity"),
+        (
+            np.array([[1.0, 2.0]] * 20 + [[1.0, np.nan]]),
+            "contains NaN: row index 20, column index 1",
+        ),
+        (np.array([[1.0, np.inf]] * 20), "contains infinity: row index 0, column index 1"),
+        ([["a", "b"]] * 3, "could not convert string to float"),
     ],
 )
-def test_bad_arrays(X, match):
-    with pytest.raises(sc.DataError, match=match):
+def test_bad_arrays_are_one_line(X, match):
+    """scikit-learn's phrases, on one line, without the array printed into them."""
+    with pytest.raises(sc.DataError, match=match) as err:
         sc.StreamingKMeans(n_clusters=2, progress=False).fit(X)
+    assert "\n" not in str(err.value) and "array=" not in str(err.value)
+
+
+def test_predict_names_bad_rows_of_in_memory_and_dask_input(blobs32):
+    import dask.array as da
+
+    km = sc.StreamingKMeans(n_clusters=4, progress=False).fit(blobs32[:2000])
+    bad = blobs32[:3000].copy()
+    bad[2345, 1] = np.inf
+    with pytest.raises(sc.DataError, match="contains infinity: row index 2345, column index 1"):
+        km.predict(bad)
+    with pytest.raises(sc.DataError, match="contains infinity: row index 2345, column index 1"):
+        km.predict(da.from_array(bad, chunks=(1000, 8))).compute()
 
 
 def test_more_clusters_than_rows():
@@ -80,7 +99,7 @@ def test_nan_rows_in_a_zarr_store_name_the_row(tmp_path, blobs32):
     bad = blobs32[:3000].copy()
     bad[1234, 3] = np.nan
     np.save(tmp_path / "bad.npy", bad)
-    with pytest.raises(sc.DataError, match="row 1234, column 3 is nan"):
+    with pytest.raises(sc.DataError, match="contains NaN: row index 1234, column index 3 is nan"):
         sc.StreamingKMeans(n_clusters=4, client="sync", progress=False).fit(
             str(tmp_path / "bad.npy")
         )
@@ -99,13 +118,13 @@ def test_missing_and_corrupt_zarr_chunks(tmp_path, blobs32):
     src = sc.write_zarr(blobs32[:3000], tmp_path / "x.zarr", block_rows=1000)
     shutil.copytree(tmp_path / "x.zarr", tmp_path / "missing.zarr")
     os.remove(tmp_path / "missing.zarr" / "c" / "1" / "0")
-    with pytest.raises(sc.SourceError, match=r"chunk 1 \(rows 1000-2000\) reads as all NaN"):
+    with pytest.raises(sc.SourceError, match=r"chunk 1 \(rows 1000:2000\) reads as all NaN"):
         sc.open_source(tmp_path / "missing.zarr").read(0, 3000)
     chunk = tmp_path / "x.zarr" / "c" / "2" / "0"
     raw = bytearray(chunk.read_bytes())
     raw[10] ^= 0xFF
     chunk.write_bytes(bytes(raw))
-    with pytest.raises(sc.SourceError, match=r"chunk 2 \(rows 2000-3000\) cannot be read"):
+    with pytest.raises(sc.SourceError, match=r"chunk 2 \(rows 2000:3000\) cannot be read"):
         sc.StreamingKMeans(n_clusters=4, client="sync", progress=False).fit(src)
 
 
@@ -231,7 +250,10 @@ CLI_CASES = [
         "X has 5 features",
     ),
     (["score", "{d}/x.npy", "--model-dir", "{d}/x.zarr"], "no saved model here"),
-    (["convert", "{d}/bad.csv", "{d}/c.zarr"], "could not convert string"),
+    (
+        ["convert", "{d}/bad.csv", "{d}/c.zarr"],
+        "row index 1, column index 1 holds 'abc', not a number",
+    ),
     (["convert", "{d}/nan.csv", "{d}/c.zarr"], "is nan"),
     (["convert", "{d}/x.npy", "{d}/c.txt"], "must end in .zarr"),
     (["convert", "{d}/missing.csv", "{d}/c.zarr"], "no such file"),

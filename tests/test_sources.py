@@ -121,7 +121,7 @@ def test_csv_batches_with_and_without_header(tmp_path, table):
     h = tmp_path / "hcsv"
     h.mkdir()
     np.savetxt(h / "a.csv", table[:10], delimiter=",", header="a,b,c,d,e,f", comments="")
-    with pytest.raises(sc.DataError, match="a header row needs --header"):
+    with pytest.raises(sc.DataError, match="looks like a header row; pass --header"):
         sc.open_source(h)
     assert sc.open_source(h, header=True).n_rows == 10
 
