@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import runtime
 from ._validation import as_source, check_finite_block
-from .sources import ArraySource, Source, _is_dask_array, write_array
+from .sources import ArraySource, Source, is_dask_array, write_array
 
 __all__ = ["apply_blocks"]
 
@@ -39,7 +39,7 @@ def apply_blocks(
     check_is_fitted(est)
     source = as_source(est, X, reset=False)
     arg = arg_for(source)
-    if _is_dask_array(X):
+    if is_dask_array(X):
         arr = X if len(X.chunks[1]) == 1 else X.rechunk({1: -1})
         kwargs: dict[str, Any] = {
             "dtype": out_dtype,

@@ -98,12 +98,16 @@ def check_n_features(est_name: str, expected: int, got: int) -> None:
 
 
 def is_out_of_core(X: Any) -> bool:
-    """True for inputs read block by block: paths, Sources and dask arrays."""
-    import os
+    """True for inputs read block by block: paths, Sources, dask and zarr arrays, and
+    array-likes too large to convert at once."""
+    from .sources import Source, is_dask_array, is_lazy_array, is_zarr_array
 
-    from .sources import Source, _is_dask_array
-
-    return isinstance(X, (str, os.PathLike, Source)) or _is_dask_array(X)
+    return (
+        isinstance(X, (str, os.PathLike, Source))
+        or is_dask_array(X)
+        or is_zarr_array(X)
+        or is_lazy_array(X)
+    )
 
 
 def as_source(est: Any, X: Any, *, reset: bool) -> Any:

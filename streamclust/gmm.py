@@ -27,7 +27,7 @@ from ._validation import (
 )
 from .exceptions import DataError, ParameterError
 from .persistence import FitCheckpoint, array_digest, fit_fingerprint
-from .sources import ArraySource, Source, _is_dask_array
+from .sources import ArraySource, Source, is_dask_array
 
 __all__ = ["StreamingGaussianMixture"]
 
@@ -424,7 +424,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         """Sum of ``log p(x)`` over all rows and the row count (one pass, no per-row output)."""
         check_is_fitted(self, "_params")
         source = as_source(self, X, reset=False)
-        if _is_dask_array(X):
+        if is_dask_array(X):
             return float(self.score_samples(X).sum().compute()), source.n_rows
         runner = runtime.resolve_runner(self.client, source)
         parts = runtime.map_blocks(G.block_score_sum, source, self._params, runner=runner)

@@ -147,6 +147,64 @@ class Source(ABC):
             lo, hi = bounds[i]
             yield lo, self.read(lo, hi)
 
+    # ------------------------------------------------------------ NumPy-style access
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """Rows read into an ndarray, indexed as NumPy does: ``X[:5000]``, ``X[-1]``,
+        ``X[10:20, :3]``, ``X[[3, 1, 4]]``. Only the blocks holding those rows are read."""
+        rows, cols = key if isinstance(key, tuple) and len(key) == 2 else (key, slice(None))
+        if isinstance(key, tuple) and len(key) > 2:
+            raise IndexError(f"{self.name}: too many indices {key!r} for a 2-D source")
+        if isinstance(rows, slice):
+            r = range(*rows.indices(self.n_rows))
+            if not r:
+                return np.empty((0, self.n_features), self.compute_dtype)[:, cols]
+            lo, hi = min(r[0], r[-1]), max(r[0], r[-1]) + 1
+            return self.read(lo, hi)[r[0] - lo :: r.step][:, cols]
+        if isinstance(rows, (int, np.integer)) and not isinstance(rows, bool):
+            return self._take(np.array([int(rows)]))[0][cols]
+        index = np.asarray(rows)
+        if index.ndim == 1 and index.dtype == bool and len(index) == self.n_rows:
+            index = np.flatnonzero(index)
+        if index.ndim != 1 or not (index.dtype.kind in "iu" or index.size == 0):
+            raise IndexError(
+                f"{self.name}: rows are indexed by an int, a slice or a 1-D array of ints or "
+                f"of {self.n_rows} booleans, not {type(rows).__name__}"
+            )
+        return self._take(index.astype(np.int64))[:, cols]
+
+    def _take(self, index: np.ndarray) -> np.ndarray:
+        """Rows ``index`` (0-based, negative from the end), reading each block once."""
+        bad = (index < -self.n_rows) | (index >= self.n_rows)
+        if bad.any():
+            raise IndexError(
+                f"{self.name}: row index {int(index[bad][0])} is out of bounds for "
+                f"{self.n_rows} rows"
+            )
+        index = np.where(index < 0, index + self.n_rows, index)
+        out = np.empty((len(index), self.n_features), self.compute_dtype)
+        order = np.argsort(index, kind="stable")
+        bounds = self.blocks()
+        ends = np.searchsorted([hi for _, hi in bounds], index[order], side="right")
+        for b in np.unique(ends):
+            lo, hi = bounds[b]
+            sel = order[ends == b]
+            out[sel] = self.read(lo, hi)[index[sel] - lo]
+        return out
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """The rows, one 1-D array each (read block by block)."""
+        for _, block in self.iter_blocks():
+            yield from block
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """Every row in memory (``np.asarray(X)``): the whole dataset is read."""
+        data = self.read(0, self.n_rows)
+        return data if dtype is None else data.astype(dtype, copy=False)
+
     def to_dask(self) -> Any:
         """A lazy dask array over this source, one chunk per block."""
         import dask.array as da
@@ -300,8 +358,11 @@ class ZarrSource(Source):
     """
 
     def __init__(
-        self, path: str | os.PathLike, component: str | None = None, block_rows: int | None = None
+        self, path: Any, component: str | None = None, block_rows: int | None = None
     ) -> None:
+        self.array: Any = None
+        if is_zarr_array(path):
+            path, self.array = _zarr_array_location(path)
         self.path = str(path)
         self.component = component
         self.name = self.path if component is None else f"{self.path}/{component}"
@@ -322,7 +383,7 @@ class ZarrSource(Source):
         self.block_rows = int(block_rows)
 
     def _h_array(self) -> Any:
-        arr = self.__dict__.get("_h_arr")
+        arr = self.__dict__.get("_h_arr", self.array)
         if arr is None:
             import zarr
 
@@ -418,6 +479,61 @@ class ZarrSource(Source):
         return super().to_dask()
 
 
+def is_zarr_array(obj: Any) -> bool:
+    """True for a ``zarr.Array`` (v2 or v3 format, any store)."""
+    return type(obj).__module__.startswith("zarr.") and type(obj).__name__ == "Array"
+
+
+def _zarr_array_location(arr: Any) -> tuple[str, Any]:
+    """Where a ``zarr.Array`` lives: its path on disk (workers reopen it there) and None,
+    or, in any other store, the store's URL as its name and the array itself (which
+    pickles with its store)."""
+    store = arr.store
+    root = getattr(store, "root", None)
+    if type(store).__name__ == "LocalStore" and root is not None:
+        return os.path.join(str(root), arr.path) if arr.path else str(root), None
+    return str(arr.store_path), arr
+
+
+class LazyArraySource(Source):
+    """An array-like object read by row slices, never converted whole: an
+    ``h5py.Dataset``, an ``xarray.DataArray`` or anything with ``shape``,
+    ``dtype`` and ``__getitem__``. It is read on the driver, as in-memory data is."""
+
+    in_memory = True
+
+    def __init__(self, array: Any, block_rows: int | None = None, name: str | None = None) -> None:
+        _check_2d(array, name or type(array).__name__)
+        self.array = array
+        self.name = name or str(getattr(array, "name", None) or type(array).__name__)
+        self.n_rows, self.n_features = (int(n) for n in array.shape)
+        self.dtype = np.dtype(array.dtype)
+        compute_dtype(self.dtype)
+        self.block_rows = block_rows or _default_block_rows(
+            self.n_features, compute_dtype(self.dtype).itemsize
+        )
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.array[start:stop])
+
+
+def is_lazy_array(obj: Any) -> bool:
+    """True for an array-like that is not an ndarray and would take more than a block of
+    memory if converted: it is then read by row slices (:class:`LazyArraySource`)."""
+    if isinstance(obj, np.ndarray) or not all(
+        hasattr(obj, name) for name in ("shape", "dtype", "__getitem__")
+    ):
+        return False
+    if hasattr(obj, "tocsr") or type(obj).__module__.startswith("pandas"):
+        return False  # sparse matrices and pandas objects convert their own way
+    try:
+        itemsize = np.dtype(obj.dtype).itemsize
+        size = math.prod(int(n) for n in obj.shape)
+    except (TypeError, ValueError):
+        return False
+    return size * itemsize > TARGET_BLOCK_BYTES
+
+
 class DaskSource(Source):
     """A 2-D dask array; its row chunks are the blocks."""
 
@@ -508,12 +624,13 @@ class BatchDirSource(Source):
 
 
 def _check_2d(array: Any, name: str) -> None:
-    if array.ndim != 2:
+    ndim = len(array.shape)
+    if ndim != 2:
         hint = (
             "Reshape your data either using array.reshape(-1, 1) if your data has a single "
             "feature or array.reshape(1, -1) if it contains a single sample."
         )
-        raise DataError(f"{name}: expected a 2-D array, got {array.ndim}-D. {hint}")
+        raise DataError(f"{name}: expected a 2-D array, got {ndim}-D. {hint}")
 
 
 def _batch_file_shape(path: str, header: bool) -> tuple[int, int, np.dtype]:
@@ -653,11 +770,14 @@ def open_source(
 
     Parameters
     ----------
-    data : Source, ndarray, dask array, or path
+    data : Source, path, zarr.Array, dask array, ndarray or array-like
         A path may name a Zarr store (directory with ``zarr.json`` or ``.zarray``,
         optionally ``store.zarr/array``), a ``.npy`` file (memory-mapped), a raw
         binary file (with ``dtype`` and ``shape``), or a directory of batch
-        files (``.npy``, ``.csv``, ``.parquet``).
+        files (``.npy``, ``.csv``, ``.parquet``). A ``zarr.Array`` (any store)
+        is read chunk by chunk like its path; an array-like with ``shape``,
+        ``dtype`` and ``__getitem__`` that is larger than a block (an
+        ``h5py.Dataset``, say) is read by row slices, never converted whole.
     dtype, shape : optional
         Required for raw binary files; ``shape=(-1, n_features)`` infers rows.
     component : str, optional
@@ -678,8 +798,12 @@ def open_source(
         return data
     if isinstance(data, (str, os.PathLike)):
         return _open_path(Path(data), dtype, shape, component, header, block_rows)
-    if _is_dask_array(data):
+    if is_dask_array(data):
         return DaskSource(data)
+    if is_zarr_array(data):
+        return ZarrSource(data, block_rows=block_rows)
+    if is_lazy_array(data):
+        return LazyArraySource(data, block_rows=block_rows)
     if hasattr(data, "__array__") or isinstance(data, (list, tuple)):
         try:
             array = np.asarray(data)
@@ -691,7 +815,8 @@ def open_source(
     )
 
 
-def _is_dask_array(obj: Any) -> bool:
+def is_dask_array(obj: Any) -> bool:
+    """True for a ``dask.array.Array``."""
     return type(obj).__module__.startswith("dask.array") and hasattr(obj, "chunks")
 
 
@@ -893,7 +1018,7 @@ def write_zarr(
     path = Path(path)
     if path.suffix.lower() != ".zarr":
         raise SourceError(f"{path}: a Zarr store's name must end in .zarr")
-    if isinstance(data, (np.ndarray, Source)) or _is_dask_array(data):
+    if isinstance(data, (np.ndarray, Source)) or is_dask_array(data):
         src = open_source(data)
         blocks: Iterable[np.ndarray] = (b for _, b in src.iter_blocks())
         dtype = dtype or src.compute_dtype

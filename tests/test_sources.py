@@ -165,3 +165,130 @@ def test_raw_file_with_wrong_shape(tmp_path, table):
         sc.DataError, match=r"has 25200 bytes but shape=\(10, 25\) of float32 needs 1000"
     ):
         sc.open_source(tmp_path / "t.bin", dtype="float32", shape=(10, 25))
+
+
+def test_rows_by_numpy_indexing_len_and_asarray(tmp_path, table):
+    for name, src in all_sources(tmp_path, table).items():
+        assert len(src) == len(table), name
+        for key in (
+            slice(None, 500),
+            slice(100, 900, 7),
+            slice(None, None, -3),
+            slice(2000, 3000),
+            5,
+            -1,
+            [1049, 0, 128, 128, 5],
+            np.arange(len(table)) % 3 == 0,
+            (slice(10, 20), slice(None, 2)),
+            (-3, 4),
+        ):
+            np.testing.assert_array_equal(src[key], table[key], err_msg=f"{name} {key!r}")
+        np.testing.assert_array_equal(np.asarray(src), table)
+        assert sum(1 for _ in src) == len(table)
+        with pytest.raises(IndexError, match="row index 1050 is out of bounds for 1050 rows"):
+            src[1050]
+        with pytest.raises(IndexError, match="indexed by an int, a slice or a 1-D array"):
+            src[1.5]
+
+
+def test_a_zarr_array_object_is_read_chunk_by_chunk_like_its_path(tmp_path, table):
+    import zarr
+
+    sc.write_zarr(table, tmp_path / "t.zarr", block_rows=128)
+    params = dict(n_clusters=4, batch_size=100, random_state=0, progress=False)
+    by_path = sc.StreamingKMeans(**params).fit(str(tmp_path / "t.zarr"))
+    opened = zarr.open_array(tmp_path / "t.zarr", mode="r")
+    src = sc.open_source(opened)
+    assert isinstance(src, sc.ZarrSource) and src.block_rows == by_path_block_rows(tmp_path)
+    assert pickle.loads(pickle.dumps(src)).path == src.path  # workers reopen it by path
+    by_object = sc.StreamingKMeans(**params).fit(opened)
+    np.testing.assert_array_equal(by_object.cluster_centers_, by_path.cluster_centers_)
+    assert not hasattr(by_object, "labels_")  # out of core: no per-row attribute
+    # An array in a group, and one in another kind of store (pickled with its store).
+    group = zarr.open_group(tmp_path / "g.zarr", mode="w")
+    group.create_array("X", data=table, chunks=(128, 6))
+    np.testing.assert_array_equal(sc.open_source(group["X"]).read(0, 1050), table)
+    memory = zarr.create_array(zarr.storage.MemoryStore(), data=table, chunks=(128, 6))
+    src = pickle.loads(pickle.dumps(sc.open_source(memory)))
+    np.testing.assert_array_equal(src[:], table)
+
+
+def by_path_block_rows(tmp_path) -> int:
+    return sc.open_source(tmp_path / "t.zarr").block_rows
+
+
+class SlicedOnly:
+    """An array-like (an h5py.Dataset, say) that must never be converted whole."""
+
+    def __init__(self, data):
+        self.data, self.shape, self.dtype, self.slices = data, data.shape, data.dtype, []
+
+    def __getitem__(self, key):
+        self.slices.append(key)
+        return self.data[key]
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("converted whole")
+
+
+def test_a_large_array_like_is_read_by_slices_never_converted():
+    big = np.random.default_rng(1).normal(size=(300_000, 8)).astype(np.float32)  # 9.6 MB
+    lazy = SlicedOnly(big)
+    src = sc.open_source(lazy)
+    assert isinstance(src, sc.LazyArraySource) and src.in_memory
+    params = dict(n_clusters=4, n_init=2, batch_size=4096, random_state=0, progress=False)
+    km = sc.StreamingKMeans(**params).fit(lazy)
+    assert lazy.slices and all(isinstance(k, slice) for k in lazy.slices)
+    assert max(k.stop - k.start for k in lazy.slices) <= src.block_rows
+    ref = sc.StreamingKMeans(**params).fit(sc.open_source(big, block_rows=src.block_rows))
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert km.predict(lazy).shape == (300_000,)
+    # Small array-likes are converted, as scikit-learn does.
+    assert isinstance(sc.open_source(big[:100].tolist()), sc.ArraySource)
+
+
+RSS_SCRIPT = """
+import sys, threading, time
+import numpy as np, psutil, zarr
+import streamclust as sc
+
+params = dict(n_clusters=8, n_init=3, batch_size=4096, random_state=0, progress=False)
+sc.StreamingKMeans(**params).fit(np.random.default_rng(0).random((20_000, 32), np.float32))
+arr = zarr.open_array(sys.argv[1], mode="r")
+proc = psutil.Process()
+base = peak = proc.memory_info().rss
+done = threading.Event()
+
+def watch():
+    global peak
+    while not done.wait(0.005):
+        peak = max(peak, proc.memory_info().rss)
+
+thread = threading.Thread(target=watch)
+thread.start()
+km = sc.StreamingKMeans(**params).fit(arr)
+done.set()
+thread.join()
+print(arr.nbytes / 2**20, (peak - base) / 2**20, km.inertia_)
+"""
+
+
+@pytest.mark.slow
+def test_fitting_a_1_gib_zarr_array_object_keeps_memory_flat(tmp_path):
+    """RSS grows by less than 150 MiB while a 1 GiB ``zarr.Array`` object is fitted."""
+    import subprocess
+    import sys
+
+    from streamclust.datasets import write_blobs_zarr
+
+    write_blobs_zarr(tmp_path / "big.zarr", 2**23, n_centers=16, n_features=32, seed=1)
+    done = subprocess.run(
+        [sys.executable, "-c", RSS_SCRIPT, str(tmp_path / "big.zarr")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    data_mib, growth_mib, inertia = (float(v) for v in done.stdout.split())
+    assert data_mib == 1024 and np.isfinite(inertia)
+    assert growth_mib < 150, growth_mib
