@@ -344,19 +344,22 @@ def _assigned_chunks(
 
 def block_labels_inertia(
     block: np.ndarray, start: int, centers: np.ndarray, want_labels: bool
-) -> tuple[np.ndarray | None, np.ndarray]:
-    """Task: labels (b, g) and exact float64 inertia (g,) of each candidate on one block."""
-    g, _, d = centers.shape
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Task: labels (b, g), exact float64 inertia (g,) and the rows nearest to each
+    center (g, k) of each candidate on one block."""
+    g, k, d = centers.shape
     inertia = np.zeros(g, np.float64)
+    sizes = np.zeros((g, k), np.int64)
     out = np.empty((block.shape[0], g), np.int32) if want_labels else None
     centers64 = centers.astype(np.float64)
     buf = np.empty((min(ASSIGN_CHUNK_ROWS, block.shape[0]), d), np.float64)
     for lo, X, labels in _assigned_chunks(block, centers):
         for c in range(g):
             inertia[c] += exact_sq_distances(X, centers64[c], labels[:, c], buf).sum()
+            sizes[c] += np.bincount(labels[:, c], minlength=k)
         if out is not None:
             out[lo : lo + len(X)] = labels
-    return out, inertia
+    return out, inertia, sizes
 
 
 def block_lloyd_stats(

@@ -317,11 +317,12 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.init_scores_ = state.window_scores()
 
         in_memory = isinstance(source, ArraySource)
-        labels = None
+        exact: tuple[np.ndarray | None, np.ndarray, np.ndarray] | None = None
         if self.selection == "full":
-            labels, inertias = self._labels_inertia(source, runner, state.centers, in_memory)
+            labels, inertias, sizes = self._labels_inertia(source, runner, state.centers, in_memory)
             self.init_inertias_ = inertias
             best = int(np.argmin(inertias))
+            exact = (None if labels is None else labels[:, best], inertias[best], sizes[best])
         else:
             best = int(np.argmin(self.init_scores_))
         self.best_init_ = best
@@ -329,20 +330,27 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if self.refine:
             centers_best = self._lloyd(source, runner, centers_best)
             state.centers[best] = centers_best
-            labels = None
-        if labels is None:
-            labels, inertia = self._labels_inertia(source, runner, centers_best[None], in_memory)
-            inertia_best = float(inertia[0])
-            labels = None if labels is None else labels[:, 0]
-        else:
-            inertia_best = float(self.init_inertias_[best])
-            labels = labels[:, best]
+            exact = None
+        if exact is None:  # one pass for the chosen centers (the full selection had it)
+            labels, inertia, sizes = self._labels_inertia(
+                source, runner, centers_best[None], in_memory
+            )
+            exact = (None if labels is None else labels[:, 0], inertia[0], sizes[0])
+        labels, inertia_best, sizes_best = exact
         self.cluster_centers_ = centers_best
-        self.inertia_ = inertia_best
+        self.inertia_ = float(inertia_best)
         if in_memory:
             self.labels_ = labels
         elif hasattr(self, "labels_"):
             del self.labels_
+        distinct = int(np.count_nonzero(sizes_best))
+        if distinct < self.n_clusters:
+            warnings.warn(
+                f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
+                f"({self.n_clusters}). Possibly due to duplicate points in X.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         return self
 
     def _lockstep_fit(self, source: Source, runner: runtime.Runner, n_init: int) -> K.Chain:
@@ -376,12 +384,14 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _labels_inertia(
         self, source: Source, runner: runtime.Runner, centers: np.ndarray, want_labels: bool
-    ) -> tuple[np.ndarray | None, np.ndarray]:
-        """Exact float64 inertia of each candidate (one pass), and labels when asked."""
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """Exact float64 inertia of each candidate (one pass), the rows nearest to each
+        of its centers, and labels when asked."""
         inertia = np.zeros(centers.shape[0], np.float64)
+        sizes = np.zeros(centers.shape[:2], np.int64)
         labels = []
         with runtime.progress_bar(source.n_rows, "inertia", self.progress) as bar:
-            for lab, part in runtime.map_blocks(
+            for lab, part, part_sizes in runtime.map_blocks(
                 K.block_labels_inertia,
                 source,
                 centers,
@@ -390,9 +400,10 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 progress=bar.update,
             ):
                 inertia += part
+                sizes += part_sizes
                 if want_labels:
                     labels.append(lab)
-        return (np.concatenate(labels) if want_labels else None), inertia
+        return (np.concatenate(labels) if want_labels else None), inertia, sizes
 
     def _lloyd(self, source: Source, runner: runtime.Runner, centers: np.ndarray) -> np.ndarray:
         for it in range(self.refine):
@@ -464,7 +475,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 del self.labels_
         else:
             block = source.read(0, source.n_rows)
-            labels, inertia = K.block_labels_inertia(block, 0, self.cluster_centers_[None], True)
+            labels, inertia, _ = K.block_labels_inertia(block, 0, self.cluster_centers_[None], True)
             assert labels is not None
             self.labels_ = labels[:, 0]
             self.inertia_ = float(inertia[0])
@@ -513,7 +524,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         source = as_source(self, X, reset=False)
         centers = self.cluster_centers_.astype(source.compute_dtype)[None]
         runner = runtime.resolve_runner(self.client, source)
-        _, inertia = self._labels_inertia(source, runner, centers, False)
+        _, inertia, _ = self._labels_inertia(source, runner, centers, False)
         return -float(inertia[0])
 
     # ------------------------------------------------------------------ persistence

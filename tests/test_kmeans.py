@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import tracemalloc
 
 import numpy as np
@@ -310,3 +311,45 @@ def test_same_random_state_same_model_different_state_different(chapter_X):
     )
     np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
     assert not np.array_equal(a.cluster_centers_, c.cluster_centers_)
+
+
+def test_fewer_distinct_points_than_clusters_warns_as_scikit_learn_does(tmp_path):
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    X = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]), 10, axis=0)
+    with pytest.warns(ConvergenceWarning) as theirs:
+        KMeans(n_clusters=5, n_init=1, random_state=0).fit(X)
+    for data in (X, sc.write_zarr(X, tmp_path / "x.zarr")):
+        with pytest.warns(ConvergenceWarning) as ours:
+            km = sc.StreamingKMeans(n_clusters=5, random_state=0, progress=False).fit(data)
+        assert [str(w.message) for w in ours] == [str(w.message) for w in theirs]
+        assert len(np.unique(km.predict(X))) == 3
+
+
+class CountingNpy(sc.NpySource):
+    """A .npy source that counts how often each of its rows is read."""
+
+    def __init__(self, path, block_rows):
+        super().__init__(path, block_rows=block_rows)
+        self.reads = np.zeros(self.n_rows, np.int64)
+        self.lock = threading.Lock()
+
+    def _read(self, start, stop):
+        with self.lock:
+            self.reads[start:stop] += 1
+        return super()._read(start, stop)
+
+
+@pytest.mark.parametrize("selection", ["last_n", "full"])
+def test_a_fit_reads_the_data_twice_whatever_the_selection(blobs_npy, selection):
+    """One pass of steps, one exact pass (every candidate's inertia for "full", which
+    also gives the chosen one's); the initialization sample reads up to 8 blocks more."""
+    src = CountingNpy(blobs_npy, block_rows=1_000)
+    km = sc.StreamingKMeans(
+        8, n_init=4, batch_size=500, selection=selection, random_state=0, progress=False
+    ).fit(src)
+    assert src.reads.min() == 2 and src.reads.max() == 3
+    assert (src.reads == 3).sum() <= 8 * 1_000
+    if selection == "full":
+        assert km.inertia_ == km.init_inertias_[km.best_init_]
