@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import runtime
 from ._validation import as_source, check_finite_block
-from .sources import ArraySource, Source, is_dask_array, write_array
+from .sources import ArraySource, Source, check_output, is_dask_array, write_array
 
 __all__ = ["apply_blocks"]
 
@@ -28,14 +28,18 @@ def apply_blocks(
     out_dtype: Any,
     width: int | None,
     out: Any = None,
+    overwrite: bool = False,
 ) -> Any:
     """``fn(block, start, arg)`` over every row of ``X``, collected.
 
     ``arg_for(source)`` gives the kernel's model argument (e.g. centers in the
     data's compute dtype). ``width`` is the result's number of columns (None
     for one value per row). With ``out`` (a ``.zarr`` or ``.npy`` path) the
-    result is streamed to disk block by block and its path returned.
+    result is streamed to disk block by block and its path returned (an
+    existing ``out`` is replaced only with ``overwrite``).
     """
+    if out is not None:
+        check_output(out, overwrite)
     check_is_fitted(est)
     source = as_source(est, X, reset=False)
     arg = arg_for(source)
@@ -50,21 +54,24 @@ def apply_blocks(
         else:
             kwargs["chunks"] = (arr.chunks[0], (width,))
         lazy = arr.map_blocks(_dask_block, fn, arg, source.compute_dtype, source.name, **kwargs)
-        return _collect(lazy, None, out)
+        return _collect(lazy, None, out, overwrite)
     if isinstance(source, ArraySource) and source.n_rows <= source.block_rows:
-        return _collect(fn(source.read(0, source.n_rows), 0, arg), None, out)
+        return _collect(fn(source.read(0, source.n_rows), 0, arg), None, out, overwrite)
     # Larger arrays: blocks in parallel (views of the array, nothing is copied on threads).
     runner = runtime.resolve_runner(est.client, source)
-    return _collect(runtime.map_blocks(fn, source, arg, runner=runner), source, out)
+    return _collect(runtime.map_blocks(fn, source, arg, runner=runner), source, out, overwrite)
 
 
-def _dask_block(block: np.ndarray, fn: Any, arg: Any, dtype: Any, name: str) -> Any:
+def _dask_block(
+    block: np.ndarray, fn: Any, arg: Any, dtype: Any, name: str, block_info: Any = None
+) -> Any:
+    start = 0 if not block_info else int(block_info[0]["array-location"][0][0])
     block = np.asarray(block, dtype=dtype)
-    check_finite_block(block, 0, name)
-    return fn(block, 0, arg)
+    check_finite_block(block, start, name)
+    return fn(block, start, arg)
 
 
-def _collect(result: Any, source: Source | None, out: Any) -> Any:
+def _collect(result: Any, source: Source | None, out: Any, overwrite: bool) -> Any:
     """Return the result, or stream it into ``out`` and return its path.
 
     ``result`` is an ndarray (in-memory input), a lazy dask array (dask input),
@@ -81,5 +88,5 @@ def _collect(result: Any, source: Source | None, out: Any) -> Any:
     else:  # a lazy dask array: compute and write one block at a time
         parts = (np.asarray(b.compute()) for b in result.to_delayed().ravel())
         n_rows = int(result.shape[0])
-    write_array(parts, out, n_rows=n_rows)
+    write_array(parts, out, n_rows=n_rows, overwrite=overwrite)
     return str(out)

@@ -14,7 +14,7 @@ from . import _quantile as Q
 from . import runtime
 from ._validation import as_source, check_float, check_int, check_option, is_out_of_core
 from .exceptions import ParameterError
-from .sources import _AtomicWriter
+from .sources import ArrayWriter
 
 __all__ = ["DensityAnomalyDetector", "QuantileSketch"]
 
@@ -297,12 +297,12 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ scoring
 
-    def score_samples(self, X: Any, out: Any = None) -> Any:
+    def score_samples(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """The model's score of every row (higher is more normal)."""
         check_is_fitted(self, "threshold_")
         if out is None:
             return self.model_.score_samples(X)
-        return self.model_.score_samples(X, out=out)
+        return self.model_.score_samples(X, out=out, overwrite=overwrite)
 
     def decision_function(self, X: Any) -> Any:
         """``score_samples(X) - threshold_``: negative for anomalies."""
@@ -315,12 +315,15 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
             return np.where(dec < 0, -1, 1)
         return (dec >= 0).astype(np.int8) * 2 - 1  # a lazy dask array
 
-    def detect(self, X: Any, out: Any = None, scores_out: Any = None) -> dict[str, Any]:
+    def detect(
+        self, X: Any, out: Any = None, scores_out: Any = None, overwrite: bool = False
+    ) -> dict[str, Any]:
         """Score and flag every row of ``X`` in one pass.
 
         Flags (int8, -1 anomaly / 1 normal) stream to ``out`` and scores
         (float64) to ``scores_out`` (``.zarr`` or ``.npy`` paths, written
-        atomically; nothing is left behind on error). Returns a summary:
+        atomically; nothing is left behind on error; an existing path is
+        replaced only with ``overwrite``). Returns a summary:
         rows, anomalies, their rate and the threshold.
         """
         check_is_fitted(self, "threshold_")
@@ -328,7 +331,7 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
         kernel, arg = self._kernel()
         runner = runtime.resolve_runner(self.client, source)
         writers = [
-            None if path is None else _AtomicWriter(path, n_rows=source.n_rows)
+            None if path is None else ArrayWriter(path, n_rows=source.n_rows, overwrite=overwrite)
             for path in (out, scores_out)
         ]
         anomalies = 0

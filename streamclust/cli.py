@@ -100,19 +100,25 @@ def _client(
     return get_client(scheduler, security=make_security(tls_ca, tls_cert, tls_key))
 
 
-def _check_new_output(path: str, kind: str) -> None:
-    out = Path(path)
-    if out.exists() and not (kind == "model" and (out / "manifest.json").exists()):
-        raise SourceError(f"{out}: already exists; remove it or choose another --out")
-    if not out.resolve().parent.is_dir():
-        raise SourceError(f"{out.parent}: no such directory for --out")
+def _check_new_output(path: str, overwrite: bool) -> None:
+    """A path to write to: new, or replaced with --overwrite (see ``check_output``)."""
+    from .sources import check_output
+
+    check_output(path, overwrite, "--overwrite")
 
 
-def _check_array_output(path: str, kind: str) -> None:
-    """A new ``.zarr`` or ``.npy`` path for per-row results."""
-    _check_new_output(path, kind)
+def _check_array_output(path: str, overwrite: bool) -> None:
+    """A ``.zarr`` or ``.npy`` path for per-row results."""
     if Path(path).suffix.lower() not in (".zarr", ".npy"):
         raise SourceError(f"{path}: an output of per-row results must end in .zarr or .npy")
+    _check_new_output(path, overwrite)
+
+
+def overwrite_option(fn: Any) -> Any:
+    """--overwrite: replace an output that exists (refused without it)."""
+    return click.option(
+        "--overwrite", is_flag=True, help="Replace the output if it exists (refused without)."
+    )(fn)
 
 
 def _emit(as_json: bool, summary: dict[str, Any], lines: list[str]) -> None:
@@ -248,6 +254,7 @@ def estimator_options(fn: Any) -> Any:
 @click.argument("data")
 @estimator_options
 @click.option("--out", required=True, help="Directory to save the fitted model in.")
+@overwrite_option
 @click.option(
     "--checkpoint",
     default=None,
@@ -260,6 +267,7 @@ def fit(
     data: str,
     model_kind: str,
     out: str,
+    overwrite: bool,
     dtype: str | None,
     shape: str | None,
     component: str | None,
@@ -273,7 +281,11 @@ def fit(
     **params: Any,
 ) -> None:
     """Fit a model on DATA and save it to --out."""
-    _check_new_output(out, "model")
+    from .persistence import check_model_output
+
+    check_model_output(out, overwrite)
+    if not Path(out).resolve().parent.is_dir():
+        raise SourceError(f"{Path(out).parent}: no such directory for --out")
     model = _estimator(model_kind, params, None, progress)
     source = _open(data, dtype, shape, component, header)
     model.set_params(client=_client(scheduler, tls_ca, tls_cert, tls_key))
@@ -281,7 +293,7 @@ def fit(
     model.fit(source)
     seconds = time.perf_counter() - t0
     model.set_params(client=None, checkpoint=None)
-    model.save(out)
+    model.save(out, overwrite=overwrite)
     summary = {
         "model": model_kind,
         "data": data,
@@ -333,12 +345,14 @@ def _load(model_dir: str) -> Any:
 @click.argument("data")
 @click.option("--model-dir", required=True, help="Directory of a saved model.")
 @click.option("--out", required=True, help="Where labels go: a .zarr store or .npy file.")
+@overwrite_option
 @data_options
 @run_options
 def predict(
     data: str,
     model_dir: str,
     out: str,
+    overwrite: bool,
     dtype: str | None,
     shape: str | None,
     component: str | None,
@@ -352,12 +366,12 @@ def predict(
 ) -> None:
     """Write the label of every row of DATA to --out (nearest center, or most likely
     mixture component)."""
-    _check_array_output(out, "labels")
+    _check_array_output(out, overwrite)
     model = _load(model_dir)
     source = _open(data, dtype, shape, component, header)
     model.set_params(client=_client(scheduler, tls_ca, tls_cert, tls_key), progress=progress)
     t0 = time.perf_counter()
-    model.predict(source, out=out)
+    model.predict(source, out=out, overwrite=overwrite)
     seconds = time.perf_counter() - t0
     summary = {"data": data, "rows": source.n_rows, "out": out, "seconds": seconds}
     _emit(as_json, summary, [f"wrote {source.n_rows} labels to {out} in {seconds:.2f} s"])
@@ -371,12 +385,14 @@ def predict(
     default=None,
     help="gmm: also write every row's log-density to this .zarr store or .npy file.",
 )
+@overwrite_option
 @data_options
 @run_options
 def score(
     data: str,
     model_dir: str,
     out: str | None,
+    overwrite: bool,
     dtype: str | None,
     shape: str | None,
     component: str | None,
@@ -393,7 +409,7 @@ def score(
     from .gmm import StreamingGaussianMixture
 
     if out is not None:
-        _check_array_output(out, "scores")
+        _check_array_output(out, overwrite)
     model = _load(model_dir)
     gmm = isinstance(model, StreamingGaussianMixture)
     if out is not None and not gmm:
@@ -412,7 +428,7 @@ def score(
     if out is None:
         total, n = model._total_log_lik(source)
     else:
-        model.score_samples(source, out=out)
+        model.score_samples(source, out=out, overwrite=overwrite)
         total, n = _sum_written(out)
     value, bic, aic = total / n, model._bic(total, n), model._aic(total)
     summary = {"data": data, "rows": n, "score": value, "bic": bic, "aic": aic, "out": out}
@@ -435,6 +451,7 @@ def score(
 )
 @click.option("--out", default=None, help="Flags (-1 anomaly / 1 normal): a .zarr or .npy path.")
 @click.option("--scores-out", default=None, help="Scores: a .zarr or .npy path.")
+@overwrite_option
 @data_options
 @run_options
 def detect(
@@ -444,6 +461,7 @@ def detect(
     method: str,
     out: str | None,
     scores_out: str | None,
+    overwrite: bool,
     dtype: str | None,
     shape: str | None,
     component: str | None,
@@ -460,7 +478,7 @@ def detect(
 
     for path in (out, scores_out):
         if path is not None:
-            _check_array_output(path, "flags")
+            _check_array_output(path, overwrite)
     model = _load(model_dir)
     source = _open(data, dtype, shape, component, header)
     client = _client(scheduler, tls_ca, tls_cert, tls_key)
@@ -470,7 +488,7 @@ def detect(
     )
     t0 = time.perf_counter()
     det.fit(source)
-    summary = det.detect(source, out=out, scores_out=scores_out)
+    summary = det.detect(source, out=out, scores_out=scores_out, overwrite=overwrite)
     summary |= {"data": data, "passes": det.n_passes_ + 1, "seconds": time.perf_counter() - t0}
     lines = [
         f"threshold {det.threshold_:.10g} ({percentile:g}th percentile, {method}): "
@@ -571,12 +589,15 @@ def stream(
     )
     t0 = time.perf_counter()
     seen = {"batches": 0, "rows": 0, "rejected": 0, "last": 0.0}
+    last_reject: list[str] = []
     tty = sys.stderr.isatty()
 
     def report(result: Any, job: Any) -> None:
         seen["batches"] += 1
         seen["rows"] += result.rows
         seen["rejected"] += result.rejected is not None
+        if result.rejected is not None:
+            last_reject[:] = [result.rejected]
         now = time.perf_counter()
         if not progress or now - seen["last"] < 1.0:
             return
@@ -607,9 +628,13 @@ def stream(
         "seconds": seconds,
         "rows_per_s": seen["rows"] / seconds if seconds else 0.0,
     }
+    rejected = f"{summary['rejected']} rejected"
+    if last_reject:
+        where = os.path.join(state, "rejected", "")
+        rejected += f" (reasons in {where}; the last: {last_reject[0]})"
     lines = [
         f"applied {summary['batches']} batches ({seen['rows']} rows) in {seconds:.2f} s, "
-        f"{summary['rejected']} rejected; {len(ledger.batches)} batches in {state}"
+        f"{rejected}; {len(ledger.batches)} batches in {state}"
     ]
     if ledger.threshold is not None:
         lines.append(f"threshold {ledger.threshold:.6g}, {ledger.anomalies} anomalies so far")
@@ -626,6 +651,10 @@ def _parse_ks(value: str) -> list[int]:
             ks = [int(v) for v in value.split(",")]
     except ValueError as exc:
         raise ParameterError(f"--k {value!r} must be LO..HI or a list like 2,4,8") from exc
+    if ".." in value and lo > hi:
+        raise ParameterError(
+            f"--k {value!r} counts down; pass LO..HI with LO <= HI, e.g. {hi}..{lo}"
+        )
     if not ks or min(ks) < 1:
         raise ParameterError(f"--k {value!r} must name values >= 1, e.g. 2..20")
     return ks
@@ -662,6 +691,7 @@ def _parse_ks(value: str) -> list[int]:
 )
 @click.option("--random-state", type=int, default=0, show_default=True)
 @click.option("--plot", "plot_path", default=None, help="Save the curves as this PNG file.")
+@overwrite_option
 @data_options
 @run_options
 def select(
@@ -677,6 +707,7 @@ def select(
     silhouette_sample: int,
     random_state: int,
     plot_path: str | None,
+    overwrite: bool,
     dtype: str | None,
     shape: str | None,
     component: str | None,
@@ -692,10 +723,18 @@ def select(
     from .selection import sweep_gmm, sweep_kmeans
 
     ks = _parse_ks(k_values)
+    if model_kind == "kmeans" and min(ks) < 2 and (criterion or "silhouette") == "silhouette":
+        raise ParameterError(
+            f"--k {k_values!r} includes k={min(ks)}, where the silhouette is undefined (one "
+            f"cluster); pass --k 2..{max(max(ks), 2)}, or --criterion elbow to start at 1"
+        )
     if plot_path is not None:
-        _check_new_output(plot_path, "plot")
         if not plot_path.lower().endswith(".png"):
             raise SourceError(f"{plot_path}: --plot must end in .png")
+        _check_new_output(plot_path, overwrite)
+        from .plotting import require_matplotlib
+
+        require_matplotlib()  # before any computing
     source = _open(data, dtype, shape, component, header)
     client = _client(scheduler, tls_ca, tls_cert, tls_key)
     common: dict[str, Any] = {"random_state": random_state, "client": client}
@@ -716,8 +755,12 @@ def select(
         )
         best: dict[str, Any] = {"k": res.best_k, "knee_k": res.knee_k}
         lines = ["k  inertia  silhouette (+- 1.96 se)"] + [
-            f"{r['k']:<3d}{r['inertia']:.6g}  {r['silhouette']:.4f} "
-            f"(+- {1.96 * r['silhouette_se']:.4f})"
+            f"{r['k']:<3d}{r['inertia']:.6g}  "
+            + (
+                f"{r['silhouette']:.4f} (+- {1.96 * r['silhouette_se']:.4f})"
+                if np.isfinite(r["silhouette"])
+                else "- (undefined)"
+            )
             for r in res.table()
         ]
         lines.append(f"best k={res.best_k} ({res.criterion}); elbow at k={res.knee_k}")
@@ -733,7 +776,7 @@ def select(
         lines.append(f"best: k={k_best}, covariance {ct_best} ({res.criterion})")
     seconds = time.perf_counter() - t0
     if plot_path is not None:
-        res.plot().savefig(plot_path, dpi=100)
+        _save_figure(res.plot(), plot_path)
         lines.append(f"saved {plot_path}")
     summary = {
         "model": model_kind,
@@ -746,6 +789,17 @@ def select(
         "plot": plot_path,
     }
     _emit(as_json, summary, lines)
+
+
+def _save_figure(fig: Any, path: str) -> None:
+    """``fig`` as a PNG at ``path``, written under a temporary name and renamed."""
+    out = Path(path)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _sum_written(path: str) -> tuple[float, int]:
@@ -768,9 +822,16 @@ def _sum_written(path: str) -> tuple[float, int]:
 @click.option(
     "--dtype", default=None, help="Output dtype (default: float32 stays, others float64)."
 )
+@overwrite_option
 @click.option("--json", "as_json", is_flag=True)
 def convert(
-    src: str, dst: str, block_rows: int | None, header: bool, dtype: str | None, as_json: bool
+    src: str,
+    dst: str,
+    block_rows: int | None,
+    header: bool,
+    dtype: str | None,
+    overwrite: bool,
+    as_json: bool,
 ) -> None:
     """Convert SRC (.npy, .csv, a batch directory, a Zarr store) to the Zarr store DST."""
     from .sources import iter_csv_blocks, open_source, write_zarr
@@ -779,7 +840,7 @@ def convert(
         raise ParameterError(f"--block-rows {block_rows} must be >= 1")
     if not dst.endswith(".zarr"):
         raise SourceError(f"{dst}: the output store's name must end in .zarr")
-    _check_new_output(dst, "zarr")
+    _check_new_output(dst, overwrite)
     if dtype is not None:
         try:
             np.dtype(dtype)
@@ -792,7 +853,7 @@ def convert(
         data: Any = iter_csv_blocks(src, block_rows or 65536, header=header)
     else:
         data = open_source(src, header=header)
-    out = write_zarr(data, dst, block_rows=block_rows, dtype=dtype)
+    out = write_zarr(data, dst, block_rows=block_rows, dtype=dtype, overwrite=overwrite)
     seconds = time.perf_counter() - t0
     summary = {
         "src": src,

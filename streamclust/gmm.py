@@ -398,24 +398,28 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
     def _params_for(self, source: Source) -> G.Params:
         return self._params
 
-    def score_samples(self, X: Any, out: Any = None) -> Any:
+    def score_samples(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """Log-density ``log p(x)`` of every row (lazy for dask input; ``out`` streams)."""
-        return apply_blocks(self, X, G.block_score, self._params_for, np.float64, None, out)
+        return apply_blocks(
+            self, X, G.block_score, self._params_for, np.float64, None, out, overwrite
+        )
 
     def _score_kernel(self) -> tuple[Any, Any]:
         """The per-block task of :meth:`score_samples` and its model argument."""
         check_is_fitted(self, "_params")
         return G.block_score, self._params
 
-    def predict_proba(self, X: Any, out: Any = None) -> Any:
+    def predict_proba(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """Responsibilities, shape (n_samples, n_components)."""
         return apply_blocks(
-            self, X, G.block_proba, self._params_for, np.float64, self.n_components, out
+            self, X, G.block_proba, self._params_for, np.float64, self.n_components, out, overwrite
         )
 
-    def predict(self, X: Any, out: Any = None) -> Any:
+    def predict(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """Most likely component of every row."""
-        return apply_blocks(self, X, G.block_predict, self._params_for, np.int32, None, out)
+        return apply_blocks(
+            self, X, G.block_predict, self._params_for, np.int32, None, out, overwrite
+        )
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
         return self.fit(X).predict(X)
@@ -459,11 +463,12 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, path: Any) -> None:
-        """Save to directory ``path`` (arrays in ``.npz`` + JSON manifest, atomically)."""
+    def save(self, path: Any, overwrite: bool = False) -> None:
+        """Save to directory ``path`` (arrays in ``.npz`` + JSON manifest, atomically);
+        a model saved there before is replaced only with ``overwrite=True``."""
         from .persistence import save_model
 
-        save_model(self, path)
+        save_model(self, path, overwrite=overwrite)
 
     def _to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         check_is_fitted(self, "_params")

@@ -486,26 +486,29 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def _centers_for(self, source: Source) -> np.ndarray:
         return self.cluster_centers_.astype(source.compute_dtype)
 
-    def predict(self, X: Any, out: Any = None) -> Any:
+    def predict(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """Index of the nearest center for every row.
 
         Returns an ndarray for in-memory input and for Sources/paths (or writes
         to ``out``, a ``.zarr`` or ``.npy`` path, and returns the written
-        Source's path), and a lazy dask array for dask input.
+        Source's path; an existing ``out`` is replaced only with
+        ``overwrite=True``), and a lazy dask array for dask input.
         """
-        return apply_blocks(self, X, K.block_predict, self._centers_for, np.int32, None, out)
-
-    def transform(self, X: Any, out: Any = None) -> Any:
-        """Euclidean distance of every row to every center, shape (n_samples, n_clusters)."""
         return apply_blocks(
-            self, X, K.block_transform, self._centers_for, None, self.n_clusters, out
+            self, X, K.block_predict, self._centers_for, np.int32, None, out, overwrite
         )
 
-    def score_samples(self, X: Any, out: Any = None) -> Any:
+    def transform(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
+        """Euclidean distance of every row to every center, shape (n_samples, n_clusters)."""
+        return apply_blocks(
+            self, X, K.block_transform, self._centers_for, None, self.n_clusters, out, overwrite
+        )
+
+    def score_samples(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """Minus the squared distance of every row to its nearest center (float64):
         higher is more typical, as a density. Used by :class:`DensityAnomalyDetector`."""
         return apply_blocks(
-            self, X, K.block_score_samples, self._centers_for, np.float64, None, out
+            self, X, K.block_score_samples, self._centers_for, np.float64, None, out, overwrite
         )
 
     def _score_kernel(self) -> tuple[Any, Any]:
@@ -529,11 +532,12 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, path: Any) -> None:
-        """Save to directory ``path`` (arrays in ``.npz`` + JSON manifest, atomically)."""
+    def save(self, path: Any, overwrite: bool = False) -> None:
+        """Save to directory ``path`` (arrays in ``.npz`` + JSON manifest, atomically);
+        a model saved there before is replaced only with ``overwrite=True``."""
         from .persistence import save_model
 
-        save_model(self, path)
+        save_model(self, path, overwrite=overwrite)
 
     def _to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Scalars (JSON) and arrays (npz) that fully describe the fitted model."""

@@ -32,6 +32,7 @@ from .exceptions import ModelFileError, ParameterError
 
 __all__ = [
     "FitCheckpoint",
+    "check_model_output",
     "fit_fingerprint",
     "load",
     "load_checkpoint",
@@ -93,7 +94,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] 
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         meta = json.loads(str(arrays.pop("__meta__")))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError) as exc:
         raise ModelFileError(
             f"{path}: unreadable checkpoint ({exc}); remove it to start the fit over"
         ) from exc
@@ -179,8 +180,24 @@ def _json_param(name: str, value: Any, arrays: dict[str, np.ndarray]) -> Any:
     return None
 
 
-def save_model(model: Any, path: str | os.PathLike) -> Path:
-    """Write ``model`` to directory ``path`` atomically (replacing an older save)."""
+def check_model_output(path: str | os.PathLike, overwrite: bool) -> None:
+    """``path`` can take a new saved model: new, an empty directory, or (with
+    ``overwrite``) a saved model; a directory holding anything else never can."""
+    path = Path(path)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return
+    if not (path / _MANIFEST).is_file():
+        raise ModelFileError(f"{path}: exists and is not a saved model; choose a new directory")
+    if not overwrite:
+        raise ModelFileError(
+            f"{path}: a model is already saved here; pass overwrite=True (--overwrite) to "
+            "replace it, or choose another directory"
+        )
+
+
+def save_model(model: Any, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``model`` to directory ``path`` atomically; an older save there is replaced
+    only with ``overwrite``, and a directory that holds something else never is."""
     from . import __version__
 
     path = Path(path)
@@ -188,10 +205,7 @@ def save_model(model: Any, path: str | os.PathLike) -> Path:
         raise ModelFileError(f"{type(model).__name__} cannot be saved by streamclust")
     scalars, arrays = model._to_state()
     params = {k: _json_param(k, v, arrays) for k, v in model.get_params(deep=False).items()}
-    if path.exists() and not (path / _MANIFEST).exists():
-        raise ModelFileError(
-            f"{path}: exists and is not a saved model; choose an empty or new directory"
-        )
+    check_model_output(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -277,7 +291,7 @@ def load(path: str | os.PathLike, expected: type | None = None) -> Any:
     try:
         with np.load(arrays_path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise ModelFileError(f"{arrays_path}: unreadable ({exc})") from exc
     if sorted(arrays) != sorted(info.get("names", [])):
         raise ModelFileError(f"{arrays_path}: holds other arrays than the manifest lists")

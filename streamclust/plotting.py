@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import ParameterError
+from .exceptions import DependencyError, ParameterError
 
 __all__ = [
     "plot_anomaly_histogram",
@@ -20,14 +20,24 @@ __all__ = [
     "plot_gmm_sweep",
     "plot_kmeans_sweep",
     "plot_silhouette_diagram",
+    "require_matplotlib",
 ]
 
 
-def _figure(ncols: int = 1, width: float = 5.0, height: float = 4.0) -> tuple[Any, Any]:
+def require_matplotlib() -> Any:
+    """matplotlib's ``Figure`` class, or a one-line :class:`DependencyError` saying how to
+    install it (called before any work whose result is a figure)."""
     try:
         from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("plotting needs matplotlib: pip install 'streamclust[plot]'") from exc
+    except ImportError as exc:
+        raise DependencyError(
+            f"plotting needs matplotlib ({exc}): pip install 'streamclust[plot]'"
+        ) from exc
+    return Figure
+
+
+def _figure(ncols: int = 1, width: float = 5.0, height: float = 4.0) -> tuple[Any, Any]:
+    Figure = require_matplotlib()
     fig = Figure(figsize=(width * ncols, height), layout="constrained")
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     return fig, axes

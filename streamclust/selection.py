@@ -82,11 +82,16 @@ class KMeansSweep:
         return plot_kmeans_sweep(self)
 
 
-def _check_ks(k: Any) -> list[int]:
-    """The distinct values of ``k``, sorted; each must be an integer >= 1."""
+def _check_ks(k: Any, low: int = 1) -> list[int]:
+    """The distinct values of ``k``, sorted; each must be an integer >= ``low``."""
     ks = sorted({int(v) for v in np.atleast_1d(np.asarray(list(k)))})
     if not ks or ks[0] < 1:
         raise ParameterError(f"k={list(k)!r} must hold integers >= 1; pass e.g. range(2, 11)")
+    if ks[0] < low:
+        raise ParameterError(
+            f"k={list(k)!r} includes k={ks[0]}, where the silhouette is undefined (one "
+            "cluster); start at 2, or pass criterion='elbow' to start at 1"
+        )
     return ks
 
 
@@ -164,12 +169,13 @@ def sweep_kmeans(
     sample of ``silhouette_sample`` rows (the whole data when it is smaller, and
     then equal to ``sklearn.metrics.silhouette_score`` up to summation order),
     with the standard error of its mean. ``criterion``: ``"silhouette"``
-    (highest) or ``"elbow"`` (the knee of the inertia curve) picks ``best_k``.
+    (highest; every k must be >= 2) or ``"elbow"`` (the knee of the inertia
+    curve; k may start at 1, whose silhouette is NaN) picks ``best_k``.
     """
     from .kmeans import StreamingKMeans, _lockstep_fit_many
 
-    ks = _check_ks(k)
     check_option("criterion", criterion, ("silhouette", "elbow"))
+    ks = _check_ks(k, low=2 if criterion == "silhouette" else 1)
     check_int("silhouette_sample", silhouette_sample, low=2)
     models = [
         StreamingKMeans(

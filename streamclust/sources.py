@@ -281,7 +281,7 @@ class NpySource(Source):
                 handle = np.load(self.path, mmap_mode="r", allow_pickle=False)
             except FileNotFoundError as exc:
                 raise SourceError(f"{self.path}: no such file; check the path") from exc
-            except (ValueError, OSError) as exc:
+            except (ValueError, OSError, EOFError) as exc:
                 raise SourceError(
                     f"{self.path}: not a readable .npy array ({exc}); "
                     "write it with numpy.save from a numeric array"
@@ -640,7 +640,7 @@ def _batch_file_shape(path: str, header: bool) -> tuple[int, int, np.dtype]:
             mapped: Any = np.load(path, mmap_mode="r", allow_pickle=False)
             shape, dtype = mapped.shape, mapped.dtype
             del mapped
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             raise SourceError(f"{path}: not a readable .npy file ({exc})") from exc
         if len(shape) != 2:
             raise DataError(f"{path}: holds a {len(shape)}-D array; batch files must be 2-D")
@@ -664,7 +664,7 @@ def read_batch_file(path: str, header: bool = False) -> np.ndarray:
         raise SourceError(f"{path}: no such file; check the path") from exc
     except (SourceError, DataError):
         raise
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise SourceError(f"{path}: cannot be read ({exc})") from exc
     if data.ndim == 1 and path.endswith(".csv"):
         data = data.reshape(-1, 1) if data.size else data.reshape(0, 0)
@@ -857,11 +857,32 @@ def _is_zarr(path: Path) -> bool:
     return any((path / marker).exists() for marker in ("zarr.json", ".zarray", ".zgroup"))
 
 
-class _AtomicWriter:
+def check_output(path: str | os.PathLike, overwrite: bool, flag: str = "overwrite=True") -> Path:
+    """``path`` as a place to write new output: refused when it exists, unless
+    ``overwrite`` is set and it holds what a writer of ours would replace (a file or a
+    Zarr store; never another directory); its folder must exist."""
+    out = Path(path)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise SourceError(
+                f"{out}: already exists; pass {flag} to replace it, or choose another path"
+            )
+        if out.is_dir() and not _is_zarr(out):
+            raise SourceError(
+                f"{out}: is a directory that is not a Zarr store; it is not replaced even with "
+                f"{flag}: choose another path"
+            )
+    if not out.resolve().parent.is_dir():
+        raise SourceError(f"{out.parent}: no such directory for the output")
+    return out
+
+
+class ArrayWriter:
     """Streams blocks of rows into a new ``.zarr`` store or ``.npy`` file, then renames it.
 
     Everything is written under a temporary name next to ``path`` and moved
-    into place by :meth:`commit`; :meth:`abort` removes it. A Zarr store gets
+    into place by :meth:`commit` (replacing ``path`` only with ``overwrite``);
+    :meth:`abort` removes it. A Zarr store gets
     a zstd + crc32c codec chain, the fill value ``fill`` (NaN for floats, so a
     missing chunk cannot pass for data) and a ``committed_rows`` attribute
     advanced after every block.
@@ -881,12 +902,7 @@ class _AtomicWriter:
         suffix = self.path.suffix.lower()
         if suffix not in (".zarr", ".npy"):
             raise SourceError(f"{self.path}: output must end in .zarr or .npy")
-        if self.path.exists() and not overwrite:
-            raise SourceError(
-                f"{self.path}: already exists; remove it or choose another output path"
-            )
-        if not self.path.parent.is_dir():
-            raise SourceError(f"{self.path.parent}: no such directory for the output")
+        check_output(self.path, overwrite)
         self.zarr = suffix == ".zarr"
         self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
         self.chunk_rows = chunk_rows
@@ -948,12 +964,16 @@ class _AtomicWriter:
             self.arr.flush()
             del self.arr
             self.arr = True
-        if self.path.exists():
-            if self.path.is_dir():
-                shutil.rmtree(self.path)
-            else:
-                self.path.unlink()
+        old = None
+        if self.path.exists():  # moved aside, so that a crash leaves the old or the new
+            old = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(self.path, old)
         os.replace(self.tmp, self.path)
+        if old is not None:
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
         return self.path
 
     def abort(self) -> None:
@@ -975,7 +995,7 @@ def write_array(
     """Write an array, or an iterable of row blocks, to a new ``.zarr`` or ``.npy``, atomically."""
     if isinstance(data, np.ndarray):
         n_rows, data = len(data), [data]
-    writer = _AtomicWriter(
+    writer = ArrayWriter(
         path, chunk_rows=chunk_rows, n_rows=n_rows, overwrite=overwrite, attributes=attributes
     )
     try:
@@ -1024,7 +1044,7 @@ def write_zarr(
         dtype = dtype or src.compute_dtype
     else:
         blocks = data
-    writer = _AtomicWriter(
+    writer = ArrayWriter(
         path,
         chunk_rows=block_rows,
         compression_level=compression_level,

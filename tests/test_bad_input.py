@@ -221,7 +221,7 @@ CLI_CASES = [
         ["fit", "{d}/x.npy", "--k", "3", "--scheduler", "tcp://127.0.0.1:1", "--out", "{d}/m"],
         "cannot reach the Dask scheduler",
     ),
-    (["fit", "{d}/x.npy", "--k", "3", "--out", "{d}/x.zarr"], "already exists"),
+    (["fit", "{d}/x.npy", "--k", "3", "--out", "{d}/x.zarr"], "exists and is not a saved model"),
     (
         [
             "fit",
@@ -305,6 +305,63 @@ CLI_CASES = [
         "must end in .zarr or .npy",
     ),
     (["nosuchcommand"], "No such command"),
+    # Bad input on the default (threads) path, and where it runs.
+    (["fit", "{d}/empty.npy", "--k", "3", "--out", "{d}/m"], "empty.npy: not a readable .npy"),
+    (["fit", "{d}/zero.npy", "--k", "3", "--out", "{d}/m"], "zero.npy: has 0 rows"),
+    (
+        ["fit", "{d}/nan.npy", "--k", "3", "--out", "{d}/m"],
+        "nan.npy contains NaN: row index 1234, column index 3 is nan",
+    ),
+    (
+        ["fit", "{d}/inf.npy", "--k", "3", "--out", "{d}/m"],
+        "inf.npy contains infinity: row index 7, column index 0 is inf",
+    ),
+    (
+        ["predict", "{d}/nan.npy", "--model-dir", "{d}/model", "--out", "{d}/l2.npy"],
+        "contains NaN: row index 1234",
+    ),
+    (
+        ["detect", "{d}/inf.npy", "--model-dir", "{d}/model"],
+        "contains infinity: row index 7",
+    ),
+    (
+        ["fit", "{d}/x.npy", "--k", "3", "--scheduler", "garbage://x", "--out", "{d}/m"],
+        "unknown scheme 'garbage://'",
+    ),
+    (
+        ["fit", "{d}/x.npy", "--k", "3", "--scheduler", "tcp://127.0.0.1:port", "--out", "{d}/m"],
+        "is not HOST:PORT",
+    ),
+    (["select", "{d}/x.npy", "--k", "10..2"], "counts down; pass LO..HI with LO <= HI, e.g. 2..10"),
+    (["select", "{d}/x.npy", "--k", "1..3"], "where the silhouette is undefined"),
+    (["select", "{d}/x.npy", "--k", "1,2", "--criterion", "silhouette"], "pass --k 2..2"),
+    # Outputs that exist are refused without --overwrite, by every command that writes.
+    (["fit", "{d}/x.npy", "--k", "3", "--out", "{d}/model"], "already saved here; pass"),
+    (
+        ["fit", "{d}/x.npy", "--k", "3", "--out", "{d}/x.zarr", "--overwrite"],
+        "exists and is not a saved model",
+    ),
+    (
+        ["predict", "{d}/x.npy", "--model-dir", "{d}/model", "--out", "{d}/labels.npy"],
+        "already exists; pass --overwrite",
+    ),
+    (
+        ["predict", "{d}/x.npy", "--model-dir", "{d}/model", "--out", "{d}", "--overwrite"],
+        "must end in .zarr or .npy",
+    ),
+    (
+        ["detect", "{d}/x.npy", "--model-dir", "{d}/model", "--scores-out", "{d}/labels.npy"],
+        "already exists; pass --overwrite",
+    ),
+    (["convert", "{d}/x.npy", "{d}/x.zarr"], "x.zarr: already exists; pass --overwrite"),
+    (
+        ["convert", "{d}/x.npy", "{d}/plain.zarr", "--overwrite"],
+        "is a directory that is not a Zarr store",
+    ),
+    (["select", "{d}/x.npy", "--k", "2..3", "--plot", "{d}/p.png"], "already exists; pass"),
+    # CSV problems count rows and columns from 0, like NumPy, and say so.
+    (["convert", "{d}/header.csv", "{d}/c.zarr"], "looks like a header row; pass --header"),
+    (["convert", "{d}/ragged.csv", "{d}/c.zarr"], "row index 2 has 2 columns, the rows before"),
 ]
 
 
@@ -315,6 +372,20 @@ def cli_dir(data_dir, blobs32, capsys):
     (data_dir / "raw.bin").write_bytes(b"\0" * 100)
     np.save(data_dir / "narrow.npy", blobs32[:100, :5])
     (data_dir / "ca.pem").write_text("")
+    (data_dir / "empty.npy").write_bytes(b"")
+    np.save(data_dir / "zero.npy", np.zeros((0, 8), np.float32))
+    bad = blobs32[:3000].copy()
+    bad[1234, 3] = np.nan
+    np.save(data_dir / "nan.npy", bad)
+    bad = blobs32[:3000].copy()
+    bad[7, 0] = np.inf
+    np.save(data_dir / "inf.npy", bad)
+    np.save(data_dir / "labels.npy", np.zeros(3, np.int32))
+    (data_dir / "p.png").write_bytes(b"")
+    (data_dir / "plain.zarr").mkdir()
+    (data_dir / "plain.zarr" / "notes.txt").write_text("not a store\n")
+    (data_dir / "header.csv").write_text("a,b,c\n1,2,3\n")
+    (data_dir / "ragged.csv").write_text("1,2,3\n4,5,6\n7,8\n")
     assert (
         main(
             [
@@ -348,3 +419,75 @@ def test_cli_bad_input_is_one_line_exit_2_nothing_written(args, match, cli_dir, 
     assert match in err
     assert "Traceback" not in err
     assert snapshot(cli_dir) == before
+
+
+def test_overwrite_replaces_what_it_is_asked_to(cli_dir, blobs32, capsys):
+    args = ["fit", cli_dir / "x.npy", "--k", "4", "--scheduler", "sync", "--no-progress"]
+    code, _, err = run_cli([*args, "--out", cli_dir / "model", "--overwrite"], capsys)
+    assert code == 0, err
+    assert sc.load(cli_dir / "model").n_clusters == 4
+    out = ["--model-dir", cli_dir / "model", "--out", cli_dir / "labels.npy", "--no-progress"]
+    code, _, err = run_cli(["predict", cli_dir / "x.npy", *out, "--overwrite"], capsys)
+    assert code == 0, err
+    assert np.load(cli_dir / "labels.npy").shape == (3000,)
+    # The Python API refuses the same way.
+    km = sc.load(cli_dir / "model")
+    with pytest.raises(sc.ModelFileError, match="already saved here; pass overwrite=True"):
+        km.save(cli_dir / "model")
+    with pytest.raises(sc.SourceError, match="already exists; pass overwrite=True"):
+        km.predict(blobs32[:10], out=cli_dir / "labels.npy")
+    km.predict(blobs32[:10], out=cli_dir / "labels.npy", overwrite=True)
+    assert np.load(cli_dir / "labels.npy").shape == (10,)
+
+
+def test_select_plot_without_matplotlib_fails_before_computing(cli_dir, capsys, monkeypatch):
+    import sys
+
+    import streamclust.selection
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+
+    def no_computing(*args, **kwargs):
+        raise AssertionError("the sweep ran before the missing matplotlib was reported")
+
+    monkeypatch.setattr(streamclust.selection, "sweep_kmeans", no_computing)
+    before = snapshot(cli_dir)
+    code, _, err = run_cli(["select", cli_dir / "x.npy", "--plot", cli_dir / "new.png"], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "pip install 'streamclust[plot]'" in err
+    assert snapshot(cli_dir) == before
+
+
+def test_errors_inside_worker_processes_are_the_same_one_line(tmp_path, blobs32):
+    """On a cluster of worker processes, a NaN or a corrupt chunk read by a worker
+    reaches the user as the one line it is in-process: no remote traceback, no log."""
+    import subprocess
+    import sys
+
+    bad = blobs32[:3000].copy()
+    bad[1234, 3] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    sc.write_zarr(blobs32[:3000], tmp_path / "c.zarr", block_rows=1000)
+    chunk = tmp_path / "c.zarr" / "c" / "2" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[10] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    cases = [
+        ("nan.npy", "nan.npy contains NaN: row index 1234, column index 3 is nan"),
+        ("c.zarr", r"chunk 2 (rows 2000:3000) cannot be read"),
+    ]
+    command = [sys.executable, "-m", "streamclust", "fit", "--k", "3", "--no-progress"]
+    for data, match in cases:
+        done = subprocess.run(
+            [*command, str(tmp_path / data), "--out", str(tmp_path / "m"), "--scheduler", "local"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "STREAMCLUST_QUIET": "1"},
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("streamclust: error: "), done.stderr
+        assert match in lines[0]
+        assert not (tmp_path / "m").exists()

@@ -77,6 +77,36 @@ def test_stream_once_equals_partial_fit_in_name_order(tmp_path, capsys):
     assert (tmp_path / "in" / "late.npy.tmp").exists()
 
 
+def test_csv_batches_with_a_header_are_rejected_with_the_fix(tmp_path, capsys):
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    for i in range(3):
+        (incoming / f"b{i}.csv").write_text("temp,pressure\n1.5,2\n3,4.25\n")
+    args = ["stream", incoming, "--k", "2", "--state", tmp_path / "st", "--once", "--no-progress"]
+    assert main(list(map(str, args))) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "0 batches" in out[0] and "3 rejected" in out[0]
+    assert "looks like a header row; pass --header" in out[0]
+    reasons = sorted((tmp_path / "st" / "rejected").glob("*.reason"))
+    assert len(reasons) == 3
+    for reason in reasons:
+        assert (
+            reason.read_text()
+            .strip()
+            .endswith(
+                "row index 0, column index 0 holds 'temp', not a number: it looks like a header "
+                "row; pass --header"
+            )
+        )
+    # With --header the same batches are applied.
+    for path in (tmp_path / "st" / "rejected").glob("*.csv"):
+        os.replace(path, incoming / path.name)
+    args = [*args[:4], "--state", tmp_path / "st2", "--once", "--header", "--json"]
+    assert main(list(map(str, args))) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["batches"] == 3 and summary["rejected"] == 0 and summary["rows"] == 6
+
+
 def test_poison_batches_are_rejected_and_the_stream_goes_on(tmp_path, capsys):
     incoming = tmp_path / "in"
     _write_batches(incoming, 6, 50)
