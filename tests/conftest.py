@@ -58,7 +58,7 @@ def local_cluster_client(**options):
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # never a fixed port (8787 may be taken)
             **options,
         ) as cluster,
         Client(cluster, set_as_default=False) as client,

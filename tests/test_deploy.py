@@ -146,6 +146,7 @@ def test_docker_compose_config_accepts_the_file():
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_compose_healthcheck_and_job_work_against_a_real_scheduler(
     compose, dask_processes, tmp_path
 ):

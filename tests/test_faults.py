@@ -439,6 +439,7 @@ def test_driver_killed_at_20_points_resumes_bit_identical(tmp_path):
     assert got.inertia_ == ref.inertia_ and got._state.steps == ref._state.steps
 
 
+@pytest.mark.slow
 def test_gmm_cli_fit_killed_5_times_resumes_bit_identical(tmp_path):
     """``streamclust fit --model gmm --checkpoint`` SIGKILLed inside EM passes, rerun."""
     import subprocess

@@ -152,7 +152,7 @@ def _finish(proc: subprocess.Popen, state: Path) -> None:
     assert proc.wait(timeout=300) == 0, (state.parent / f"{state.name}.log").read_text()
 
 
-@pytest.mark.parametrize("every", [1, 7])
+@pytest.mark.parametrize("every", [pytest.param(1, marks=pytest.mark.slow), 7])
 def test_killed_five_times_gives_the_same_model(tmp_path, every):
     incoming = tmp_path / "in"
     names = _write_batches(incoming, 200, 60, seed=1)
@@ -257,6 +257,7 @@ def _same_state(want: Path, got: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_stream_on_a_scheduler_rides_out_its_restart(tmp_path, dask_processes):
     """The scheduler is killed while a batch's update runs on the worker, and is back a
     second later (its worker too): the stream runs the lost update again, once."""
@@ -337,6 +338,7 @@ def test_a_batch_that_fails_half_way_leaves_no_trace(tmp_path, monkeypatch):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
+@pytest.mark.slow
 def test_stream_exits_clearly_when_its_scheduler_stays_away_then_resumes(tmp_path, dask_processes):
     incoming, state = tmp_path / "in", tmp_path / "st"
     names = _write_batches(incoming, 150, 80, seed=3)
