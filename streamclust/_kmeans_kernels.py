@@ -456,3 +456,8 @@ def sample_rows(block: np.ndarray, start: int, n: int, seed: int) -> np.ndarray:
         return block.copy()
     idx = np.sort(np.random.default_rng(seed).choice(block.shape[0], size=n, replace=False))
     return block[idx]
+
+
+def sample_block_rows(block: np.ndarray, start: int, n: int, seeds: dict[int, int]) -> np.ndarray:
+    """Task: :func:`sample_rows` with the seed of the block that starts at ``start``."""
+    return sample_rows(block, start, n, seeds[start])

@@ -267,11 +267,21 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if not isinstance(self.init, str):
             centers = np.repeat(np.asarray(self.init, dtype=pool.dtype)[None], n_init, axis=0)
         elif self.init == "k-means++":
-            # One task, on a worker or a pool thread (one BLAS thread, like the steps).
+            # A task per group of candidates, on workers or pool threads (one BLAS thread
+            # each, like the steps): a candidate depends only on its own seed.
             seed_ints = [_seed_int(init_ss) for init_ss, _ in seeds]
+            groups = np.array_split(np.arange(n_init), min(n_init, runner.n_workers))
             with runner.parallel():
-                task = functools.partial(runner.submit, K.kmeans_plusplus, pool, k, seed_ints)
-                centers = runner.result(task(), task)
+                tasks = [
+                    functools.partial(
+                        runner.submit, K.kmeans_plusplus, pool, k, [seed_ints[i] for i in group]
+                    )
+                    for group in groups
+                ]
+                futures = [task() for task in tasks]
+                centers = np.concatenate(
+                    [runner.result(f, task) for f, task in zip(futures, tasks, strict=True)]
+                )
         else:
             centers = np.stack(
                 [
@@ -295,13 +305,15 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         picked = [ranges[i] for i in chosen]
         per_block = math.ceil(size / len(picked))
         seeds = rng.integers(0, 2**31 - 1, size=len(picked))
-        parts = [
-            runtime.map_blocks(
-                K.sample_rows, source, per_block, int(seeds[i]), runner=runner, ranges=[r]
+        by_start = {lo: int(seed) for (lo, _), seed in zip(picked, seeds, strict=True)}
+        # The picked blocks are read in parallel, their samples come back in order.
+        pool = np.concatenate(
+            list(
+                runtime.map_blocks(
+                    K.sample_block_rows, source, per_block, by_start, runner=runner, ranges=picked
+                )
             )
-            for i, r in enumerate(picked)
-        ]
-        pool = np.concatenate([next(p) for p in parts])
+        )
         if pool.shape[0] > size:
             pool = pool[np.sort(rng.choice(pool.shape[0], size=size, replace=False))]
         return pool
