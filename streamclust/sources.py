@@ -363,6 +363,9 @@ class ZarrSource(Source):
         self.array: Any = None
         if is_zarr_array(path):
             path, self.array = _zarr_array_location(path)
+            # An array in this process's memory is read here and its blocks shipped,
+            # as an ndarray's are: pickled for a worker, it would copy the whole store.
+            self.in_memory = self.array is not None and "Memory" in type(self.array.store).__name__
         self.path = str(path)
         self.component = component
         self.name = self.path if component is None else f"{self.path}/{component}"

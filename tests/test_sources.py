@@ -209,6 +209,7 @@ def test_a_zarr_array_object_is_read_chunk_by_chunk_like_its_path(tmp_path, tabl
     group.create_array("X", data=table, chunks=(128, 6))
     np.testing.assert_array_equal(sc.open_source(group["X"]).read(0, 1050), table)
     memory = zarr.create_array(zarr.storage.MemoryStore(), data=table, chunks=(128, 6))
+    assert sc.open_source(memory).in_memory  # its blocks are shipped, not the whole store
     src = pickle.loads(pickle.dumps(sc.open_source(memory)))
     np.testing.assert_array_equal(src[:], table)
 
