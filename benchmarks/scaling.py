@@ -6,7 +6,7 @@ The same fit (k=64, n_init=10, batch_size=4096, one pass, exact final inertia
 included) on 64-blob, 32-feature float32 Zarr data, each run in a fresh
 subprocess:
 
-- threads: streamclust's thread pool in one process (no cluster);
+- threads: streamclust's default, its thread pool in the calling process (no cluster);
 - streamclust's LocalCluster (``runtime.local_cluster``: single-threaded worker
   processes on 127.0.0.1, forked from a server with the kernels imported)
   with 1 and with 2 workers;
@@ -45,7 +45,7 @@ def run_method(method: str, path: Path, kill_after: float | None) -> dict:
     import streamclust as sc
 
     info: dict = {}
-    client: object = "threads"
+    client: object = None  # the default: threads in this process
     if method.startswith("cluster"):
         from distributed import Client
 
@@ -120,7 +120,7 @@ def print_table(runs: dict[str, list[dict]], rows: int) -> None:
     print("| run | wall s | rows/s | efficiency | same model | notes |")
     print("|---|---:|---:|---:|---|---|")
     names = {
-        "threads": "threads (no cluster)",
+        "threads": "threads (the default; no cluster)",
         "cluster-1": "LocalCluster, 1 worker",
         "cluster-2": "LocalCluster, 2 workers",
         "cluster-2-kill": "LocalCluster, 2 workers, one killed",
