@@ -695,19 +695,23 @@ def check_address(address: str) -> str:
     scheme, sep, rest = address.partition("://")
     if not sep:
         if ":" not in address:
-            raise ParameterError(f"scheduler={address!r} is not an address; {fix}")
+            raise ParameterError(f"client/--scheduler {address!r} is not an address; {fix}")
         scheme, rest = "tcp", address  # host:port, which distributed reads as tcp://
     if scheme not in backends or scheme == "inproc":
         known = ", ".join(f"{name}://" for name in sorted(backends) if name != "inproc")
         raise ParameterError(
-            f"scheduler={address!r} has an unknown scheme {scheme + '://'!r} (known: {known}); "
-            f"{fix}"
+            f"client/--scheduler {address!r} has an unknown scheme {scheme + '://'!r} "
+            f"(known: {known}); {fix}"
         )
     if scheme != "ucx":
         try:
-            parse_host_port(rest)
+            host, _ = parse_host_port(rest)
+            if "/" in host:  # e.g. "tcp//host:8786", a scheme missing its colon
+                raise ValueError(f"a host name has no '/': {host!r}")
         except ValueError as exc:
-            raise ParameterError(f"scheduler={address!r} is not HOST:PORT ({exc}); {fix}") from exc
+            raise ParameterError(
+                f"client/--scheduler {address!r} is not HOST:PORT ({exc}); {fix}"
+            ) from exc
     return address
 
 

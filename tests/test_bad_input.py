@@ -46,7 +46,7 @@ def snapshot(path):
         ({"reassignment_ratio": 2.0}, r"reassignment_ratio=2.0 is outside \[0.0, 1.0\]"),
         ({"init": "kmeans||"}, "init='kmeans||' is not one of"),
         ({"init": np.zeros((3, 8)), "n_clusters": 5, "n_init": 1}, r"init has shape \(3, 8\)"),
-        ({"client": "nonsense"}, "scheduler='nonsense' is not an address"),
+        ({"client": "nonsense"}, "client/--scheduler 'nonsense' is not an address"),
     ],
 )
 def test_bad_parameters(params, match, blobs32):
@@ -331,6 +331,10 @@ CLI_CASES = [
     (
         ["fit", "{d}/x.npy", "--k", "3", "--scheduler", "tcp://127.0.0.1:port", "--out", "{d}/m"],
         "is not HOST:PORT",
+    ),
+    (
+        ["fit", "{d}/x.npy", "--k", "3", "--scheduler", "tcp//127.0.0.1:8786", "--out", "{d}/m"],
+        "a host name has no '/'",
     ),
     (["select", "{d}/x.npy", "--k", "10..2"], "counts down; pass LO..HI with LO <= HI, e.g. 2..10"),
     (["select", "{d}/x.npy", "--k", "1..3"], "where the silhouette is undefined"),
