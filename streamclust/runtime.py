@@ -205,15 +205,19 @@ class _ThreadRunner(Runner):
         # As on a cluster, a task whose arguments include a pending read starts once the
         # read is done, and does not hold a compute thread while it waits.
         task: cf.Future = cf.Future()
-        left, counting = [len(reads)], threading.Lock()
+        # ``start`` stays among each read's callbacks: it must not keep the reads (and
+        # their blocks) alive once it has run, or only the cyclic GC would free them.
+        left, counting, waiting = [len(reads)], threading.Lock(), [args]
 
         def start(_: cf.Future) -> None:
             with counting:
                 left[0] -= 1
                 if left[0]:
                     return
+                given = waiting.pop()
             try:
-                values = [a.result() if isinstance(a, cf.Future) else a for a in args]
+                values = [a.result() if isinstance(a, cf.Future) else a for a in given]
+                del given
                 self.pool.submit(_guarded, fn, *values).add_done_callback(
                     functools.partial(_settle, task)
                 )

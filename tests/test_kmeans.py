@@ -353,3 +353,27 @@ def test_a_fit_reads_the_data_twice_whatever_the_selection(blobs_npy, selection)
     assert (src.reads == 3).sum() <= 8 * 1_000
     if selection == "full":
         assert km.inertia_ == km.init_inertias_[km.best_init_]
+
+
+def test_threads_hold_only_the_blocks_in_flight(tmp_path):
+    """On the default threads, a fit keeps no block alive after its use, even with
+    Python's cyclic garbage collector off (blocks are freed by reference counting)."""
+    from streamclust.datasets import write_blobs_zarr
+
+    write_blobs_zarr(tmp_path / "b.zarr", 960_000, n_centers=8, n_features=16, block_rows=10_000)
+    src = sc.ZarrSource(tmp_path / "b.zarr", block_rows=10_000)
+    km = sc.StreamingKMeans(n_clusters=8, n_init=2, batch_size=1000, random_state=0, progress=False)
+    km.fit(src)  # warm-up: thread pools, caches
+    gc.collect()
+    gc.disable()
+    try:
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        km.fit(src)
+        km.score(src)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+    finally:
+        gc.enable()
+    data_bytes = 960_000 * 16 * 4
+    assert peak < data_bytes / 5, (peak, data_bytes)
