@@ -59,6 +59,10 @@ def _default_block_rows(n_features: int, itemsize: int) -> int:
 class Source(ABC):
     """A 2-D dataset read block by block.
 
+    It also reads like a NumPy array of rows: ``len(X)``, ``X[:5000]``,
+    ``X[[3, 1]]`` or ``X[10:20, :3]`` return ndarrays and read only the blocks
+    that hold those rows; ``np.asarray(X)`` reads every row.
+
     Attributes
     ----------
     n_rows, n_features : int
