@@ -8,6 +8,7 @@ from .exceptions import (
     ParameterError,
     SchedulerError,
     SourceError,
+    StateError,
     StreamclustError,
 )
 from .gmm import StreamingGaussianMixture
@@ -48,6 +49,7 @@ __all__ = [
     "SchedulerError",
     "Source",
     "SourceError",
+    "StateError",
     "StreamclustError",
     "StreamingGaussianMixture",
     "StreamingKMeans",

@@ -525,6 +525,11 @@ def detect(
     show_default=True,
     help="Seconds to wait for a lost scheduler before checkpointing and exiting.",
 )
+@click.option(
+    "--wait-lock",
+    is_flag=True,
+    help="If another stream uses --state, wait for it to finish (default: exit at once).",
+)
 @cluster_options
 @click.option("--progress/--no-progress", default=True, help="A status line on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
@@ -541,6 +546,7 @@ def stream(
     poll_interval: float,
     header: bool,
     reconnect_timeout: float,
+    wait_lock: bool,
     scheduler: str | None,
     tls_ca: str | None,
     tls_cert: str | None,
@@ -586,7 +592,10 @@ def stream(
         header=header,
         client=_client(scheduler, tls_ca, tls_cert, tls_key),
         reconnect_timeout=reconnect_timeout,
+        wait_lock=wait_lock,
     )
+    for note in job.state.notes:  # what resuming had to work around, a line each
+        click.echo(f"streamclust: {note}", err=True)
     t0 = time.perf_counter()
     seen = {"batches": 0, "rows": 0, "rejected": 0, "last": 0.0}
     last_reject: list[str] = []
@@ -612,7 +621,8 @@ def stream(
             line += f", threshold {led.threshold:.6g}, anomaly rate {led.anomalies / led.rows:.2%}"
         click.echo(("\r" if tty else "") + line, err=True, nl=not tty)
 
-    ledger = job.run(once=once, poll_interval=poll_interval, report=report)
+    with job:
+        ledger = job.run(once=once, poll_interval=poll_interval, report=report)
     seconds = time.perf_counter() - t0
     if progress and tty:
         click.echo("", err=True)

@@ -17,6 +17,7 @@ __all__ = [
     "ParameterError",
     "SchedulerError",
     "SourceError",
+    "StateError",
     "StreamclustError",
     "one_line",
 ]
@@ -58,6 +59,10 @@ class ModelFileError(StreamclustError):
 
 class DependencyError(StreamclustError, ImportError):
     """An optional dependency is missing; the message names the extra that installs it."""
+
+
+class StateError(StreamclustError):
+    """A stream's state directory is in use by another stream, or has no usable checkpoint."""
 
 
 class SchedulerError(StreamclustError):

@@ -31,14 +31,11 @@ and rerunning the same command resumes exactly once.
 
 from __future__ import annotations
 
-import json
+import io
 import os
-import shutil
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,169 +43,15 @@ import numpy as np
 
 from . import runtime
 from .exceptions import DataError, ParameterError, SchedulerError, SourceError, StreamclustError
-from .persistence import fsync_dir, write_atomic
+from .persistence import write_atomic
 from .sources import _BATCH_SUFFIXES
-
-LATEST = "LATEST"
-_FORMAT = "streamclust-stream"
+from .stream_state import Ledger, StreamState, new_detector
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     write_atomic(path, buf.getvalue())
-
-
-@dataclass
-class Ledger:
-    """What the checkpoint says has been applied."""
-
-    config: dict[str, Any]
-    batches: list[str] = field(default_factory=list)
-    rows: int = 0
-    anomalies: int = 0
-    threshold: float | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": _FORMAT,
-                "config": self.config,
-                "batches": self.batches,
-                "rows": self.rows,
-                "anomalies": self.anomalies,
-                "threshold": self.threshold,
-            },
-            indent=0,
-        )
-
-
-class StreamState:
-    """The ``--state`` directory: published checkpoints, flags, scores and rejected batches."""
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-        self.checkpoints = self.root / "checkpoints"
-        self.flags = self.root / "flags"
-        self.scores = self.root / "scores"
-        self.rejected = self.root / "rejected"
-
-    def create(self) -> None:
-        for d in (self.root, self.checkpoints, self.flags, self.scores, self.rejected):
-            d.mkdir(parents=True, exist_ok=True)
-
-    def latest(self) -> Path | None:
-        pointer = self.root / LATEST
-        if not pointer.exists():
-            return None
-        name = pointer.read_text().strip()
-        if name in ("", ".", "..") or name != Path(name).name:
-            raise SourceError(
-                f"{pointer}: names {name!r}, not a checkpoint inside {self.checkpoints}; "
-                "restore it or start a new --state"
-            )
-        path = self.checkpoints / name
-        if not (path / "ledger.json").is_file():
-            raise SourceError(
-                f"{pointer}: names checkpoint {name!r}, which is missing; restore it or "
-                "start a new --state"
-            )
-        return path
-
-    def load(self) -> tuple[Ledger, Any] | None:
-        """The last published ledger and model (or detector), or None for a new state."""
-        from .persistence import load
-
-        path = self.latest()
-        if path is None:
-            return None
-        raw = json.loads((path / "ledger.json").read_text())
-        if raw.get("format") != _FORMAT:
-            raise SourceError(f"{path}: not a streamclust stream checkpoint")
-        ledger = Ledger(
-            raw["config"], raw["batches"], raw["rows"], raw["anomalies"], raw["threshold"]
-        )
-        if not (path / "model").exists():
-            return ledger, None
-        model = load(path / "model")
-        if (path / "detector.npz").exists():
-            model = _load_detector(path / "detector.npz", model, ledger.config)
-        return ledger, model
-
-    def publish(self, ledger: Ledger, model: Any) -> Path:
-        """Write a new checkpoint and make it the latest, atomically."""
-        from .anomaly import DensityAnomalyDetector
-        from .persistence import save_model
-
-        seq = len(ledger.batches)
-        name = f"ckpt-{seq:09d}-{uuid.uuid4().hex[:6]}"
-        tmp = self.checkpoints / f".{name}.tmp"
-        tmp.mkdir()
-        try:
-            if model is not None:
-                est = model.model_ if isinstance(model, DensityAnomalyDetector) else model
-                save_model(est, tmp / "model")
-                if isinstance(model, DensityAnomalyDetector):
-                    _save_detector(tmp / "detector.npz", model)
-            write_atomic(tmp / "ledger.json", ledger.to_json().encode())
-            fsync_dir(tmp)
-            os.replace(tmp, self.checkpoints / name)
-            fsync_dir(self.checkpoints)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        write_atomic(self.root / LATEST, name.encode())
-        fsync_dir(self.root)
-        for old in self.checkpoints.iterdir():  # only the published one is needed
-            if old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
-        return self.checkpoints / name
-
-
-def _save_detector(path: Path, det: Any) -> None:
-    import io
-
-    arrays: dict[str, np.ndarray] = {"threshold": np.array(det.threshold_)}
-    for i, item in enumerate(getattr(det, "_window", ())):
-        if isinstance(item, np.ndarray):
-            arrays[f"window_{i:06d}"] = item
-        else:
-            arrays[f"window_{i:06d}"] = np.frombuffer(item.to_bytes(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
-    write_atomic(path, buf.getvalue())
-
-
-def _load_detector(path: Path, model: Any, config: dict[str, Any]) -> Any:
-    from .anomaly import QuantileSketch
-
-    det = _new_detector(model, config)
-    det.model_, det._owns_model = model, True
-    det.n_features_in_ = model.n_features_in_
-    with np.load(path, allow_pickle=False) as npz:
-        det.threshold_ = float(npz["threshold"])
-        det.n_passes_ = 1
-        det._window = deque(maxlen=det.window)
-        for name in sorted(n for n in npz.files if n.startswith("window_")):
-            item = npz[name]
-            det._window.append(
-                item if det.method == "exact" else QuantileSketch.from_bytes(item.tobytes())
-            )
-    return det
-
-
-def _new_detector(model: Any, config: dict[str, Any]) -> Any:
-    from .anomaly import DensityAnomalyDetector
-
-    return DensityAnomalyDetector(
-        model,
-        percentile=config["percentile"],
-        method=config["method"],
-        window=config["window"],
-        progress=False,
-    )
 
 
 @dataclass
@@ -229,6 +72,12 @@ class Ingest:
     ``client`` says where the updates run (as an estimator's ``client``; the
     default ``"sync"`` is in-process) and ``reconnect_timeout`` how many seconds
     to wait for a lost scheduler.
+
+    The state is locked for this process from construction to :meth:`close`
+    (a second process raises :class:`StateError`, or waits with
+    ``wait_lock``). Its newest checkpoint that passes its checks is resumed
+    (see :mod:`streamclust.stream_state`); ``state.notes`` says what was
+    worked around.
     """
 
     def __init__(
@@ -242,6 +91,7 @@ class Ingest:
         header: bool = False,
         client: Any = "sync",
         reconnect_timeout: float = 60.0,
+        wait_lock: bool = False,
     ) -> None:
         if checkpoint_every < 1:
             raise ParameterError(
@@ -262,20 +112,33 @@ class Ingest:
             )
         self.reconnect_timeout = reconnect_timeout
         self.runner = runtime.resolve_runner(client)
-        loaded = self.state.load() if self.state.root.exists() else None
         self.model: Any = None
         self._make_model = make_model
+        # One process at a time: the state is ours until close() (or this process ends).
+        self.state.lock(wait=wait_lock)
+        try:
+            self.state.sweep()
+            params = make_model().get_params(deep=False)
+            loaded = self.state.load(config, params)
+        except BaseException:
+            self.state.unlock()
+            raise
         if loaded is None:
             self.ledger = Ledger(config)
         else:
             self.ledger, self.model = loaded
-            if self.ledger.config != config:
-                raise ParameterError(
-                    f"{self.state.root}: was started with {_describe(self.ledger.config)}; "
-                    "pass the same options, or a new --state"
-                )
         self._done = set(self.ledger.batches)
         self._since_checkpoint = 0
+
+    def close(self) -> None:
+        """Let another process use the state."""
+        self.state.unlock()
+
+    def __enter__(self) -> Ingest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def detecting(self) -> bool:
@@ -333,7 +196,7 @@ class Ingest:
         if model is None:
             model = self._make_model()
             if self.detecting:
-                model = _new_detector(model, self.config)
+                model = new_detector(model, self.config)
         # The update works on a copy: self.model changes only when it succeeds.
         try:
             self.model, scores = runtime.call(
@@ -380,7 +243,7 @@ class Ingest:
     ) -> Ledger:
         """Apply pending batches; with ``once``, stop when none are left, else poll for more."""
         self.state.create()
-        if self.state.latest() is None:
+        if not self.state.complete():
             self.state.publish(self.ledger, None)  # a new state, with its configuration
         # Only states between two batches are published. On a cluster, a batch's
         # update reaches the driver whole or not at all, so when the scheduler is
@@ -414,7 +277,3 @@ def _update(model: Any, detecting: bool, data: np.ndarray) -> tuple[Any, np.ndar
     if detecting:
         return model, model._partial_fit(data)
     return model.partial_fit(data), None
-
-
-def _describe(config: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in sorted(config.items()) if v is not None)

@@ -33,7 +33,9 @@ from .exceptions import ModelFileError, ParameterError
 __all__ = [
     "FitCheckpoint",
     "check_model_output",
+    "file_sha256",
     "fit_fingerprint",
+    "fsync_dir",
     "load",
     "load_checkpoint",
     "save_checkpoint",
@@ -47,7 +49,8 @@ _MANIFEST = "manifest.json"
 _ARRAYS = "arrays.npz"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB pieces."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -221,7 +224,11 @@ def save_model(model: Any, path: str | os.PathLike, overwrite: bool = False) -> 
             "library_version": __version__,
             "params": params,
             "attributes": scalars,
-            "arrays": {"file": _ARRAYS, "sha256": _sha256(tmp / _ARRAYS), "names": sorted(arrays)},
+            "arrays": {
+                "file": _ARRAYS,
+                "sha256": file_sha256(tmp / _ARRAYS),
+                "names": sorted(arrays),
+            },
         }
         with open(tmp / _MANIFEST, "w") as fh:
             json.dump(manifest, fh, indent=1, sort_keys=True)
@@ -283,7 +290,7 @@ def load(path: str | os.PathLike, expected: type | None = None) -> Any:
     arrays_path = path / _ARRAYS
     if not arrays_path.is_file():
         raise ModelFileError(f"{arrays_path}: missing; the model directory is incomplete")
-    if _sha256(arrays_path) != info.get("sha256"):
+    if file_sha256(arrays_path) != info.get("sha256"):
         raise ModelFileError(
             f"{arrays_path}: checksum does not match the manifest (truncated or modified); "
             "restore it or save the model again"

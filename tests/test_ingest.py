@@ -247,6 +247,11 @@ def _stream_ingest(incoming: Path, state: Path, **kw) -> Ingest:
     return Ingest(incoming, state, make_model, config, **kw)
 
 
+def _run_once(job: Ingest, **kw):
+    with job:
+        return job.run(once=True, **kw)
+
+
 def _same_state(want: Path, got: Path) -> None:
     a, b = _arrays(want / "model"), _arrays(got / "model")
     assert sorted(a) == sorted(b)
@@ -264,7 +269,7 @@ def test_stream_on_a_scheduler_rides_out_its_restart(tmp_path, dask_processes):
     from distributed import Client
 
     names = _write_batches(tmp_path / "in", 16, 80, seed=2)
-    _stream_ingest(tmp_path / "in", tmp_path / "ref").run(once=True)
+    _run_once(_stream_ingest(tmp_path / "in", tmp_path / "ref"))
 
     def slow_updates(seconds: float) -> None:
         """On a worker (shipped by value, being local): updates sleep ``seconds`` first."""
@@ -302,7 +307,8 @@ def test_stream_on_a_scheduler_rides_out_its_restart(tmp_path, dask_processes):
         tmp_path / "in", tmp_path / "st", client=dask_processes.address, reconnect_timeout=60
     )
     try:
-        ledger = job.run(once=True, report=kill_during_batch_8)
+        with job:
+            ledger = job.run(once=True, report=kill_during_batch_8)
     finally:
         for timer in timers:
             timer.join()
@@ -318,7 +324,7 @@ def test_a_batch_that_fails_half_way_leaves_no_trace(tmp_path, monkeypatch):
     for name in names:
         if name != "b00003.npy":
             shutil.copy(tmp_path / "in" / name, tmp_path / "ref" / name)
-    _stream_ingest(tmp_path / "ref", tmp_path / "ref-st").run(once=True)
+    _run_once(_stream_ingest(tmp_path / "ref", tmp_path / "ref-st"))
 
     bad = np.load(tmp_path / "in" / "b00003.npy")
     score = sc.StreamingGaussianMixture.score_samples
@@ -329,7 +335,7 @@ def test_a_batch_that_fails_half_way_leaves_no_trace(tmp_path, monkeypatch):
         return score(self, X, *args, **kwargs)
 
     monkeypatch.setattr(sc.StreamingGaussianMixture, "score_samples", failing)
-    ledger = _stream_ingest(tmp_path / "in", tmp_path / "st").run(once=True)
+    ledger = _run_once(_stream_ingest(tmp_path / "in", tmp_path / "st"))
     assert ledger.batches == [n for n in names if n != "b00003.npy"]
     assert "injected" in (tmp_path / "st" / "rejected" / "b00003.npy.reason").read_text()
     want, got = _latest(tmp_path / "ref-st"), _latest(tmp_path / "st")
@@ -342,7 +348,7 @@ def test_a_batch_that_fails_half_way_leaves_no_trace(tmp_path, monkeypatch):
 def test_stream_exits_clearly_when_its_scheduler_stays_away_then_resumes(tmp_path, dask_processes):
     incoming, state = tmp_path / "in", tmp_path / "st"
     names = _write_batches(incoming, 150, 80, seed=3)
-    _stream_ingest(incoming, tmp_path / "ref").run(once=True)
+    _run_once(_stream_ingest(incoming, tmp_path / "ref"))
     dask_processes.start()
     cmd = [sys.executable, "-m", "streamclust", "stream", str(incoming), "--model", "gmm"]
     cmd += ["--k", "3", "--random-state", "0", "--detect", "--window", "20", "--once"]
