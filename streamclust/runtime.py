@@ -456,7 +456,7 @@ def _connect(address: str, security: Any = None, timeout: float = CONNECT_TIMEOU
                 "--tls-key (security= in Python, or Dask's distributed.comm.tls config)"
             )
         try:
-            client = _own(Client(address, timeout=timeout, security=security, set_as_default=False))
+            client = _own(_start_client(Client, address, security, timeout))
         except (OSError, TimeoutError) as exc:
             raise SchedulerError(
                 f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s "
@@ -466,6 +466,39 @@ def _connect(address: str, security: Any = None, timeout: float = CONNECT_TIMEOU
         _clients[key] = client
     _announce(client)
     return client
+
+
+def _start_client(client_class: Any, address: str, security: Any, timeout: float) -> Any:
+    """``Client(address)`` within ``timeout`` seconds, or a one-line SchedulerError.
+
+    distributed's own timeout covers the connection, not the scheduler's reply
+    to it: a server that accepts and never answers holds ``Client()`` forever.
+    So the client is built on a thread of its own, waited for with our
+    deadline, and abandoned past it (the thread is a daemon; nothing waits
+    for it).
+    """
+    built: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            built["client"] = client_class(
+                address, timeout=timeout, security=security, set_as_default=False
+            )
+        except BaseException as exc:
+            built["error"] = exc
+
+    thread = threading.Thread(target=build, name="streamclust-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 1)
+    if thread.is_alive():
+        raise SchedulerError(
+            f"the server at {address!r} accepted the connection but did not answer as a Dask "
+            f"scheduler within {timeout:g} s; check the address (and its port), or run on "
+            "threads (no --scheduler)"
+        )
+    if "error" in built:
+        raise built["error"]
+    return built["client"]
 
 
 #: Modules every worker of streamclust's local cluster has imported before its first task.

@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -153,3 +155,65 @@ def test_a_local_cluster_from_a_guarded_script_works(script_dir, expected_inerti
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["start", expected_inertia]
     assert "streamclust: Dask dashboard at http://127.0.0.1:" in done.stderr
+
+
+class SilentServer:
+    """A loopback TCP server that accepts every connection and never answers."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.address = f"tcp://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns: list = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+@pytest.fixture()
+def silent_server():
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+def test_a_server_that_never_answers_is_given_up_on_in_time(silent_server):
+    """distributed's own Client() waits forever for such a server's reply; ours stops at
+    its deadline with one line."""
+    started = time.monotonic()
+    with pytest.raises(sc.SchedulerError, match="accepted the connection but did not answer"):
+        runtime._connect(silent_server.address, timeout=1)
+    assert time.monotonic() - started < 30  # a deadline, not forever (generous: busy CI)
+
+
+@pytest.mark.slow
+def test_fit_and_stream_on_a_silent_scheduler_exit_2(silent_server, script_dir):
+    np.save(script_dir / "x.npy", np.random.default_rng(0).random((100, 2)))
+    (script_dir / "in").mkdir()
+    np.save(script_dir / "in" / "b0.npy", np.random.default_rng(0).random((100, 2)))
+    for args in (
+        ["fit", "x.npy", "--out", "m", "--k", "2"],
+        ["stream", "in", "--state", "st", "--k", "2", "--once"],
+    ):
+        done = run_python(
+            script_dir, "-m", "streamclust", *args, "--scheduler", silent_server.address
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "did not answer as a Dask scheduler" in lines[0]
+    assert not (script_dir / "m").exists() and not (script_dir / "st").exists()
