@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -294,7 +295,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def _init_pool(
         self,
         source: Source,
-        ranges: list[tuple[int, int]],
+        ranges: Sequence[tuple[int, int]],
         runner: runtime.Runner,
         root: np.random.SeedSequence,
     ) -> np.ndarray:
@@ -371,7 +372,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _pass_plan(
         self,
-        ranges: list[tuple[int, int]],
+        ranges: Sequence[tuple[int, int]],
         batches: list[int],
         root: np.random.SeedSequence,
         p: int,
@@ -390,7 +391,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 break
             n = min(batches[i], remaining)
             remaining -= n
-            lo, hi = ranges[i]
+            lo, hi = ranges[int(i)]
             plan.append((lo, hi, (seeds[i], n, self.batch_size, float(self.reassignment_ratio))))
         return plan
 

@@ -11,16 +11,18 @@ must have committed the rows and have intact chunks.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import math
+import operator
 import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -31,6 +33,7 @@ __all__ = [
     "ArraySource",
     "ArrayWriter",
     "BatchDirSource",
+    "BlockRanges",
     "DaskSource",
     "LazyArraySource",
     "NpySource",
@@ -93,14 +96,19 @@ class Source(ABC):
     def compute_dtype(self) -> np.dtype:
         return compute_dtype(self.dtype)
 
-    def blocks(self, min_rows: int = 1) -> list[tuple[int, int]]:
+    def blocks(self, min_rows: int = 1) -> Sequence[tuple[int, int]]:
         """Row ranges ``(start, stop)`` covering the source in order.
 
         Consecutive storage blocks are merged until each range holds at least
         ``min_rows`` rows (the last range may be shorter), so a mini-batch never
-        needs rows from two tasks.
+        needs rows from two tasks. Blocks of one size are computed, not listed
+        (:class:`BlockRanges`): a store that claims 10**15 rows costs nothing
+        to plan.
         """
         bounds = self._storage_bounds()
+        if bounds is None:
+            size = self.block_rows * max(1, -(-min_rows // self.block_rows))
+            return BlockRanges(self.n_rows, size, min_rows)
         merged: list[tuple[int, int]] = []
         start = None
         for lo, hi in bounds:
@@ -115,9 +123,9 @@ class Source(ABC):
                 merged.append((start, bounds[-1][1]))
         return merged
 
-    def _storage_bounds(self) -> list[tuple[int, int]]:
-        step = self.block_rows
-        return [(lo, min(lo + step, self.n_rows)) for lo in range(0, self.n_rows, step)]
+    def _storage_bounds(self) -> list[tuple[int, int]] | None:
+        """The storage blocks' row ranges, or None when all are ``block_rows`` long."""
+        return None
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` as a validated array in :attr:`compute_dtype`."""
@@ -192,10 +200,11 @@ class Source(ABC):
         out = np.empty((len(index), self.n_features), self.compute_dtype)
         order = np.argsort(index, kind="stable")
         bounds = self.blocks()
-        ends = np.searchsorted([hi for _, hi in bounds], index[order], side="right")
-        for b in np.unique(ends):
+        at = [bisect.bisect_right(bounds, int(i), key=lambda r: r[1]) for i in index[order]]
+        block_of = np.asarray(at, np.int64)
+        for b in np.unique(block_of):
             lo, hi = bounds[b]
-            sel = order[ends == b]
+            sel = order[block_of == b]
             out[sel] = self.read(lo, hi)[index[sel] - lo]
         return out
 
@@ -228,6 +237,56 @@ class Source(ABC):
     def __getstate__(self) -> dict[str, Any]:
         # Open handles (zarr arrays, memmaps) stay behind; a worker reopens by path.
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_h_")}
+
+
+class BlockRanges(Sequence[tuple[int, int]]):
+    """Consecutive row ranges of ``size`` rows covering ``n_rows`` rows, as a sequence
+    computed on demand; a last range shorter than ``min_rows`` joins the one before."""
+
+    def __init__(self, n_rows: int, size: int, min_rows: int = 1) -> None:
+        self.n_rows, self.size = int(n_rows), int(size)
+        count = -(-self.n_rows // self.size)
+        if count > 1 and self.n_rows - (count - 1) * self.size < min_rows:
+            count -= 1
+        self._n = count
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[int, int]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[tuple[int, int]]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return _RangesView(self, range(self._n)[i])
+        i = operator.index(i)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(f"block {i} of {self._n}")
+        lo = i * self.size
+        return lo, (self.n_rows if i == self._n - 1 else lo + self.size)
+
+    def __repr__(self) -> str:
+        return f"BlockRanges({self.n_rows} rows in {self._n} ranges of {self.size})"
+
+
+class _RangesView(Sequence[tuple[int, int]]):
+    """Some of a :class:`BlockRanges`, by their indices (a slice of it)."""
+
+    def __init__(self, ranges: BlockRanges, indices: range) -> None:
+        self.ranges, self.indices = ranges, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return _RangesView(self.ranges, self.indices[i])
+        return self.ranges[self.indices[i]]
 
 
 class _SourceArray:
@@ -384,6 +443,14 @@ class ZarrSource(Source):
             pass
         committed = arr.attrs.get("committed_rows")
         self.committed_rows = self.n_rows if committed is None else int(committed)
+        if committed is None:  # not written by streamclust: do its chunks reach its shape?
+            stop = _stored_rows(arr)
+            if stop is not None:
+                raise SourceError(
+                    f"{self.name}: its shape says {self.n_rows} rows, but its chunks stop at "
+                    f"row {stop} (the chunks after it do not exist); rewrite the store, or "
+                    "fix the shape in its metadata"
+                )
         if block_rows is None:
             target = _default_block_rows(self.n_features, self.dtype.itemsize)
             block_rows = self.chunk_rows * max(1, target // self.chunk_rows)
@@ -484,6 +551,39 @@ class ZarrSource(Source):
                 self.compute_dtype
             )
         return super().to_dask()
+
+
+def _stored_rows(arr: Any) -> int | None:
+    """Where a Zarr array's stored chunks stop, when it is before its last row (else None).
+
+    One existence check when the last chunk (or shard) is there; else a binary
+    search for the first one missing, assuming the chunks before it exist. A
+    shape that claims far more rows than were written is found before any
+    planning or reading.
+    """
+    try:
+        from zarr.core.sync import sync
+
+        rows = int((getattr(arr, "shards", None) or arr.chunks)[0])
+        count = -(-int(arr.shape[0]) // rows)
+        rest = (0,) * (len(arr.shape) - 1)
+
+        def exists(i: int) -> bool:
+            key = arr.metadata.encode_chunk_key((i, *rest))
+            return bool(sync((arr.store_path / key).exists()))
+
+        if count == 0 or exists(count - 1):
+            return None
+        lo, hi = 0, count - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if exists(mid):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo * rows
+    except (AttributeError, ImportError, TypeError):  # another zarr: not checked here
+        return None
 
 
 def is_zarr_array(obj: Any) -> bool:

@@ -293,3 +293,68 @@ def test_fitting_a_1_gib_zarr_array_object_keeps_memory_flat(tmp_path):
     data_mib, growth_mib, inertia = (float(v) for v in done.stdout.split())
     assert data_mib == 1024 and np.isfinite(inertia)
     assert growth_mib < 150, growth_mib
+
+
+def reference_blocks(n: int, block_rows: int, min_rows: int) -> list[tuple[int, int]]:
+    """The merging rule as it was written for listed blocks (consecutive storage blocks
+    merged until they hold min_rows; a short tail joins the range before it)."""
+    bounds = [(lo, min(lo + block_rows, n)) for lo in range(0, n, block_rows)]
+    merged: list[tuple[int, int]] = []
+    start = None
+    for lo, hi in bounds:
+        start = lo if start is None else start
+        if hi - start >= min_rows:
+            merged.append((start, hi))
+            start = None
+    if start is not None:
+        if merged and bounds[-1][1] - start < min_rows:
+            merged[-1] = (merged[-1][0], bounds[-1][1])
+        else:
+            merged.append((start, bounds[-1][1]))
+    return merged
+
+
+@pytest.mark.parametrize("n", [0, 1, 99, 100, 101, 1050, 1999, 2000])
+@pytest.mark.parametrize("min_rows", [1, 50, 100, 250, 1000, 5000])
+def test_block_ranges_are_computed_as_they_were_listed(n, min_rows):
+    blocks = sc.open_source(np.zeros((n, 2)), block_rows=100).blocks(min_rows=min_rows)
+    want = reference_blocks(n, 100, min_rows)
+    assert list(blocks) == want and len(blocks) == len(want)
+    assert list(blocks[1:]) == want[1:] and list(blocks[::2]) == want[::2]
+
+
+def test_a_source_of_10_to_the_12_rows_plans_at_once():
+    huge = sc.open_source(np.broadcast_to(np.arange(8.0), (10**12, 8)))  # no memory behind it
+    blocks = huge.blocks(min_rows=4096)
+    assert blocks[-1][1] == 10**12 and len(blocks) == -(-(10**12) // huge.block_rows)
+    np.testing.assert_array_equal(huge[10**12 - 1], np.arange(8.0))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_zarr_store_that_claims_more_rows_than_it_holds(tmp_path, zarr_format, capsys):
+    """A shape of 10**15 rows with chunks for 100: every command stops in one line at
+    once (it used to pass 4 GiB in 10 s planning the blocks)."""
+    import zarr
+
+    path = tmp_path / "huge.zarr"
+    arr = zarr.create_array(
+        str(path), shape=(10**15, 8), chunks=(1000, 8), dtype="f4", zarr_format=zarr_format
+    )
+    arr[:100] = 1.0
+    with pytest.raises(sc.SourceError, match=r"its shape says 1000000000000000 rows, but its "):
+        sc.open_source(path)
+    for args in (
+        ["fit", path, "--k", "2", "--out", tmp_path / "m"],
+        ["convert", path, tmp_path / "c.zarr"],
+    ):
+        assert main([str(a) for a in args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "its chunks stop at row 1000" in err
+    # A store cut short (chunks for 2,000 of its 3,000 rows) says where it stops.
+    short = zarr.create_array(
+        str(tmp_path / "short.zarr"), shape=(3000, 2), chunks=(1000, 2), dtype="f8"
+    )
+    short[:2000] = 1.0
+    with pytest.raises(sc.SourceError, match="chunks stop at row 2000"):
+        sc.open_source(tmp_path / "short.zarr")
