@@ -760,7 +760,9 @@ def read_batch_file(path: str, header: bool = False) -> np.ndarray:
     """Read one batch file (``.npy`` without pickle, ``.csv``, ``.parquet``) as a 2-D array."""
     try:
         if path.endswith(".npy"):
-            data = np.load(path, allow_pickle=False)
+            # Mapped first: a header that claims more rows than the file holds fails
+            # here, before anything of that size is allocated.
+            data = np.array(np.load(path, mmap_mode="r", allow_pickle=False))
         elif path.endswith(".csv"):
             data = _read_csv(path, header)
         elif path.endswith(".parquet"):
@@ -772,7 +774,16 @@ def read_batch_file(path: str, header: bool = False) -> np.ndarray:
     except (SourceError, DataError):
         raise
     except (ValueError, OSError, EOFError) as exc:
+        if "mmap length is greater than file size" in str(exc):
+            raise SourceError(
+                f"{path}: its header claims more rows than the file holds; it is damaged or "
+                "was cut short"
+            ) from exc
         raise SourceError(f"{path}: cannot be read ({exc})") from exc
+    except MemoryError as exc:
+        raise SourceError(
+            f"{path}: does not fit in memory ({exc}); split it into smaller batches"
+        ) from exc
     if data.ndim == 1 and path.endswith(".csv"):
         data = data.reshape(-1, 1) if data.size else data.reshape(0, 0)
     if data.ndim != 2:

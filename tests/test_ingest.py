@@ -376,3 +376,31 @@ def test_stream_exits_clearly_when_its_scheduler_stays_away_then_resumes(tmp_pat
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     _same_state(_latest(tmp_path / "ref"), _latest(state))
+
+
+def _npy_claiming(path: Path, rows: int, claimed: int) -> None:
+    """A .npy holding ``rows`` rows whose header claims ``claimed`` (same header length)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ones((rows, 2)))
+    raw = buf.getvalue()
+    end = raw.index(b"\n") + 1
+    old, new = f"({rows}, 2)".encode(), f"({claimed}, 2)".encode()
+    header = raw[:end].replace(old, new).replace(b" " * (len(new) - len(old)) + b"\n", b"\n")
+    assert len(header) == end
+    path.write_bytes(header + raw[end:])
+
+
+def test_a_batch_whose_header_lies_is_rejected_and_the_stream_goes_on(tmp_path, capsys):
+    """A header claiming 10**12 rows used to allocate for them: a MemoryError traceback
+    on every run, the batch never moved aside."""
+    names = _write_batches(tmp_path / "in", 4, 50)
+    _npy_claiming(tmp_path / "in" / "b00002.npy", 100, 10**12)
+    args = ["stream", tmp_path / "in", "--k", "2", "--state", tmp_path / "st", "--once"]
+    for _ in range(2):  # and again: nothing is left to stop the next run
+        assert main([*map(str, args), "--json", "--no-progress"]) == 0, capsys.readouterr().err
+    reason = (tmp_path / "st" / "rejected" / "b00002.npy.reason").read_text()
+    assert "its header claims more rows than the file holds" in reason
+    ledger = json.loads((_latest(tmp_path / "st") / "ledger.json").read_text())
+    assert ledger["batches"] == [n for n in names if n != "b00002.npy"]
