@@ -43,6 +43,19 @@ def check_option(name: str, value: Any, options: Iterable[str]) -> None:
         raise ParameterError(f"{name}={value!r} is not one of {', '.join(map(repr, options))}")
 
 
+def check_seed(value: Any) -> None:
+    """Raise ParameterError unless ``value`` is None, an int NumPy can seed with
+    (0 to 2**32 - 1), or a RandomState / Generator instance (scikit-learn's rule)."""
+    if value is None or isinstance(value, (np.random.RandomState, np.random.Generator)):
+        return
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if 0 <= int(value) < 2**32:
+            return
+    raise ParameterError(
+        f"random_state={value!r} must be an int from 0 to 2**32 - 1, a RandomState, or None"
+    )
+
+
 def compute_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype computations run in: float32 stays float32, everything else becomes float64."""
     dtype = np.dtype(dtype)

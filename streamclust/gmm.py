@@ -23,6 +23,7 @@ from ._validation import (
     check_float,
     check_int,
     check_option,
+    check_seed,
     is_out_of_core,
 )
 from .exceptions import DataError, ParameterError
@@ -135,6 +136,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         check_int("n_components", self.n_components, low=1)
+        check_seed(self.random_state)
         check_option("covariance_type", self.covariance_type, G.COVARIANCE_TYPES)
         check_float("tol", self.tol, low=0.0)
         check_float("reg_covar", self.reg_covar, low=0.0)

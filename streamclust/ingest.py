@@ -195,6 +195,14 @@ class Ingest:
         model = self.model
         if model is None:
             model = self._make_model()
+            k = getattr(model, "n_clusters", getattr(model, "n_components", 1))
+            if data.shape[0] < k:
+                # The model's parameters, not this batch, are wrong: every batch would be
+                # rejected for them. Stop before moving anything.
+                raise ParameterError(
+                    f"k={k} is more than the {data.shape[0]} rows of the first batch "
+                    f"{path.name}, which the model starts from; lower --k, or send larger batches"
+                )
             if self.detecting:
                 model = new_detector(model, self.config)
         # The update works on a copy: self.model changes only when it succeeds.
@@ -243,8 +251,6 @@ class Ingest:
     ) -> Ledger:
         """Apply pending batches; with ``once``, stop when none are left, else poll for more."""
         self.state.create()
-        if not self.state.complete():
-            self.state.publish(self.ledger, None)  # a new state, with its configuration
         # Only states between two batches are published. On a cluster, a batch's
         # update reaches the driver whole or not at all, so when the scheduler is
         # lost the batches applied so far are checkpointed; any other exception
@@ -263,7 +269,11 @@ class Ingest:
                 if report is not None:
                     report(result, self)
             if not batch:
-                self.checkpoint()
+                # A new state's first checkpoint records its options, once a batch was
+                # applied or none is waiting (never before a first batch stopped the run).
+                if self._since_checkpoint or not self.state.complete():
+                    self.state.publish(self.ledger, self.model)
+                    self._since_checkpoint = 0
                 if once:
                     return self.ledger
                 time.sleep(poll_interval)

@@ -23,6 +23,7 @@ from ._validation import (
     check_float,
     check_int,
     check_option,
+    check_seed,
     is_out_of_core,
 )
 from .exceptions import DataError, ParameterError
@@ -204,6 +205,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         check_option("selection", self.selection, ("last_n", "full"))
         check_int("refine", self.refine, low=0)
         check_float("reassignment_ratio", self.reassignment_ratio, low=0.0, high=1.0)
+        check_seed(self.random_state)
         if not isinstance(self.shuffle, (bool, np.bool_)):
             raise ParameterError(f"shuffle={self.shuffle!r} must be True or False")
         check_checkpoint(self.checkpoint, self.random_state)

@@ -273,9 +273,14 @@ def load(path: str | os.PathLike, expected: type | None = None) -> Any:
             f"{path}: model format version {manifest.get('format_version')!r} is not "
             f"{FORMAT_VERSION}; save it again with this version of streamclust"
         )
+    for part in ("params", "attributes", "arrays"):
+        if not isinstance(manifest.get(part), dict):
+            raise ModelFileError(
+                f"{manifest_path}: its {part!r} is not a mapping; save the model again"
+            )
     cls_name = manifest.get("class")
     registry = _registry()
-    if cls_name not in registry:
+    if not isinstance(cls_name, str) or cls_name not in registry:
         raise ModelFileError(f"{path}: unknown model class {cls_name!r}")
     cls = registry[cls_name]
     if expected is not None and cls is not expected:
@@ -302,14 +307,14 @@ def load(path: str | os.PathLike, expected: type | None = None) -> Any:
         raise ModelFileError(f"{arrays_path}: unreadable ({exc})") from exc
     if sorted(arrays) != sorted(info.get("names", [])):
         raise ModelFileError(f"{arrays_path}: holds other arrays than the manifest lists")
-    params = {}
-    for name, value in (manifest.get("params") or {}).items():
-        if isinstance(value, dict) and "__array__" in value:
-            value = arrays[value["__array__"]]
-        params[name] = value
     try:
+        params = {}
+        for name, value in manifest["params"].items():
+            if isinstance(value, dict) and "__array__" in value:
+                value = arrays[value["__array__"]]
+            params[name] = value
         model = cls(**params)
-        model._from_state(manifest.get("attributes") or {}, arrays)
-    except (TypeError, KeyError, ValueError) as exc:
+        model._from_state(manifest["attributes"], arrays)
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
         raise ModelFileError(f"{path}: inconsistent model contents ({exc}); save it again") from exc
     return model

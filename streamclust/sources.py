@@ -774,6 +774,11 @@ def read_batch_file(path: str, header: bool = False) -> np.ndarray:
     except (SourceError, DataError):
         raise
     except (ValueError, OSError, EOFError) as exc:
+        if "objects in dtype" in str(exc):
+            raise SourceError(
+                f"{path}: holds Python objects, which loading would unpickle (never done); "
+                "save numbers only"
+            ) from exc
         if "mmap length is greater than file size" in str(exc):
             raise SourceError(
                 f"{path}: its header claims more rows than the file holds; it is damaged or "

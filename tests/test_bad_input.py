@@ -363,6 +363,20 @@ CLI_CASES = [
         "is a directory that is not a Zarr store",
     ),
     (["select", "{d}/x.npy", "--k", "2..3", "--plot", "{d}/p.png"], "already exists; pass"),
+    # Tracebacks seen by the adversarial probe (issue 15), now one line each.
+    (["fit", "{d}/x.npy", "--k", "3", "--random-state", "-1", "--out", "{d}/m"], "random_state=-1"),
+    (
+        ["stream", "{d}/in", "--state", "{d}/st", "--random-state", "-1", "--once"],
+        "random_state=-1 must be an int from 0 to 2**32 - 1",
+    ),
+    (
+        ["predict", "{d}/x.npy", "--model-dir", "{d}/badparams", "--out", "{d}/l3.npy"],
+        "its 'params' is not a mapping",
+    ),
+    (
+        ["predict", "{d}/x.npy", "--model-dir", "{d}/misshaped", "--out", "{d}/l3.npy"],
+        "inconsistent model contents",
+    ),
     # CSV problems count rows and columns from 0, like NumPy, and say so.
     (["convert", "{d}/header.csv", "{d}/c.zarr"], "looks like a header row; pass --header"),
     (["convert", "{d}/ragged.csv", "{d}/c.zarr"], "row index 2 has 2 columns, the rows before"),
@@ -389,6 +403,8 @@ def cli_dir(data_dir, blobs32, capsys):
     (data_dir / "plain.zarr").mkdir()
     (data_dir / "plain.zarr" / "notes.txt").write_text("not a store\n")
     (data_dir / "header.csv").write_text("a,b,c\n1,2,3\n")
+    (data_dir / "in").mkdir()
+    shutil.copy(data_dir / "x.npy", data_dir / "in" / "x.npy")
     (data_dir / "ragged.csv").write_text("1,2,3\n4,5,6\n7,8\n")
     assert (
         main(
@@ -407,6 +423,20 @@ def cli_dir(data_dir, blobs32, capsys):
         == 0
     )
     capsys.readouterr()
+    # A model whose manifest has params of the wrong type, one with mis-shaped arrays
+    # (its checksum fixed so that the arrays are read).
+    for name in ("badparams", "misshaped"):
+        shutil.copytree(data_dir / "model", data_dir / name)
+    manifest = json.loads((data_dir / "badparams" / "manifest.json").read_text())
+    manifest["params"] = [1]
+    (data_dir / "badparams" / "manifest.json").write_text(json.dumps(manifest))
+    arrays = dict(np.load(data_dir / "misshaped" / "arrays.npz"))
+    arrays["cluster_centers_"] = arrays["cluster_centers_"][:, :2]
+    np.savez(data_dir / "misshaped" / "arrays.npz", **arrays)
+    manifest = json.loads((data_dir / "misshaped" / "manifest.json").read_text())
+    raw = (data_dir / "misshaped" / "arrays.npz").read_bytes()
+    manifest["arrays"]["sha256"] = __import__("hashlib").sha256(raw).hexdigest()
+    (data_dir / "misshaped" / "manifest.json").write_text(json.dumps(manifest))
     return data_dir
 
 
@@ -495,3 +525,19 @@ def test_errors_inside_worker_processes_are_the_same_one_line(tmp_path, blobs32)
         assert len(lines) == 1 and lines[0].startswith("streamclust: error: "), done.stderr
         assert match in lines[0]
         assert not (tmp_path / "m").exists()
+
+
+def test_a_k_larger_than_the_first_batch_stops_the_stream_not_its_batches(tmp_path, capsys):
+    """Every batch used to be moved to rejected/ for a --k no batch could satisfy."""
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "in" / f"b{i}.npy", np.random.default_rng(i).random((2000, 2)))
+    args = ["stream", str(tmp_path / "in"), "--state", str(tmp_path / "st"), "--once"]
+    code, _out, err = run_cli([*args, "--k", "10000000", "--no-progress"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "k=10000000 is more than the 2000 rows of the first batch b0.npy" in err
+    assert sorted(os.listdir(tmp_path / "in")) == ["b0.npy", "b1.npy", "b2.npy"]
+    assert not list((tmp_path / "st").glob("rejected/*"))
+    # Its options were not recorded: the same state takes a sensible --k.
+    code, _out, err = run_cli([*args, "--k", "3", "--no-progress"], capsys)
+    assert code == 0, err
