@@ -435,9 +435,10 @@ def _block(handle: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- clients
 
 
-def _connect(address: str, security: Any = None, timeout: float = CONNECT_TIMEOUT) -> Any:
+def _connect(address: str, security: Any = None, timeout: float | None = None) -> Any:
     from distributed import Client
 
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
     check_address(address)
     key = f"{address}|{id(security)}"
     with _lock:

@@ -136,7 +136,16 @@ def test_rows_past_committed_rows(tmp_path, blobs32):
         sc.open_source(tmp_path / "x.zarr").read(0, 3000)
 
 
-def test_unreachable_scheduler_fails_fast(blobs32, tmp_path):
+@pytest.fixture()
+def short_connect(monkeypatch):
+    """Nothing listens at tcp://127.0.0.1:1: distributed retries it until the connect
+    timeout, 8 s; 1 s is as good a test of the message."""
+    from streamclust import runtime
+
+    monkeypatch.setattr(runtime, "CONNECT_TIMEOUT", 1)
+
+
+def test_unreachable_scheduler_fails_fast(blobs32, tmp_path, short_connect):
     np.save(tmp_path / "x.npy", blobs32[:100])
     with pytest.raises(sc.SchedulerError, match="cannot reach the Dask scheduler"):
         sc.StreamingKMeans(n_clusters=2, client="tcp://127.0.0.1:1", progress=False).fit(
@@ -445,7 +454,9 @@ def cli_dir(data_dir, blobs32, capsys):
     CLI_CASES,
     ids=[" ".join(c[0][:2]) + f"-{i}" for i, c in enumerate(CLI_CASES)],
 )
-def test_cli_bad_input_is_one_line_exit_2_nothing_written(args, match, cli_dir, capsys):
+def test_cli_bad_input_is_one_line_exit_2_nothing_written(
+    args, match, cli_dir, capsys, short_connect
+):
     before = snapshot(cli_dir)
     code, _out, err = run_cli([a.replace("{d}", str(cli_dir)) for a in args], capsys)
     assert code == 2, err

@@ -156,6 +156,7 @@ def test_a_task_dask_gives_up_on_is_submitted_again(tmp_path, blobs_zarr):
         assert deaths.read_text() == "xx"
 
 
+@pytest.mark.slow
 def test_call_tells_a_tasks_own_oserror_from_a_lost_scheduler(dask_processes, tmp_path):
     """An OSError the task raises is its own error, raised once; a scheduler killed under
     the client (noticed by it yet or not: the scatter may be the first to fail) is a
