@@ -286,6 +286,9 @@ def fit(
     check_model_output(out, overwrite)
     if not Path(out).resolve().parent.is_dir():
         raise SourceError(f"{Path(out).parent}: no such directory for --out")
+    from .sources import check_writable
+
+    check_writable(Path(out).resolve().parent)  # before the fit, not after it
     model = _estimator(model_kind, params, None, progress)
     source = _open(data, dtype, shape, component, header)
     model.set_params(client=_client(scheduler, tls_ca, tls_cert, tls_key))

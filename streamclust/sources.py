@@ -41,6 +41,7 @@ __all__ = [
     "Source",
     "ZarrSource",
     "check_output",
+    "check_writable",
     "is_dask_array",
     "is_lazy_array",
     "is_zarr_array",
@@ -980,6 +981,36 @@ def _is_zarr(path: Path) -> bool:
     return any((path / marker).exists() for marker in ("zarr.json", ".zarray", ".zgroup"))
 
 
+def _allocate(tmp: Path, path: Path) -> None:
+    """Reserve the disk blocks of a new memory-mapped file: on a full disk, writing into
+    a sparse map is a SIGBUS that kills the process; reserving first is an OSError."""
+    if not hasattr(os, "posix_fallocate"):  # not on every platform
+        return
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        raise SourceError(
+            f"{path}: no room for its {os.fstat(fd).st_size} bytes ({exc.strerror}); free some "
+            "space or write it elsewhere"
+        ) from exc
+    finally:
+        os.close(fd)
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise SourceError unless a file can be created in ``folder`` (checked by making
+    and removing one), so that a long computation does not end unable to save."""
+    probe = Path(folder) / f".streamclust-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as exc:
+        raise SourceError(
+            f"{folder}: cannot write here ({exc.strerror}); choose a writable place for the output"
+        ) from exc
+
+
 def check_output(path: str | os.PathLike, overwrite: bool, flag: str = "overwrite=True") -> Path:
     """``path`` as a place to write new output: refused when it exists, unless
     ``overwrite`` is set and it holds what a writer of ours would replace (a file or a
@@ -997,6 +1028,7 @@ def check_output(path: str | os.PathLike, overwrite: bool, flag: str = "overwrit
             )
     if not out.resolve().parent.is_dir():
         raise SourceError(f"{out.parent}: no such directory for the output")
+    check_writable(out.resolve().parent)
     return out
 
 
@@ -1060,6 +1092,7 @@ class ArrayWriter:
             self.arr = np.lib.format.open_memmap(
                 self.tmp, mode="w+", dtype=dtype, shape=(self.n_rows, *tail)
             )
+            _allocate(self.tmp, self.path)
 
     def append(self, block: np.ndarray) -> None:
         block = np.asarray(block)
