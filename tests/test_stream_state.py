@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import until
 
 import streamclust as sc
 from streamclust.cli import main
@@ -275,3 +277,39 @@ def test_two_streams_started_together_never_damage_the_state(clean, tmp_path):
         ledger = json.loads((latest(state) / "ledger.json").read_text())
         assert ledger["batches"] == names
     assert sc.load(latest(state) / "model").n_clusters == 2
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_stop_in_one_line_and_leave_no_temporary_file(clean, tmp_path, sig):
+    """SIGTERM used to exit 143 with no message and a scores/.batch.npy.tmp-* left for
+    good; SIGINT printed a blank line first."""
+    write_batches(tmp_path / "in", 300, rows=4000, seed=5)
+    state = tmp_path / "st"
+    cmd = [sys.executable, "-m", "streamclust", "stream", str(tmp_path / "in"), "--once"]
+    cmd += ["--state", str(state), *KMEANS, "--detect", "--window", "5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        until(lambda: (state / "LATEST").exists() and batches_in(state) >= 20, timeout=120)
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig, err
+    assert err.splitlines() == [
+        f"streamclust: stopped by {signal.Signals(sig).name}; unfinished outputs were removed "
+        "(a stream resumes from its last checkpoint)"
+    ]
+    assert not [p for p in state.rglob("*") if ".tmp" in p.name]
+    applied = batches_in(state)
+    assert 20 <= applied < 300
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    ledger = json.loads((latest(state) / "ledger.json").read_text())
+    assert ledger["batches"] == [f"b{i:05d}.npy" for i in range(300)]
+
+
+def batches_in(state: Path) -> int:
+    try:
+        return int((state / "LATEST").read_text().split("-")[1])
+    except (OSError, IndexError, ValueError):
+        return -1
