@@ -504,11 +504,13 @@ class ZarrSource(Source):
                 f"{self.committed_rows}: the store was not completely written; rewrite it"
             )
         arr = self._h_array()
+        self._check_links(arr, start, stop)
         try:
             return arr[start:stop]
         except Exception as exc:
             first_error: Exception = exc
-        # Find the chunk that fails, so the message names it.
+        # Find the chunk that fails, so the message names it. Only the error's kind is
+        # said: a codec's message can quote the bytes it failed on.
         lo = start
         while lo < stop:
             hi = min((lo // self.chunk_rows + 1) * self.chunk_rows, stop)
@@ -516,13 +518,35 @@ class ZarrSource(Source):
                 arr[lo:hi]
             except Exception as exc:
                 raise SourceError(
-                    f"{self.name}: {self._chunk_span(lo, hi)} cannot be read ({exc}); "
-                    "the chunk is corrupt: restore or rewrite the store"
+                    f"{self.name}: {self._chunk_span(lo, hi)} cannot be read "
+                    f"({type(exc).__name__}); the chunk is corrupt: restore or rewrite the store"
                 ) from exc
             lo = hi
         raise SourceError(
-            f"{self.name}: {self._chunk_span(start, stop)} cannot be read ({first_error})"
+            f"{self.name}: {self._chunk_span(start, stop)} cannot be read "
+            f"({type(first_error).__name__})"
         ) from first_error
+
+    def _check_links(self, arr: Any, start: int, stop: int) -> None:
+        """Refuse to read a chunk of a store on disk that is a link leaving the store (to
+        /etc/passwd, or to another store's chunk), as batch links are refused."""
+        store = arr.store
+        root = getattr(store, "root", None)
+        if type(store).__name__ != "LocalStore" or root is None:
+            return
+        rows = int((getattr(arr, "shards", None) or arr.chunks)[0])
+        cols = int((getattr(arr, "shards", None) or arr.chunks)[1])
+        inside = os.path.realpath(root) + os.sep
+        for c in range(start // rows, max(start, stop - 1) // rows + 1):
+            for j in range(-(-self.n_features // cols)):
+                file = os.path.join(root, arr.path, arr.metadata.encode_chunk_key((c, j)))
+                target = os.path.realpath(file)
+                if not target.startswith(inside):
+                    lo, hi = c * rows, min((c + 1) * rows, self.n_rows)
+                    raise SourceError(
+                        f"{self.name}: chunk {c} ({row_span(lo, hi)}) is a link to {target}, "
+                        "outside the store; refused: copy the chunk into the store"
+                    )
 
     def _raise_not_finite(self, block: np.ndarray, start: int) -> None:
         # A chunk that was never written reads back as the NaN fill value.

@@ -157,3 +157,26 @@ def test_models_with_pickled_arrays_do_not_load(blobs32, tmp_path):
     (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(sc.exceptions.ModelFileError, match="pickle"):
         sc.load(tmp_path / "m")
+
+
+def test_zarr_chunks_that_link_out_of_the_store_are_refused_and_never_echoed(tmp_path):
+    """A chunk linked to another file used to be followed: to a text file, the error
+    quoted its bytes; to another store's chunk, it was read silently."""
+    rows = np.random.default_rng(0).random((3000, 4))
+    sc.write_zarr(rows, tmp_path / "a.zarr", block_rows=1000)
+    sc.write_zarr(rows + 1, tmp_path / "b.zarr", block_rows=1000)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:SECRET-LINE\n")
+    chunk = tmp_path / "a.zarr" / "c" / "1" / "0"
+    for target in (secret, tmp_path / "b.zarr" / "c" / "1" / "0"):
+        chunk.unlink()
+        chunk.symlink_to(target)
+        with pytest.raises(sc.SourceError, match=r"chunk 1 \(rows 1000:2000\) is a link to") as err:
+            sc.StreamingKMeans(2, progress=False).fit(str(tmp_path / "a.zarr"))
+        assert "outside the store" in str(err.value) and "SECRET" not in str(err.value)
+    # A chunk that is not a link but holds such text: its bytes are not quoted either.
+    chunk.unlink()
+    chunk.write_text(secret.read_text())
+    with pytest.raises(sc.SourceError, match=r"chunk 1 \(rows 1000:2000\) cannot be read") as err:
+        sc.open_source(tmp_path / "a.zarr").read(0, 3000)
+    assert "SECRET" not in str(err.value)
