@@ -326,35 +326,40 @@ class ArraySource(Source):
 
 
 class NpySource(Source):
-    """A ``.npy`` file opened as a read-only memory map."""
+    """A ``.npy`` file, its rows read from the file block by block.
+
+    Its header is read through a memory map; its rows are read with plain reads
+    (``np.fromfile`` at their offset), so the pages of a large file never stay
+    mapped in this process: its memory is the blocks in flight, not the file.
+    A Fortran-ordered file (rows not contiguous) is read through the map.
+    """
 
     def __init__(self, path: str | os.PathLike, block_rows: int | None = None) -> None:
         self.path = str(path)
         self.name = self.path
-        arr = self._h_array()
-        _check_2d(arr, self.path)
-        self.n_rows, self.n_features = arr.shape
-        self.dtype = arr.dtype
+        try:
+            mapped = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError as exc:
+            raise SourceError(f"{self.path}: no such file; check the path") from exc
+        except (ValueError, OSError, EOFError) as exc:
+            raise SourceError(
+                f"{self.path}: not a readable .npy array ({exc}); "
+                "write it with numpy.save from a numeric array"
+            ) from exc
+        _check_2d(mapped, self.path)
+        self.n_rows, self.n_features = mapped.shape
+        self.dtype = mapped.dtype
         compute_dtype(self.dtype)
-        self.block_rows = block_rows or _default_block_rows(self.n_features, arr.dtype.itemsize)
-
-    def _h_array(self) -> np.ndarray:
-        handle = self.__dict__.get("_h_mm")
-        if handle is None:
-            try:
-                handle = np.load(self.path, mmap_mode="r", allow_pickle=False)
-            except FileNotFoundError as exc:
-                raise SourceError(f"{self.path}: no such file; check the path") from exc
-            except (ValueError, OSError, EOFError) as exc:
-                raise SourceError(
-                    f"{self.path}: not a readable .npy array ({exc}); "
-                    "write it with numpy.save from a numeric array"
-                ) from exc
-            self.__dict__["_h_mm"] = handle
-        return handle
+        self.offset = int(mapped.offset)
+        self.fortran = bool(mapped.flags.f_contiguous and not mapped.flags.c_contiguous)
+        del mapped
+        self.block_rows = block_rows or _default_block_rows(self.n_features, self.dtype.itemsize)
 
     def _read(self, start: int, stop: int) -> np.ndarray:
-        return np.array(self._h_array()[start:stop])
+        if self.fortran:
+            mapped = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            return np.array(mapped[start:stop])
+        return _read_rows(self.path, self.dtype, self.n_features, self.offset, start, stop)
 
 
 class RawSource(Source):
@@ -402,13 +407,21 @@ class RawSource(Source):
         self.block_rows = block_rows or _default_block_rows(cols, self.dtype.itemsize)
 
     def _read(self, start: int, stop: int) -> np.ndarray:
-        mm = self.__dict__.get("_h_mm")
-        if mm is None:
-            mm = np.memmap(
-                self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape
-            )
-            self.__dict__["_h_mm"] = mm
-        return np.array(mm[start:stop])
+        return _read_rows(self.path, self.dtype, self.n_features, self.offset, start, stop)
+
+
+def _read_rows(
+    path: str, dtype: np.dtype, width: int, offset: int, start: int, stop: int
+) -> np.ndarray:
+    """Rows ``start:stop`` of a C-ordered table of ``dtype`` at ``offset`` in a file, by
+    plain reads (the pages stay in the OS cache, not mapped into this process)."""
+    count = (stop - start) * width
+    rows = np.fromfile(
+        path, dtype=dtype, count=count, offset=offset + start * width * dtype.itemsize
+    )
+    if rows.size != count:
+        raise SourceError(f"{path}: {row_span(start, stop)} are cut short; the file is truncated")
+    return rows.reshape(stop - start, width)
 
 
 class ZarrSource(Source):

@@ -275,6 +275,35 @@ print(arr.nbytes / 2**20, (peak - base) / 2**20, km.inertia_)
 
 
 @pytest.mark.slow
+def test_fitting_a_1_gib_npy_on_threads_keeps_memory_flat(tmp_path):
+    """A memory-mapped .npy kept every page it had read resident: a threaded fit of a
+    3 GiB file reached 3.2 GiB of RSS. Its rows are now read with plain reads."""
+    import subprocess
+    import sys
+
+    from streamclust.datasets import BlobSpec, blob_blocks
+
+    out = np.lib.format.open_memmap(tmp_path / "big.npy", "w+", np.float32, (2**23, 32))
+    spec = BlobSpec.make(16, 32, seed=1)
+    for i, block in enumerate(blob_blocks(spec, 2**23, block_rows=2**20)):
+        out[i * 2**20 : (i + 1) * 2**20] = block
+    out.flush()
+    del out
+    script = RSS_SCRIPT.replace('arr = zarr.open_array(sys.argv[1], mode="r")', "arr = sys.argv[1]")
+    script = script.replace("print(arr.nbytes / 2**20,", "print(1024,")
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "big.npy")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    _, growth_mib, inertia = (float(v) for v in done.stdout.split())
+    assert np.isfinite(inertia)
+    assert growth_mib < 150, growth_mib
+
+
+@pytest.mark.slow
 def test_fitting_a_1_gib_zarr_array_object_keeps_memory_flat(tmp_path):
     """RSS grows by less than 150 MiB while a 1 GiB ``zarr.Array`` object is fitted."""
     import subprocess
