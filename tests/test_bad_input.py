@@ -345,6 +345,10 @@ CLI_CASES = [
         ["fit", "{d}/x.npy", "--k", "3", "--scheduler", "tcp//127.0.0.1:8786", "--out", "{d}/m"],
         "a host name has no '/'",
     ),
+    (
+        ["fit", "{d}/x.npy", "--k", "3", "--scheduler", "tcp://127.0.0.1:", "--out", "{d}/m"],
+        "is not HOST:PORT",
+    ),
     (["select", "{d}/x.npy", "--k", "10..2"], "counts down; pass LO..HI with LO <= HI, e.g. 2..10"),
     (["select", "{d}/x.npy", "--k", "1..3"], "where the silhouette is undefined"),
     (["select", "{d}/x.npy", "--k", "1,2", "--criterion", "silhouette"], "pass --k 2..2"),
