@@ -152,7 +152,8 @@ def _finish(proc: subprocess.Popen, state: Path) -> None:
     assert proc.wait(timeout=300) == 0, (state.parent / f"{state.name}.log").read_text()
 
 
-@pytest.mark.parametrize("every", [pytest.param(1, marks=pytest.mark.slow), 7])
+@pytest.mark.slow
+@pytest.mark.parametrize("every", [1, 7])
 def test_killed_five_times_gives_the_same_model(tmp_path, every):
     incoming = tmp_path / "in"
     names = _write_batches(incoming, 200, 60, seed=1)

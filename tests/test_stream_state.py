@@ -279,7 +279,9 @@ def test_two_streams_started_together_never_damage_the_state(clean, tmp_path):
     assert sc.load(latest(state) / "model").n_clusters == 2
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+)
 def test_sigterm_and_sigint_stop_in_one_line_and_leave_no_temporary_file(clean, tmp_path, sig):
     """SIGTERM used to exit 143 with no message and a scores/.batch.npy.tmp-* left for
     good; SIGINT printed a blank line first."""
