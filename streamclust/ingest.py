@@ -44,7 +44,7 @@ import numpy as np
 from . import runtime
 from .exceptions import DataError, ParameterError, SchedulerError, SourceError, StreamclustError
 from .persistence import write_atomic
-from .sources import _BATCH_SUFFIXES
+from .sources import BATCH_SUFFIXES
 from .stream_state import Ledger, StreamState, new_detector
 
 
@@ -149,7 +149,7 @@ class Ingest:
         names = sorted(
             p.name
             for p in self.incoming.iterdir()
-            if p.suffix.lower() in _BATCH_SUFFIXES and p.is_file() and p.name not in self._done
+            if p.suffix.lower() in BATCH_SUFFIXES and p.is_file() and p.name not in self._done
         )
         return [self.incoming / n for n in names]
 

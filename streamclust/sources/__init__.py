@@ -1,0 +1,50 @@
+"""Datasets read block by block.
+
+A :class:`Source` is a 2-D table of ``n_rows x n_features`` numbers that is
+read in row ranges (:mod:`.base`); one module per family of formats: arrays in
+memory or behind an array API (:mod:`.arrays`), files on disk (:mod:`.files`),
+Zarr stores (:mod:`.zarr_store`); :func:`open_source` opens any of them
+(:mod:`.opening`), and :mod:`.writers` writes new stores and files atomically.
+
+Every block is validated as it is read: it must be finite, and a Zarr store
+must have committed the rows and have intact chunks.
+"""
+
+from .arrays import ArraySource, DaskSource, LazyArraySource, is_dask_array, is_lazy_array
+from .base import TARGET_BLOCK_BYTES, BlockRanges, Source
+from .files import (
+    BATCH_SUFFIXES,
+    BatchDirSource,
+    NpySource,
+    RawSource,
+    iter_csv_blocks,
+    read_batch_file,
+)
+from .opening import open_source
+from .writers import ArrayWriter, check_output, check_writable, write_array, write_zarr
+from .zarr_store import ZarrSource, is_zarr_array
+
+__all__ = [
+    "BATCH_SUFFIXES",
+    "TARGET_BLOCK_BYTES",
+    "ArraySource",
+    "ArrayWriter",
+    "BatchDirSource",
+    "BlockRanges",
+    "DaskSource",
+    "LazyArraySource",
+    "NpySource",
+    "RawSource",
+    "Source",
+    "ZarrSource",
+    "check_output",
+    "check_writable",
+    "is_dask_array",
+    "is_lazy_array",
+    "is_zarr_array",
+    "iter_csv_blocks",
+    "open_source",
+    "read_batch_file",
+    "write_array",
+    "write_zarr",
+]

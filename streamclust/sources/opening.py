@@ -1,0 +1,109 @@
+"""``open_source``: anything streamclust reads (a path, a ``zarr.Array``, a dask
+array, an ndarray or array-like) as a :class:`Source`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import DataError, SourceError
+from .arrays import ArraySource, DaskSource, LazyArraySource, is_dask_array, is_lazy_array
+from .base import Source
+from .files import BatchDirSource, NpySource, RawSource
+from .zarr_store import ZarrSource, is_zarr_array, is_zarr_dir
+
+__all__ = ["open_source"]
+
+
+def open_source(
+    data: Any,
+    *,
+    dtype: Any = None,
+    shape: tuple[int, int] | None = None,
+    component: str | None = None,
+    header: bool = False,
+    block_rows: int | None = None,
+) -> Source:
+    """Open anything streamclust can read as a :class:`Source`.
+
+    Parameters
+    ----------
+    data : Source, path, zarr.Array, dask array, ndarray or array-like
+        A path may name a Zarr store (directory with ``zarr.json`` or ``.zarray``,
+        optionally ``store.zarr/array``), a ``.npy`` file (memory-mapped), a raw
+        binary file (with ``dtype`` and ``shape``), or a directory of batch
+        files (``.npy``, ``.csv``, ``.parquet``). A ``zarr.Array`` (any store)
+        is read chunk by chunk like its path; an array-like with ``shape``,
+        ``dtype`` and ``__getitem__`` that is larger than a block (an
+        ``h5py.Dataset``, say) is read by row slices, never converted whole.
+    dtype, shape : optional
+        Required for raw binary files; ``shape=(-1, n_features)`` infers rows.
+    component : str, optional
+        The array inside a Zarr group.
+    header : bool
+        CSV batch files start with a header row.
+    block_rows : int, optional
+        Rows per block (default: whole Zarr chunks, or about 8 MiB).
+
+    Examples
+    --------
+    >>> import numpy as np, streamclust as sc
+    >>> src = sc.open_source(np.zeros((10, 3)))
+    >>> src.shape
+    (10, 3)
+    """
+    if isinstance(data, Source):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return _open_path(Path(data), dtype, shape, component, header, block_rows)
+    if is_dask_array(data):
+        return DaskSource(data)
+    if is_zarr_array(data):
+        return ZarrSource(data, block_rows=block_rows)
+    if is_lazy_array(data):
+        return LazyArraySource(data, block_rows=block_rows)
+    if hasattr(data, "__array__") or isinstance(data, (list, tuple)):
+        try:
+            array = np.asarray(data)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"cannot convert input to a numeric array ({exc})") from exc
+        return ArraySource(array, block_rows=block_rows)
+    raise SourceError(
+        f"cannot read {type(data).__name__}; pass a path, an ndarray, a dask array or a Source"
+    )
+
+
+def _open_path(
+    path: Path,
+    dtype: Any,
+    shape: tuple[int, int] | None,
+    component: str | None,
+    header: bool,
+    block_rows: int | None,
+) -> Source:
+    if not path.exists():
+        # "store.zarr/X" names an array inside a group.
+        if path.parent.exists() and is_zarr_dir(path.parent) and component is None:
+            return ZarrSource(path.parent, component=path.name, block_rows=block_rows)
+        raise SourceError(f"{path}: no such file or directory; check the path")
+    if path.is_dir():
+        if is_zarr_dir(path):
+            return ZarrSource(path, component=component, block_rows=block_rows)
+        return BatchDirSource(path, header=header)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return NpySource(path, block_rows=block_rows)
+    if suffix in (".csv", ".parquet"):
+        raise SourceError(
+            f"{path}: a single {suffix} file is read by 'streamclust convert {path} out.zarr' "
+            "or as part of a batch directory; convert it first"
+        )
+    if dtype is None or shape is None:
+        raise SourceError(
+            f"{path}: unknown format '{suffix or path.name}'; for a raw binary memmap pass "
+            "dtype= and shape= (CLI: --dtype float32 --shape -1,N)"
+        )
+    return RawSource(path, dtype=dtype, shape=shape, block_rows=block_rows)

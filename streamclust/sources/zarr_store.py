@@ -1,0 +1,237 @@
+"""Zarr arrays (v2 or v3, on disk, in memory or in object storage) as sources: read
+chunk by chunk, each read checked against ``committed_rows``, missing and
+corrupt chunks, and chunk files that link out of the store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_finite_block, compute_dtype, row_span
+from ..exceptions import SourceError
+from .base import Source, check_2d, default_block_rows
+
+__all__ = ["ZarrSource", "is_zarr_array", "is_zarr_dir"]
+
+
+class ZarrSource(Source):
+    """A 2-D Zarr array (v2 or v3), or the array ``component`` inside a Zarr group.
+
+    Blocks are whole chunks along the rows (several chunks when chunks are
+    small). Rows beyond the ``committed_rows`` attribute (written by
+    :func:`write_zarr` after every block) and corrupt chunks raise
+    :class:`SourceError` naming the chunk; a chunk that was never written reads
+    as the NaN fill value and is reported as missing.
+    """
+
+    def __init__(
+        self, path: Any, component: str | None = None, block_rows: int | None = None
+    ) -> None:
+        self.array: Any = None
+        if is_zarr_array(path):
+            path, self.array = _zarr_array_location(path)
+            # An array in this process's memory is read here and its blocks shipped,
+            # as an ndarray's are: pickled for a worker, it would copy the whole store.
+            self.in_memory = self.array is not None and "Memory" in type(self.array.store).__name__
+        self.path = str(path)
+        self.component = component
+        self.name = self.path if component is None else f"{self.path}/{component}"
+        arr = self._h_array()
+        check_2d(arr, self.name)
+        self.n_rows, self.n_features = (int(s) for s in arr.shape)
+        self.dtype = np.dtype(arr.dtype)
+        compute_dtype(self.dtype)
+        self.chunk_rows = int(arr.chunks[0])
+        if arr.chunks[1] != self.n_features:
+            # Reading a row range then touches several chunks per row; still correct.
+            pass
+        committed = arr.attrs.get("committed_rows")
+        self.committed_rows = self.n_rows if committed is None else int(committed)
+        if committed is None:  # not written by streamclust: do its chunks reach its shape?
+            stop = _stored_rows(arr)
+            if stop is not None:
+                raise SourceError(
+                    f"{self.name}: its shape says {self.n_rows} rows, but its chunks stop at "
+                    f"row {stop} (the chunks after it do not exist); rewrite the store, or "
+                    "fix the shape in its metadata"
+                )
+        if block_rows is None:
+            target = default_block_rows(self.n_features, self.dtype.itemsize)
+            block_rows = self.chunk_rows * max(1, target // self.chunk_rows)
+        self.block_rows = int(block_rows)
+
+    def _h_array(self) -> Any:
+        arr = self.__dict__.get("_h_arr", self.array)
+        if arr is None:
+            import zarr
+
+            if not os.path.exists(self.path) and "://" not in self.path:
+                raise SourceError(f"{self.path}: no such Zarr store; check the path")
+            try:
+                node = zarr.open(self.path, mode="r")
+            except Exception as exc:
+                raise SourceError(f"{self.path}: not a readable Zarr store ({exc})") from exc
+            if isinstance(node, zarr.Group):
+                names = sorted(name for name, _ in node.arrays())
+                choice = self.component
+                if choice is None:
+                    if len(names) == 1:
+                        choice = names[0]
+                    elif "X" in names:
+                        choice = "X"
+                    else:
+                        raise SourceError(
+                            f"{self.path}: Zarr group holds arrays {names}; "
+                            "name one with component= (or path/NAME)"
+                        )
+                if choice not in names:
+                    raise SourceError(f"{self.path}: no array {choice!r} in group; has {names}")
+                node = node[choice]
+            elif self.component is not None:
+                raise SourceError(f"{self.path}: is an array, not a group; drop component=")
+            arr = node
+            self.__dict__["_h_arr"] = arr
+        return arr
+
+    def _chunk_span(self, start: int, stop: int) -> str:
+        first, last = start // self.chunk_rows, max(start, stop - 1) // self.chunk_rows
+        if first == last:
+            return f"chunk {first} ({row_span(start, stop)})"
+        return f"chunks {first} to {last} ({row_span(start, stop)})"
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        if stop > self.committed_rows:
+            bad = max(start, self.committed_rows)
+            raise SourceError(
+                f"{self.name}: {self._chunk_span(bad, stop)} lie past committed_rows="
+                f"{self.committed_rows}: the store was not completely written; rewrite it"
+            )
+        arr = self._h_array()
+        self._check_links(arr, start, stop)
+        try:
+            return arr[start:stop]
+        except Exception as exc:
+            first_error: Exception = exc
+        # Find the chunk that fails, so the message names it. Only the error's kind is
+        # said: a codec's message can quote the bytes it failed on.
+        lo = start
+        while lo < stop:
+            hi = min((lo // self.chunk_rows + 1) * self.chunk_rows, stop)
+            try:
+                arr[lo:hi]
+            except Exception as exc:
+                raise SourceError(
+                    f"{self.name}: {self._chunk_span(lo, hi)} cannot be read "
+                    f"({type(exc).__name__}); the chunk is corrupt: restore or rewrite the store"
+                ) from exc
+            lo = hi
+        raise SourceError(
+            f"{self.name}: {self._chunk_span(start, stop)} cannot be read "
+            f"({type(first_error).__name__})"
+        ) from first_error
+
+    def _check_links(self, arr: Any, start: int, stop: int) -> None:
+        """Refuse to read a chunk of a store on disk that is a link leaving the store (to
+        /etc/passwd, or to another store's chunk), as batch links are refused."""
+        store = arr.store
+        root = getattr(store, "root", None)
+        if type(store).__name__ != "LocalStore" or root is None:
+            return
+        rows = int((getattr(arr, "shards", None) or arr.chunks)[0])
+        cols = int((getattr(arr, "shards", None) or arr.chunks)[1])
+        inside = os.path.realpath(root) + os.sep
+        for c in range(start // rows, max(start, stop - 1) // rows + 1):
+            for j in range(-(-self.n_features // cols)):
+                file = os.path.join(root, arr.path, arr.metadata.encode_chunk_key((c, j)))
+                target = os.path.realpath(file)
+                if not target.startswith(inside):
+                    lo, hi = c * rows, min((c + 1) * rows, self.n_rows)
+                    raise SourceError(
+                        f"{self.name}: chunk {c} ({row_span(lo, hi)}) is a link to {target}, "
+                        "outside the store; refused: copy the chunk into the store"
+                    )
+
+    def _raise_not_finite(self, block: np.ndarray, start: int) -> None:
+        # A chunk that was never written reads back as the NaN fill value.
+        c0 = start // self.chunk_rows
+        for c in range(c0, (start + len(block) - 1) // self.chunk_rows + 1):
+            lo, hi = (
+                max(c * self.chunk_rows, start),
+                min((c + 1) * self.chunk_rows, start + len(block)),
+            )
+            if np.isnan(block[lo - start : hi - start]).all():
+                raise SourceError(
+                    f"{self.name}: chunk {c} ({row_span(lo, hi)}) reads as all NaN, the fill "
+                    "value: it is missing from the store; restore or rewrite it"
+                )
+        # Name the chunk that holds the first bad row, not the whole (multi-chunk) block.
+        c = (start + int(np.argwhere(~np.isfinite(block))[0][0])) // self.chunk_rows
+        lo, hi = max(c * self.chunk_rows, start), min((c + 1) * self.chunk_rows, start + len(block))
+        where = f"{self.name}: chunk {c} ({row_span(lo, hi)})"
+        check_finite_block(block[lo - start : hi - start], lo, where)
+
+    def to_dask(self) -> Any:
+        import dask.array as da
+
+        arr = self._h_array()
+        if self.committed_rows == self.n_rows:
+            return da.from_zarr(arr, chunks=(self.block_rows, self.n_features)).astype(
+                self.compute_dtype
+            )
+        return super().to_dask()
+
+
+def _stored_rows(arr: Any) -> int | None:
+    """Where a Zarr array's stored chunks stop, when it is before its last row (else None).
+
+    One existence check when the last chunk (or shard) is there; else a binary
+    search for the first one missing, assuming the chunks before it exist. A
+    shape that claims far more rows than were written is found before any
+    planning or reading.
+    """
+    try:
+        from zarr.core.sync import sync
+
+        rows = int((getattr(arr, "shards", None) or arr.chunks)[0])
+        count = -(-int(arr.shape[0]) // rows)
+        rest = (0,) * (len(arr.shape) - 1)
+
+        def exists(i: int) -> bool:
+            key = arr.metadata.encode_chunk_key((i, *rest))
+            return bool(sync((arr.store_path / key).exists()))
+
+        if count == 0 or exists(count - 1):
+            return None
+        lo, hi = 0, count - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if exists(mid):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo * rows
+    except (AttributeError, ImportError, TypeError):  # another zarr: not checked here
+        return None
+
+
+def is_zarr_array(obj: Any) -> bool:
+    """True for a ``zarr.Array`` (v2 or v3 format, any store)."""
+    return type(obj).__module__.startswith("zarr.") and type(obj).__name__ == "Array"
+
+
+def _zarr_array_location(arr: Any) -> tuple[str, Any]:
+    """Where a ``zarr.Array`` lives: its path on disk (workers reopen it there) and None,
+    or, in any other store, the store's URL as its name and the array itself (which
+    pickles with its store)."""
+    store = arr.store
+    root = getattr(store, "root", None)
+    if type(store).__name__ == "LocalStore" and root is not None:
+        return os.path.join(str(root), arr.path) if arr.path else str(root), None
+    return str(arr.store_path), arr
+
+
+def is_zarr_dir(path: Path) -> bool:
+    return any((path / marker).exists() for marker in ("zarr.json", ".zarray", ".zgroup"))
