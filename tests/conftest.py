@@ -134,8 +134,8 @@ class DaskProcesses:
         """Close the clients streamclust cached for this address."""
         from streamclust import runtime
 
-        for key in [k for k in runtime._clients if k.startswith(self.address + "|")]:
-            runtime._clients.pop(key).close()
+        for key in [k for k in runtime.cluster.clients if k.startswith(self.address + "|")]:
+            runtime.cluster.clients.pop(key).close()
 
 
 @pytest.fixture()

@@ -142,7 +142,7 @@ def short_connect(monkeypatch):
     timeout, 8 s; 1 s is as good a test of the message."""
     from streamclust import runtime
 
-    monkeypatch.setattr(runtime, "CONNECT_TIMEOUT", 1)
+    monkeypatch.setattr(runtime.cluster, "CONNECT_TIMEOUT", 1)
 
 
 def test_unreachable_scheduler_fails_fast(blobs32, tmp_path, short_connect):

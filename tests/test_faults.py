@@ -190,7 +190,7 @@ def test_our_client_of_a_dead_scheduler_logs_nothing(dask_processes, monkeypatch
     while the driver is still in a call, before its one-line SchedulerError: none
     of it may reach the user's terminal."""
     dask_processes.start()
-    client = runtime._connect(dask_processes.address, timeout=1.0)
+    client = runtime.cluster.connect(dask_processes.address, timeout=1.0)
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
@@ -200,8 +200,8 @@ def test_our_client_of_a_dead_scheduler_logs_nothing(dask_processes, monkeypatch
         dask_processes.kill_scheduler()
         until(lambda: client.status == "connecting")
         if end == "closed by us":
-            monkeypatch.setattr(runtime, "CLOSE_TIMEOUT", 0.01)
-            runtime._close_quietly(client)
+            monkeypatch.setattr(runtime.cluster, "CLOSE_TIMEOUT", 0.01)
+            runtime.cluster.close_quietly(client)
         until(lambda: client._handle_report_task.done())
     finally:
         log.removeHandler(handler)
@@ -210,7 +210,7 @@ def test_our_client_of_a_dead_scheduler_logs_nothing(dask_processes, monkeypatch
 
 
 def test_chains_of_a_lost_worker_move_to_live_ones_and_back(nanny_client):
-    runner = runtime._DistributedRunner(nanny_client)
+    runner = runtime.runners.DistributedRunner(nanny_client)
     a, b = sorted(worker_pids(nanny_client))
     assert runner.replace([a, b, a, b]) == [a, b, a, b]  # nothing to do
     gone = "tcp://127.0.0.1:1"

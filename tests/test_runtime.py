@@ -67,7 +67,7 @@ def test_no_client_means_threads_in_this_process(blobs_zarr, monkeypatch):
     assert runtime.get_client(None) is None
     runner = runtime.resolve_runner(None, sc.open_source(blobs_zarr))
     assert runner.kind == "threads" and not runner.remote
-    assert "local" not in runtime._clients  # nothing was started
+    assert "local" not in runtime.cluster.clients  # nothing was started
 
 
 def test_scheduler_address_config_is_used_and_matches_threads(blobs_zarr, cluster_client):
@@ -82,8 +82,8 @@ def test_scheduler_address_config_is_used_and_matches_threads(blobs_zarr, cluste
         assert runner.remote
         remote = sc.StreamingKMeans(**params).fit(blobs_zarr)
     np.testing.assert_array_equal(remote.cluster_centers_, threads.cluster_centers_)
-    for key in [k for k in runtime._clients if k.startswith(address + "|")]:
-        runtime._clients.pop(key).close()
+    for key in [k for k in runtime.cluster.clients if k.startswith(address + "|")]:
+        runtime.cluster.clients.pop(key).close()
 
 
 def test_a_plain_script_without_main_guard_just_runs(script_dir, expected_inertia):
@@ -197,7 +197,7 @@ def test_a_server_that_never_answers_is_given_up_on_in_time(silent_server):
     its deadline with one line."""
     started = time.monotonic()
     with pytest.raises(sc.SchedulerError, match="accepted the connection but did not answer"):
-        runtime._connect(silent_server.address, timeout=1)
+        runtime.cluster.connect(silent_server.address, timeout=1)
     assert time.monotonic() - started < 30  # a deadline, not forever (generous: busy CI)
 
 

@@ -50,8 +50,8 @@ def tls_cluster(tmp_path):
     ) as cluster:
         yield cluster.scheduler_address, {k: str(v) for k, v in paths.items()}
         # streamclust keeps its clients for reuse: close this cluster's before it stops.
-        for key in [k for k in runtime._clients if k.startswith(cluster.scheduler_address)]:
-            runtime._clients.pop(key).close()
+        for key in [k for k in runtime.cluster.clients if k.startswith(cluster.scheduler_address)]:
+            runtime.cluster.clients.pop(key).close()
 
 
 def test_fit_through_a_tls_scheduler_and_refused_without_certificate(
@@ -82,8 +82,8 @@ def test_local_cluster_binds_to_loopback_only(monkeypatch):
     import dask
     import psutil
 
-    monkeypatch.setattr(runtime, "_clients", {})
-    monkeypatch.setattr(runtime, "_local_cluster", None)
+    monkeypatch.setattr(runtime.cluster, "clients", {})
+    monkeypatch.setattr(runtime.cluster, "_local_cluster", None)
     key = "distributed.worker.multiprocessing-method"
     with dask.config.set({key: "spawn"}):  # Dask's default; restored after the test
         client = runtime.get_client("local")
@@ -99,7 +99,7 @@ def test_local_cluster_binds_to_loopback_only(monkeypatch):
             loaded = client.run(lambda: "streamclust._gmm_kernels" in __import__("sys").modules)
             assert all(loaded.values())  # imported before the first task
         finally:
-            runtime._close_all()
+            runtime.cluster.close_all()
 
 
 def _batches(incoming, n=3):
