@@ -10,11 +10,12 @@ from sklearn.base import BaseEstimator, OutlierMixin, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from . import _quantile as Q
 from . import runtime
-from ._validation import as_source, check_float, check_int, check_option, is_out_of_core
 from .exceptions import ParameterError
+from .inputs import as_source, is_out_of_core
+from .kernels import quantile as Q
 from .sources import ArrayWriter
+from .validation import check_float, check_int, check_option
 
 __all__ = ["DensityAnomalyDetector", "QuantileSketch"]
 

@@ -13,22 +13,21 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import _gmm_kernels as G
 from . import runtime
-from ._apply import apply_blocks
-from ._kmeans_kernels import kmeans_plusplus
-from ._validation import (
-    as_source,
+from .engine.apply import apply_blocks
+from .exceptions import DataError, ParameterError
+from .inputs import as_source, is_out_of_core
+from .kernels import gmm as G
+from .kernels.kmeans import kmeans_plusplus
+from .persistence import FitCheckpoint, array_digest, fit_fingerprint
+from .sources import ArraySource, Source, is_dask_array
+from .validation import (
     check_checkpoint,
     check_float,
     check_int,
     check_option,
     check_seed,
-    is_out_of_core,
 )
-from .exceptions import DataError, ParameterError
-from .persistence import FitCheckpoint, array_digest, fit_fingerprint
-from .sources import ArraySource, Source, is_dask_array
 
 __all__ = ["StreamingGaussianMixture"]
 

@@ -160,8 +160,8 @@ class Ingest:
         return BatchResult(path.name, 0, rejected=reason)
 
     def _read(self, path: Path) -> np.ndarray:
-        from ._validation import check_finite_block
         from .sources import read_batch_file
+        from .validation import check_finite_block
 
         if path.is_symlink():
             target = path.resolve()

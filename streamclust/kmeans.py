@@ -14,21 +14,20 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import _kmeans_kernels as K
 from . import runtime
-from ._apply import apply_blocks
-from ._validation import (
-    as_source,
+from .engine.apply import apply_blocks
+from .exceptions import DataError, ParameterError
+from .inputs import as_source, is_out_of_core
+from .kernels import kmeans as K
+from .persistence import FitCheckpoint, fit_fingerprint
+from .sources import ArraySource, Source
+from .validation import (
     check_checkpoint,
     check_float,
     check_int,
     check_option,
     check_seed,
-    is_out_of_core,
 )
-from .exceptions import DataError, ParameterError
-from .persistence import FitCheckpoint, fit_fingerprint
-from .sources import ArraySource, Source
 
 __all__ = ["StreamingKMeans"]
 

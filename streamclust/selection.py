@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _kmeans_kernels as K
 from . import runtime
-from ._validation import as_source, check_int, check_option
 from .exceptions import ParameterError
+from .inputs import as_source
+from .kernels import kmeans as K
+from .validation import check_int, check_option
 
 __all__ = ["GMMSweep", "KMeansSweep", "knee", "sweep_gmm", "sweep_kmeans"]
 
@@ -277,14 +278,14 @@ def _block_hard_stats_many(
 ) -> list[Any]:
     """Task: hard-assignment statistics of every job (one k's centers and the
     covariance types to start from them), flattened in job order."""
-    from . import _gmm_kernels as G
+    from .kernels import gmm as G
 
     return [st for centers, cts in jobs for st in G.block_hard_stats(block, start, centers, cts)]
 
 
 def _block_score_sums(block: np.ndarray, start: int, params: list[Any]) -> np.ndarray:
     """Task: the sum of log p(x) over one block for every mixture."""
-    from . import _gmm_kernels as G
+    from .kernels import gmm as G
 
     return np.array([G.block_score_sum(block, start, p) for p in params])
 
@@ -311,8 +312,8 @@ def sweep_gmm(
     pass serves every mixture still iterating. A last pass gives the exact BIC
     and AIC of each (equal to its ``bic(X)`` / ``aic(X)``).
     """
-    from . import _gmm_kernels as G
     from .gmm import StreamingGaussianMixture, _em, _sum_stats
+    from .kernels import gmm as G
     from .kmeans import StreamingKMeans, _lockstep_fit_many
 
     ks = _check_ks(k)

@@ -11,8 +11,8 @@ from sklearn.base import BaseEstimator
 from sklearn.mixture import GaussianMixture
 
 import streamclust as sc
-from streamclust import _quantile as Q
 from streamclust.datasets import make_chapter_mixture
+from streamclust.kernels import quantile as Q
 
 QUIET = {"progress": False}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.cluster import kmeans_plusplus
 
-from streamclust import _kmeans_kernels as K
+from streamclust.kernels import kmeans as K
 
 
 def _brute_labels(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -77,7 +77,7 @@ def test_kmeans_plusplus_lockstep():
 
 
 def _random_mixture(cov_type: str, K: int, d: int, offset: float, seed: int):
-    from streamclust import _gmm_kernels as G
+    from streamclust.kernels import gmm as G
 
     rng = np.random.default_rng(seed)
     means = offset + rng.uniform(-3, 3, (K, d))
@@ -101,7 +101,7 @@ def test_mixture_estep_matches_direct_formulas(cov_type, offset):
     from scipy.special import logsumexp
     from scipy.stats import multivariate_normal
 
-    from streamclust import _gmm_kernels as G
+    from streamclust.kernels import gmm as G
 
     K, d, n = 5, 6, 5000  # n spans several chunks
     p, covs = _random_mixture(cov_type, K, d, offset, seed=K + d)
@@ -134,7 +134,7 @@ def test_mixture_estep_matches_direct_formulas(cov_type, offset):
 @pytest.mark.parametrize("cov_type", ["full", "tied", "diag", "spherical"])
 def test_online_statistics_round_trip(cov_type):
     """stats_from_params inverts the M-step, and shifting statistics moves their centre."""
-    from streamclust import _gmm_kernels as G
+    from streamclust.kernels import gmm as G
 
     p, _ = _random_mixture(cov_type, 4, 3, 0.0, seed=2)
     back = G.m_step(G.stats_from_params(p, 1e-6), p.means, cov_type, 1e-6)

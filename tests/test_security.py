@@ -96,7 +96,7 @@ def test_local_cluster_binds_to_loopback_only(monkeypatch):
             assert dask.config.get(key) == "forkserver"
             for pid in client.run(os.getpid).values():
                 assert "forkserver" in " ".join(psutil.Process(pid).parent().cmdline())
-            loaded = client.run(lambda: "streamclust._gmm_kernels" in __import__("sys").modules)
+            loaded = client.run(lambda: "streamclust.kernels.gmm" in __import__("sys").modules)
             assert all(loaded.values())  # imported before the first task
         finally:
             runtime.cluster.close_all()

@@ -129,7 +129,7 @@ def _start_client(client_class: Any, address: str, security: Any, timeout: float
 
 
 #: Modules every worker of streamclust's local cluster has imported before its first task.
-_WORKER_MODULES = ("streamclust._kmeans_kernels", "streamclust._gmm_kernels")
+_WORKER_MODULES = ("streamclust.kernels.kmeans", "streamclust.kernels.gmm")
 
 
 def local_cluster(n_workers: int | None = None) -> Any:

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import compute_dtype
 from ..exceptions import DataError
+from ..validation import compute_dtype
 from .base import TARGET_BLOCK_BYTES, Source, check_2d, default_block_rows
 
 __all__ = ["ArraySource", "DaskSource", "LazyArraySource", "is_dask_array", "is_lazy_array"]

@@ -17,8 +17,8 @@ from typing import Any, overload
 
 import numpy as np
 
-from .._validation import check_finite_block, compute_dtype, row_span
 from ..exceptions import DataError, SourceError
+from ..validation import check_finite_block, compute_dtype, row_span
 
 __all__ = ["TARGET_BLOCK_BYTES", "BlockRanges", "Source", "check_2d", "default_block_rows"]
 

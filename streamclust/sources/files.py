@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import compute_dtype, row_span
 from ..exceptions import DataError, SourceError
+from ..validation import compute_dtype, row_span
 from .base import Source, check_2d, default_block_rows
 
 __all__ = [

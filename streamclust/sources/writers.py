@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_finite_block, compute_dtype
 from ..exceptions import DataError, SourceError
+from ..validation import check_finite_block, compute_dtype
 from .arrays import is_dask_array
 from .base import Source, default_block_rows
 from .opening import open_source

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_finite_block, compute_dtype, row_span
 from ..exceptions import SourceError
+from ..validation import check_finite_block, compute_dtype, row_span
 from .base import Source, check_2d, default_block_rows
 
 __all__ = ["ZarrSource", "is_zarr_array", "is_zarr_dir"]

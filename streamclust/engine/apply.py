@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from . import runtime
-from ._validation import as_source, check_finite_block
-from .sources import ArraySource, Source, check_output, is_dask_array, write_array
+from .. import runtime
+from ..inputs import as_source
+from ..sources import ArraySource, Source, check_output, is_dask_array, write_array
+from ..validation import check_finite_block
 
 __all__ = ["apply_blocks"]
 

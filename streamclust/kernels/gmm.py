@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
-from .exceptions import DataError
+from ..exceptions import DataError
+from .kmeans import assign
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 _LOG_2PI = np.log(2 * np.pi)
@@ -454,8 +455,6 @@ def block_hard_stats(
 
     Shifted around the centers themselves (used for ``init_params="kmeans"``).
     """
-    from ._kmeans_kernels import assign
-
     X = block.astype(np.float64, copy=False)
     labels, _ = assign(X, centers.astype(np.float64))
     g, K, _ = centers.shape

@@ -1,0 +1,1 @@
+"""The lockstep machinery the estimators are built on (no estimator objects here)."""

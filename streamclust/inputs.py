@@ -1,0 +1,53 @@
+"""What an estimator accepts as ``X``, turned into a Source and checked against it."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from sklearn.utils.validation import validate_data
+
+from .exceptions import DataError
+from .sources import ArraySource, Source, is_dask_array, is_lazy_array, is_zarr_array, open_source
+from .validation import check_finite_block, check_n_features
+
+__all__ = ["as_source", "is_out_of_core"]
+
+
+def is_out_of_core(X: Any) -> bool:
+    """True for inputs read block by block: paths, Sources, dask and zarr arrays, and
+    array-likes too large to convert at once."""
+    return (
+        isinstance(X, (str, os.PathLike, Source))
+        or is_dask_array(X)
+        or is_zarr_array(X)
+        or is_lazy_array(X)
+    )
+
+
+def as_source(est: Any, X: Any, *, reset: bool) -> Any:
+    """Turn any accepted input into a Source, checking its width against the estimator.
+
+    In-memory inputs go through scikit-learn's ``validate_data`` (its messages
+    are what its estimator checks expect); its ValueErrors are re-raised as
+    :class:`DataError` with the same text on one line. A NaN or inf is named
+    by its row and column index.
+    """
+    if is_out_of_core(X):
+        source = open_source(X)
+        if source.n_rows == 0:
+            raise DataError(f"{source.name}: has 0 rows; a dataset needs at least one row")
+        if reset:
+            est.n_features_in_ = source.n_features
+        else:
+            check_n_features(type(est).__name__, est.n_features_in_, source.n_features)
+        return source
+    try:
+        array = validate_data(
+            est, X, dtype=[np.float64, np.float32], reset=reset, ensure_all_finite=False
+        )
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    check_finite_block(array, 0, "Input X")
+    return ArraySource(array)
