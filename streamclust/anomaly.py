@@ -17,7 +17,7 @@ from .kernels import quantile as Q
 from .sources import ArrayWriter
 from .validation import check_float, check_int, check_option
 
-__all__ = ["DensityAnomalyDetector", "QuantileSketch"]
+__all__ = ["DensityAnomalyDetector", "QuantileSketch", "validate_stream_params"]
 
 
 class QuantileSketch:
@@ -361,3 +361,8 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
             "out": written[0],
             "scores_out": written[1],
         }
+
+
+def validate_stream_params(detector: DensityAnomalyDetector) -> None:
+    """Check the parameters ``partial_fit`` needs, before a stream starts."""
+    detector._check_stream_params()

@@ -157,6 +157,14 @@ _GMM_ONLY = {
 }
 
 
+def _validate_params(model: Any) -> None:
+    """Check a K-Means or mixture model's parameters as its ``fit`` would."""
+    from . import gmm, kmeans
+
+    module = kmeans if isinstance(model, kmeans.StreamingKMeans) else gmm
+    module.validate_params(model)
+
+
 def _estimator(model_kind: str, params: dict[str, Any], client: Any, progress: bool) -> Any:
     """The estimator of ``--model``, from the options given (the others keep its defaults)."""
     from .gmm import StreamingGaussianMixture
@@ -410,7 +418,7 @@ def score(
 ) -> None:
     """Print the model's score on DATA: negative inertia (kmeans), or the mean
     log-likelihood with BIC and AIC (gmm)."""
-    from .gmm import StreamingGaussianMixture
+    from .gmm import StreamingGaussianMixture, criteria
 
     if out is not None:
         _check_array_output(out, overwrite)
@@ -430,11 +438,13 @@ def score(
         _emit(as_json, summary, lines)
         return
     if out is None:
-        total, n = model._total_log_lik(source)
+        ic = model.information_criteria(source)
+        total, n = ic["log_likelihood"], ic["n_samples"]
     else:
         model.score_samples(source, out=out, overwrite=overwrite)
         total, n = _sum_written(out)
-    value, bic, aic = total / n, model._bic(total, n), model._aic(total)
+    ic = criteria(model, total, n)
+    value, bic, aic = ic["score"], ic["bic"], ic["aic"]
     summary = {"data": data, "rows": n, "score": value, "bic": bic, "aic": aic, "out": out}
     lines = [f"mean log-likelihood {value:.10g}, BIC {bic:.10g}, AIC {aic:.10g} on {n} rows"]
     if out is not None:
@@ -580,13 +590,13 @@ def stream(
     }
     # Bad options fail here, before the state directory is touched.
     probe = _estimator(model_kind, params, "sync", False)
-    probe._check_params()
+    _validate_params(probe)
     if detect_:
-        from .anomaly import DensityAnomalyDetector
+        from .anomaly import DensityAnomalyDetector, validate_stream_params
 
-        DensityAnomalyDetector(
-            probe, percentile=percentile, method=method, window=window
-        )._check_stream_params()
+        validate_stream_params(
+            DensityAnomalyDetector(probe, percentile=percentile, method=method, window=window)
+        )
     job = Ingest(
         incoming,
         state,

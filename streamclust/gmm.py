@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from . import runtime
+from .engine import em as EM
 from .engine.apply import apply_blocks
+from .engine.seeds import draw_seed
 from .exceptions import DataError, ParameterError
 from .inputs import as_source, is_out_of_core
 from .kernels import gmm as G
-from .kernels.kmeans import kmeans_plusplus
-from .persistence import FitCheckpoint, array_digest, fit_fingerprint
+from .persistence import array_digest, fit_fingerprint
 from .sources import ArraySource, Source, is_dask_array
 from .validation import (
     check_checkpoint,
@@ -29,7 +28,7 @@ from .validation import (
     check_seed,
 )
 
-__all__ = ["StreamingGaussianMixture"]
+__all__ = ["StreamingGaussianMixture", "criteria", "set_fitted", "validate_params"]
 
 #: Parameters with the same name and meaning in scikit-learn's GaussianMixture.
 _SHARED_PARAMS = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init")
@@ -171,73 +170,22 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
                     f"covariance_type={ct!r} needs {want}"
                 )
 
-    def _seed(self) -> int:
-        rs = check_random_state(self.random_state)
-        return int(rs.randint(0, 2**31 - 1))
-
-    # ------------------------------------------------------------------ initialization
-
     def _initial_params(
-        self, source: Source, runner: runtime.Runner, n_init: int, seed: int, checkpoint: Any = None
+        self, source: Source, runner: runtime.Runner, checkpoint: Any = None
     ) -> list[G.Params]:
-        K, ct, n = self.n_components, self.covariance_type, source.n_rows
-        if K > n:
-            raise DataError(
-                f"n_components={K} exceeds the {n} rows of the data; pass more rows or "
-                "lower n_components"
-            )
-        from .kmeans import StreamingKMeans
-
-        km = StreamingKMeans(
-            n_clusters=K,
-            n_init=n_init,
-            batch_size=self.batch_size,
-            random_state=seed,
-            client=self.client,
-            progress=self.progress,
-            checkpoint=checkpoint,
+        """Every candidate's starting parameters, with the user's ``*_init`` overrides."""
+        init = EM.MixtureInit(
+            self.n_components,
+            self.covariance_type,
+            int(self.n_init),
+            self.init_params,
+            float(self.reg_covar),
+            int(self.batch_size),
         )
-        if self.init_params == "kmeans":
-            centers = km._lockstep_fit(source, runner, n_init).centers
-            stats = _sum_stats(
-                G.block_hard_stats,
-                source,
-                centers,
-                (ct,),
-                runner=runner,
-                desc="init",
-                progress=self.progress,
-            )
-            refs = centers.astype(np.float64)
-        elif self.init_params == "k-means++":
-            root = np.random.SeedSequence(seed)
-            pool = km._init_pool(source, source.blocks(), runner, root)
-            seeds = [int(s.generate_state(1)[0]) for s in root.spawn(n_init)]
-            refs = kmeans_plusplus(pool, K, seeds).astype(np.float64)
-            d = source.n_features
-            stats = [
-                G.Stats(np.ones(K), np.zeros((K, d)), _zero_s2(K, d, ct), 0.0, n) for _ in refs
-            ]
-        else:
-            pool = km._init_pool(source, source.blocks(), runner, np.random.SeedSequence(seed))
-            center = pool.astype(np.float64).mean(axis=0)
-            ref = np.repeat(center[None], K, axis=0)
-            seeds = [seed + c for c in range(n_init)]
-            stats = _sum_stats(
-                G.block_random_stats,
-                source,
-                ref,
-                seeds,
-                ct,
-                runner=runner,
-                desc="init",
-                progress=self.progress,
-            )
-            refs = np.repeat(ref[None], n_init, axis=0)
-        params = [
-            G.m_step(st, ref, ct, self.reg_covar, initial=True)
-            for st, ref in zip(stats, refs, strict=True)
-        ]
+        seed = draw_seed(self.random_state)
+        params = EM.initial_candidates(
+            init, source, runner, seed, checkpoint_dir=checkpoint, progress=self.progress
+        )
         return [self._apply_inits(p) for p in params]
 
     def _apply_inits(self, p: G.Params) -> G.Params:
@@ -272,21 +220,20 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             if warm:  # it begins from the fitted parameters (covariance_type is a parameter)
                 p = self._params
                 start = array_digest(p.log_weights, p.means, p.prec_chol)
-            saver = _EMCheckpoint(self.checkpoint, fit_fingerprint(self, source, start=start))
+            saver = EM.EMCheckpoint(self.checkpoint, fit_fingerprint(self, source, start=start))
         done = None if saver is None else saver.load_progress()
         if done is None:
             if warm:
                 candidates = [self._params]
             else:
-                candidates = self._initial_params(
-                    source, runner, int(self.n_init), self._seed(), self.checkpoint
-                )
-            done = _EMProgress.start(candidates)
+                candidates = self._initial_params(source, runner, self.checkpoint)
+            done = EM.EMProgress.start(candidates)
             if saver is not None:
                 saver.save_progress(done)
-        active, lower, n_iter, converged = _em(
-            done, source, runner, self.tol, self.max_iter, self.reg_covar, self.progress, saver
+        settings = EM.EMSettings(
+            float(self.tol), int(self.max_iter), float(self.reg_covar), self.progress
         )
+        active, lower, n_iter, converged = EM.run_em(done, source, runner, settings, saver)
         # As scikit-learn: the first candidate with the highest lower bound.
         best = int(np.argmax(lower))
         if not converged[best]:
@@ -297,7 +244,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        self._finish_fit(active[best], bool(converged[best]), int(n_iter[best]), lower, best)
+        set_fitted(self, EM.EMResult(active, lower, n_iter, converged), best)
         self._online = G.OnlineState(
             self._params,
             G.stats_from_params(self._params, self.reg_covar),
@@ -366,19 +313,10 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         self._check_inits(source.n_features)
         first = ArraySource(batch, name=source.name)
         sync = runtime.resolve_runner("sync")
-        cands = self._initial_params(first, sync, int(self.n_init), self._seed())
+        cands = self._initial_params(first, sync)
         X = batch.astype(np.float64, copy=False)
         fits = [float(G.log_resp(X, p)[0].sum()) for p in cands]
         return cands[int(np.argmax(fits))]
-
-    def _finish_fit(
-        self, p: G.Params, converged: bool, n_iter: int, lower: np.ndarray, best: int
-    ) -> None:
-        self._set_params(p)
-        self.converged_ = converged
-        self.n_iter_ = n_iter
-        self.lower_bound_ = float(lower[best])
-        self.init_lower_bounds_ = lower
 
     def _set_params(self, p: G.Params) -> None:
         self._params = p
@@ -440,22 +378,18 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         total, n = self._total_log_lik(X)
         return total / n
 
-    def _n_parameters(self) -> int:
-        return G.n_parameters(self.n_components, self.means_.shape[1], self.covariance_type)
+    def information_criteria(self, X: Any) -> dict[str, float]:
+        """Mean log-likelihood (``score``), ``bic`` and ``aic`` of ``X`` in one pass,
+        with the total ``log_likelihood`` and ``n_samples``."""
+        return criteria(self, *self._total_log_lik(X))
 
     def bic(self, X: Any) -> float:
         """Bayesian information criterion on ``X`` (lower is better), in one pass."""
-        return self._bic(*self._total_log_lik(X))
+        return self.information_criteria(X)["bic"]
 
     def aic(self, X: Any) -> float:
         """Akaike information criterion on ``X`` (lower is better), in one pass."""
-        return self._aic(self._total_log_lik(X)[0])
-
-    def _bic(self, total_log_lik: float, n_rows: int) -> float:
-        return -2 * total_log_lik + self._n_parameters() * np.log(n_rows)
-
-    def _aic(self, total_log_lik: float) -> float:
-        return -2 * total_log_lik + 2 * self._n_parameters()
+        return self.information_criteria(X)["aic"]
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw rows from the fitted mixture (as scikit-learn: a seeded draw per component)."""
@@ -558,157 +492,32 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         return new
 
 
-def _sum_stats(
-    fn: Any,
-    source: Source,
-    *args: Any,
-    runner: runtime.Runner,
-    desc: str,
-    progress: bool,
-    start: int = 0,
-    total: list[Any] | None = None,
-    on_block: Any = None,
-) -> list[Any]:
-    """Run the task ``fn`` over every block and add its per-candidate statistics in
-    block order (None: a candidate the task skipped), with a progress bar.
-
-    ``total`` holds the sums of the first ``start`` blocks (a resumed pass);
-    ``on_block(blocks, total)`` is called after each block is added.
-    """
-    total = [] if total is None else total
-    ranges = source.blocks()[start:]
-    with runtime.progress_bar(sum(hi - lo for lo, hi in ranges), desc, progress) as bar:
-        parts = runtime.map_blocks(
-            fn, source, *args, runner=runner, ranges=ranges, progress=bar.update
-        )
-        for i, part in enumerate(parts, start + 1):
-            if not total:
-                total = list(part)
-            else:
-                for c, st in enumerate(part):
-                    if st is not None:
-                        total[c] += st
-            if on_block is not None:
-                on_block(i, total)
-    return total
+def set_fitted(model: StreamingGaussianMixture, result: EM.EMResult, best: int) -> None:
+    """Give ``model`` the fitted attributes of candidate ``best`` of an exact EM run
+    whose candidates were all this model's (``init_lower_bounds_``)."""
+    model._set_params(result.params[best])
+    model.converged_ = bool(result.converged[best])
+    model.n_iter_ = int(result.n_iter[best])
+    model.lower_bound_ = float(result.lower[best])
+    model.init_lower_bounds_ = result.lower
 
 
-@dataclass
-class _EMProgress:
-    """Where exact EM is: every candidate's parameters, lower bound, iterations and
-    convergence, the iteration under way and the sums of its first ``blocks``."""
-
-    active: list[G.Params]
-    lower: np.ndarray
-    n_iter: np.ndarray
-    converged: np.ndarray
-    it: int = 1
-    blocks: int = 0
-    partial: list[G.Stats | None] = field(default_factory=list)
-
-    @classmethod
-    def start(cls, candidates: list[G.Params]) -> _EMProgress:
-        n = len(candidates)
-        return cls(list(candidates), np.full(n, -np.inf), np.zeros(n, int), np.zeros(n, bool))
+def criteria(
+    model: StreamingGaussianMixture, total_log_lik: float, n_rows: int
+) -> dict[str, float]:
+    """Mean log-likelihood, BIC and AIC of a fitted ``model`` from the total
+    log-likelihood of ``n_rows`` rows (see :meth:`~StreamingGaussianMixture.bic`)."""
+    check_is_fitted(model, "_params")
+    n_params = G.n_parameters(model.n_components, model.means_.shape[1], model.covariance_type)
+    return {
+        "score": total_log_lik / n_rows,
+        "bic": -2 * total_log_lik + n_params * np.log(n_rows),
+        "aic": -2 * total_log_lik + 2 * n_params,
+        "log_likelihood": total_log_lik,
+        "n_samples": n_rows,
+    }
 
 
-def _em(
-    candidates: list[G.Params] | _EMProgress,
-    source: Source,
-    runner: runtime.Runner,
-    tol: float,
-    max_iter: int,
-    reg_covar: float,
-    progress: bool,
-    saver: _EMCheckpoint | None = None,
-) -> tuple[list[G.Params], np.ndarray, np.ndarray, np.ndarray]:
-    """Exact EM for every candidate in lockstep: one pass per iteration serves all
-    candidates still iterating (of any size and covariance type).
-
-    ``candidates`` may be the progress of an interrupted fit, which goes on from
-    there; ``saver`` saves the progress after every block.
-    Returns the final parameters, lower bounds (mean log-likelihood of the last
-    E-step), iterations and convergence of every candidate.
-    """
-    done = candidates if isinstance(candidates, _EMProgress) else _EMProgress.start(candidates)
-    active, lower, n_iter, converged = done.active, done.lower, done.n_iter, done.converged
-    n = len(active)
-    while done.it <= max_iter and not converged.all():
-        it = done.it
-        params: list[G.Params | None] = [None if converged[c] else active[c] for c in range(n)]
-        on_block = None
-        if saver is not None:
-
-            def on_block(blocks: int, total: list[Any], at: _EMProgress = done) -> None:
-                saver.save_progress(replace(at, blocks=blocks, partial=total))
-
-        stats = _sum_stats(
-            G.block_estep,
-            source,
-            params,
-            runner=runner,
-            desc=f"EM {it}",
-            progress=progress,
-            start=done.blocks,
-            total=done.partial,
-            on_block=on_block,
-        )
-        for c, st in enumerate(stats):
-            if st is None or converged[c]:
-                continue
-            prev, lower[c] = lower[c], st.log_lik / st.n
-            active[c] = G.m_step(st, active[c].means, active[c].cov_type, reg_covar)
-            n_iter[c] = it
-            if abs(lower[c] - prev) < tol:
-                converged[c] = True
-        done = _EMProgress(active, lower, n_iter, converged, it + 1)
-        if saver is not None:
-            saver.save_progress(done)
-    return active, lower, n_iter, converged
-
-
-class _EMCheckpoint(FitCheckpoint):
-    """The progress of one exact EM fit in ``DIR/gmm-fit.npz``."""
-
-    def __init__(self, directory: Any, fingerprint: dict[str, Any]) -> None:
-        super().__init__(directory, "gmm-fit.npz", fingerprint)
-
-    def save_progress(self, done: _EMProgress) -> None:
-        arrays = {"lower": done.lower, "n_iter": done.n_iter, "converged": done.converged}
-        for c, p in enumerate(done.active):
-            arrays |= {f"p{c}_log_weights": p.log_weights, f"p{c}_means": p.means}
-            arrays[f"p{c}_prec_chol"] = p.prec_chol
-        sums: list[list[Any] | None] = []
-        for c, st in enumerate(done.partial):
-            sums.append(None if st is None else [st.log_lik, st.n])
-            if st is not None:
-                arrays |= {f"s{c}_nk": st.nk, f"s{c}_s1": st.s1, f"s{c}_s2": st.s2}
-        meta = {
-            "it": done.it,
-            "blocks": done.blocks,
-            "cov_types": [p.cov_type for p in done.active],
-            "sums": sums,
-        }
-        self.save(meta, arrays)
-
-    def load_progress(self) -> _EMProgress | None:
-        saved = self.load()
-        if saved is None:
-            return None
-        meta, a = saved
-        active = [
-            G.Params(a[f"p{c}_log_weights"], a[f"p{c}_means"], a[f"p{c}_prec_chol"], ct)
-            for c, ct in enumerate(meta["cov_types"])
-        ]
-        partial = [
-            None
-            if sums is None
-            else G.Stats(a[f"s{c}_nk"], a[f"s{c}_s1"], a[f"s{c}_s2"], float(sums[0]), int(sums[1]))
-            for c, sums in enumerate(meta["sums"])
-        ]
-        lower, n_iter, converged = a["lower"], a["n_iter"], a["converged"]
-        return _EMProgress(active, lower, n_iter, converged, meta["it"], meta["blocks"], partial)
-
-
-def _zero_s2(K: int, d: int, cov_type: str) -> np.ndarray:
-    return np.zeros((K, d, d) if cov_type in ("full", "tied") else (K, d))
+def validate_params(model: StreamingGaussianMixture) -> None:
+    """Check ``model``'s parameters as ``fit`` does, before any I/O."""
+    model._check_params()

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import functools
-import math
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from . import runtime
+from .engine import chains as E
 from .engine.apply import apply_blocks
-from .exceptions import DataError, ParameterError
+from .engine.plan import BatchPlan, block_ranges
+from .engine.seeds import SEED_PARTIAL, child, root_seed
+from .exceptions import ParameterError
 from .inputs import as_source, is_out_of_core
 from .kernels import kmeans as K
-from .persistence import FitCheckpoint, fit_fingerprint
+from .persistence import fit_fingerprint
 from .sources import ArraySource, Source
 from .validation import (
     check_checkpoint,
@@ -29,21 +28,7 @@ from .validation import (
     check_seed,
 )
 
-__all__ = ["StreamingKMeans"]
-
-#: At most this many randomly chosen blocks supply the initialization sample.
-INIT_BLOCKS = 8
-
-# Purposes of the child seed sequences derived from random_state.
-_SEED_INIT, _SEED_CANDIDATE, _SEED_PASS, _SEED_PARTIAL = range(4)
-
-
-def _child(root: np.random.SeedSequence, *key: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, *key))
-
-
-def _seed_int(ss: np.random.SeedSequence) -> int:
-    return int(ss.generate_state(1, np.uint32)[0])
+__all__ = ["StreamingKMeans", "set_fitted_chain", "validate_params"]
 
 
 class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
@@ -233,92 +218,19 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             )
         return 1
 
-    def _effective_init_size(self, n_rows: int) -> int:
-        size = self.init_size
-        if size is None:
-            size = max(3 * self.batch_size, 3 * self.n_clusters)
-        return min(size, n_rows)
+    def _spec(self, n_init: int) -> E.ChainSpec:
+        """This model's candidates, as the engine takes them."""
+        return E.ChainSpec(self.n_clusters, n_init, self.init, self.init_size, self.last_n)
 
-    def _root_seed(self) -> np.random.SeedSequence:
-        if isinstance(self.random_state, (int, np.integer)) and not isinstance(
-            self.random_state, bool
-        ):
-            return np.random.SeedSequence(int(self.random_state))
-        rs = check_random_state(self.random_state)
-        return np.random.SeedSequence(rs.randint(0, 2**31 - 1, size=4).tolist())
-
-    # ------------------------------------------------------------------ initialization
-
-    def _init_candidates(
-        self, pool: np.ndarray, n_init: int, root: np.random.SeedSequence, runner: runtime.Runner
-    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Initial centers (n_init, k, d) and reassignment RNG states of every candidate."""
-        k = self.n_clusters
-        if pool.shape[0] < k:
-            raise DataError(
-                f"n_clusters={k} exceeds the {pool.shape[0]} rows seen at initialization "
-                f"(n_samples={pool.shape[0]}); pass more rows or lower n_clusters"
-            )
-        if not isinstance(self.init, str) and np.shape(self.init)[1] != pool.shape[1]:
-            raise DataError(
-                f"init has {np.shape(self.init)[1]} features but the data has {pool.shape[1]}; "
-                "pass centers of the data's width"
-            )
-        seeds = [_child(root, _SEED_CANDIDATE, c).spawn(2) for c in range(n_init)]
-        states = [dict(np.random.PCG64(rng_ss).state) for _, rng_ss in seeds]
-        if not isinstance(self.init, str):
-            centers = np.repeat(np.asarray(self.init, dtype=pool.dtype)[None], n_init, axis=0)
-        elif self.init == "k-means++":
-            # A task per group of candidates, on workers or pool threads (one BLAS thread
-            # each, like the steps): a candidate depends only on its own seed.
-            seed_ints = [_seed_int(init_ss) for init_ss, _ in seeds]
-            groups = np.array_split(np.arange(n_init), min(n_init, runner.n_workers))
-            with runner.parallel():
-                tasks = [
-                    functools.partial(
-                        runner.submit, K.kmeans_plusplus, pool, k, [seed_ints[i] for i in group]
-                    )
-                    for group in groups
-                ]
-                futures = [task() for task in tasks]
-                centers = np.concatenate(
-                    [runner.result(f, task) for f, task in zip(futures, tasks, strict=True)]
-                )
-        else:
-            centers = np.stack(
-                [
-                    pool[np.random.default_rng(init_ss).choice(len(pool), size=k, replace=False)]
-                    for init_ss, _ in seeds
-                ]
-            )
-        return centers, states
-
-    def _init_pool(
-        self,
-        source: Source,
-        ranges: Sequence[tuple[int, int]],
-        runner: runtime.Runner,
-        root: np.random.SeedSequence,
-    ) -> np.ndarray:
-        """``init_size`` rows sampled uniformly from up to INIT_BLOCKS random blocks."""
-        size = self._effective_init_size(source.n_rows)
-        rng = np.random.default_rng(_child(root, _SEED_INIT))
-        chosen = np.sort(rng.choice(len(ranges), size=min(INIT_BLOCKS, len(ranges)), replace=False))
-        picked = [ranges[i] for i in chosen]
-        per_block = math.ceil(size / len(picked))
-        seeds = rng.integers(0, 2**31 - 1, size=len(picked))
-        by_start = {lo: int(seed) for (lo, _), seed in zip(picked, seeds, strict=True)}
-        # The picked blocks are read in parallel, their samples come back in order.
-        pool = np.concatenate(
-            list(
-                runtime.map_blocks(
-                    K.sample_block_rows, source, per_block, by_start, runner=runner, ranges=picked
-                )
-            )
+    def _plan(self) -> BatchPlan:
+        """How this model's fit walks the data, as the engine takes it."""
+        return BatchPlan(
+            self.batch_size,
+            self.max_passes,
+            self.max_steps,
+            bool(self.shuffle),
+            float(self.reassignment_ratio),
         )
-        if pool.shape[0] > size:
-            pool = pool[np.sort(rng.choice(pool.shape[0], size=size, replace=False))]
-        return pool
 
     # ------------------------------------------------------------------ fitting
 
@@ -327,13 +239,28 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         n_init = self._check_params()
         source = as_source(self, X, reset=True)
         runner = runtime.resolve_runner(self.client, source)
-        state = self._lockstep_fit(source, runner, n_init)
+        checkpoint = None
+        if self.checkpoint is not None:
+            checkpoint = E.KMeansCheckpoint(self.checkpoint, fit_fingerprint(self, source))
+        fitted = E.fit_kmeans_chains(
+            [self._spec(n_init)],
+            self._plan(),
+            source,
+            runner,
+            root_seed(self.random_state),
+            checkpoint=checkpoint,
+            progress=self.progress,
+        )
+        state = self._state = fitted.chains[0]
+        self.n_steps_, self.n_passes_ = fitted.n_steps, fitted.n_passes
         self.init_scores_ = state.window_scores()
 
         in_memory = isinstance(source, ArraySource)
         exact: tuple[np.ndarray | None, np.ndarray, np.ndarray] | None = None
         if self.selection == "full":
-            labels, inertias, sizes = self._labels_inertia(source, runner, state.centers, in_memory)
+            labels, inertias, sizes = E.labels_inertia(
+                source, runner, state.centers, in_memory, self.progress
+            )
             self.init_inertias_ = inertias
             best = int(np.argmin(inertias))
             exact = (None if labels is None else labels[:, best], inertias[best], sizes[best])
@@ -342,12 +269,12 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.best_init_ = best
         centers_best = state.centers[best].copy()
         if self.refine:
-            centers_best = self._lloyd(source, runner, centers_best)
+            centers_best = E.lloyd(source, runner, centers_best, self.refine, self.progress)
             state.centers[best] = centers_best
             exact = None
         if exact is None:  # one pass for the chosen centers (the full selection had it)
-            labels, inertia, sizes = self._labels_inertia(
-                source, runner, centers_best[None], in_memory
+            labels, inertia, sizes = E.labels_inertia(
+                source, runner, centers_best[None], in_memory, self.progress
             )
             exact = (None if labels is None else labels[:, 0], inertia[0], sizes[0])
         labels, inertia_best, sizes_best = exact
@@ -367,73 +294,6 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             )
         return self
 
-    def _lockstep_fit(self, source: Source, runner: runtime.Runner, n_init: int) -> K.Chain:
-        """Initialize ``n_init`` candidates and run every step; the merged state."""
-        return _lockstep_fit_many([self], source, runner, [n_init], self.checkpoint)[0]
-
-    def _pass_plan(
-        self,
-        ranges: Sequence[tuple[int, int]],
-        batches: list[int],
-        root: np.random.SeedSequence,
-        p: int,
-        remaining: int,
-    ) -> list[tuple[int, int, tuple[Any, ...]]]:
-        """Blocks of pass ``p`` in visiting order, each with its permutation seed and step count."""
-        order = np.arange(len(ranges))
-        seeds: list[int | None] = [None] * len(ranges)
-        if self.shuffle:
-            rng = np.random.default_rng(_child(root, _SEED_PASS, p))
-            order = rng.permutation(len(ranges))
-            seeds = [int(s) for s in rng.integers(0, 2**63 - 1, size=len(ranges))]
-        plan = []
-        for i in order:
-            if remaining <= 0:
-                break
-            n = min(batches[i], remaining)
-            remaining -= n
-            lo, hi = ranges[int(i)]
-            plan.append((lo, hi, (seeds[i], n, self.batch_size, float(self.reassignment_ratio))))
-        return plan
-
-    def _labels_inertia(
-        self, source: Source, runner: runtime.Runner, centers: np.ndarray, want_labels: bool
-    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-        """Exact float64 inertia of each candidate (one pass), the rows nearest to each
-        of its centers, and labels when asked."""
-        inertia = np.zeros(centers.shape[0], np.float64)
-        sizes = np.zeros(centers.shape[:2], np.int64)
-        labels = []
-        with runtime.progress_bar(source.n_rows, "inertia", self.progress) as bar:
-            for lab, part, part_sizes in runtime.map_blocks(
-                K.block_labels_inertia,
-                source,
-                centers,
-                want_labels,
-                runner=runner,
-                progress=bar.update,
-            ):
-                inertia += part
-                sizes += part_sizes
-                if want_labels:
-                    labels.append(lab)
-        return (np.concatenate(labels) if want_labels else None), inertia, sizes
-
-    def _lloyd(self, source: Source, runner: runtime.Runner, centers: np.ndarray) -> np.ndarray:
-        for it in range(self.refine):
-            sums = np.zeros(centers.shape, np.float64)
-            counts = np.zeros(centers.shape[0], np.float64)
-            with runtime.progress_bar(source.n_rows, f"refine {it + 1}", self.progress) as bar:
-                for s, c, _ in runtime.map_blocks(
-                    K.block_lloyd_stats, source, centers, runner=runner, progress=bar.update
-                ):
-                    sums += s
-                    counts += c
-            hit = counts > 0
-            centers = centers.copy()
-            centers[hit] = (sums[hit] / counts[hit][:, None]).astype(centers.dtype)
-        return centers
-
     def partial_fit(self, X: Any, y: Any = None) -> StreamingKMeans:
         """Advance every candidate on new data.
 
@@ -450,30 +310,18 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         out_of_core = is_out_of_core(X)
         runner = runtime.resolve_runner(self.client if out_of_core else "sync", source)
         if not fitted:
-            root = self._root_seed()
-            ranges = source.blocks(min_rows=self.batch_size)
-            pool = self._init_pool(source, ranges, runner, _child(root, _SEED_PARTIAL))
-            centers, rng_states = self._init_candidates(pool, n_init, root, runner)
-            self._state = K.new_chain(centers, rng_states, self.last_n, tuple(range(n_init)))
+            root = root_seed(self.random_state)
+            spec = self._spec(n_init)
+            ranges = block_ranges(source, self.batch_size)
+            size = spec.init_rows(self.batch_size, source.n_rows)
+            pool = E.init_pool(source, ranges, runner, child(root, SEED_PARTIAL), size)
+            self._state = E.init_candidates(spec, pool, root, runner)
             self.n_steps_ = 0
             self.n_passes_ = 0
         state = self._state
         if out_of_core:
-            ranges = source.blocks(min_rows=self.batch_size)
-            steps = [
-                (
-                    lo,
-                    hi,
-                    (
-                        None,
-                        math.ceil((hi - lo) / self.batch_size),
-                        self.batch_size,
-                        float(self.reassignment_ratio),
-                    ),
-                )
-                for lo, hi in ranges
-            ]
-            state = runtime.scan(K.scan_block, source, [state], steps, runner=runner)[0]
+            ratio = float(self.reassignment_ratio)
+            state = E.advance_in_storage_order(state, source, runner, self.batch_size, ratio)
         else:
             state = state.copy()
             K.minibatch_step(state, source.read(0, source.n_rows), float(self.reassignment_ratio))
@@ -541,7 +389,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         source = as_source(self, X, reset=False)
         centers = self.cluster_centers_.astype(source.compute_dtype)[None]
         runner = runtime.resolve_runner(self.client, source)
-        _, inertia, _ = self._labels_inertia(source, runner, centers, False)
+        _, inertia, _ = E.labels_inertia(source, runner, centers, False, self.progress)
         return -float(inertia[0])
 
     # ------------------------------------------------------------------ persistence
@@ -595,115 +443,21 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return tags
 
 
-def _lockstep_fit_many(
-    models: list[StreamingKMeans],
-    source: Source,
-    runner: runtime.Runner,
-    n_inits: list[int],
-    checkpoint: Any = None,
-) -> list[K.Chain]:
-    """Fit several models over the same passes: each block is read once for all of them.
-
-    The models may differ in ``n_clusters``, ``init`` and ``n_init``; they share
-    the data plan (``batch_size``, ``max_steps``/``max_passes``, ``shuffle``,
-    ``random_state``), so each gets exactly the state it would get alone.
-    With a ``checkpoint`` directory (one model only), the state is saved after
-    every block and a matching saved state is resumed from.
-    """
-    lead = models[0]
-    root = lead._root_seed()
-    ranges = source.blocks(min_rows=lead.batch_size)
-    batches = [math.ceil((hi - lo) / lead.batch_size) for lo, hi in ranges]
-    per_pass = sum(batches)
-    total = lead.max_steps if lead.max_steps is not None else lead.max_passes * per_pass
-    n_passes = math.ceil(total / per_pass)
-    saver = (
-        None if checkpoint is None else _FitCheckpoint(checkpoint, fit_fingerprint(lead, source))
-    )
-    resumed = None if saver is None else saver.load_chain()
-    chains: list[K.Chain] = []
-    owner: list[int] = []
-    if resumed is not None:
-        merged, start = resumed
-        chains = K.split_chain(merged, min(merged.centers.shape[0], runner.n_workers))
-        owner = [0] * len(chains)
-    else:
-        start = (0, 0)
-        pools: dict[int, np.ndarray] = {}
-        for m_idx, (model, n_init) in enumerate(zip(models, n_inits, strict=True)):
-            size = model._effective_init_size(source.n_rows)
-            if size not in pools:  # the same sample for every model of the same init_size
-                pools[size] = model._init_pool(source, ranges, runner, root)
-            centers, rng_states = model._init_candidates(pools[size], n_init, root, runner)
-            merged = K.new_chain(centers, rng_states, model.last_n, tuple(range(n_init)))
-            n_groups = min(n_init, max(1, runner.n_workers // len(models)))
-            chains += K.split_chain(merged, n_groups)
-            owner += [m_idx] * n_groups
-        if saver is not None:
-            saver.save_chains(chains, start)
-    done = 0
-    for p in range(n_passes):
-        steps = lead._pass_plan(ranges, batches, root, p, total - done)
-        done += sum(s[2][1] for s in steps)
-        if (p, len(steps)) <= start:
-            continue
-        skip = start[1] if p == start[0] else 0
-        on_step = None
-        if saver is not None:
-
-            def on_step(i: int, states: list[K.Chain], p: int = p, skip: int = skip) -> None:
-                saver.save_chains(states, (p, skip + i + 1))
-
-        with runtime.progress_bar(
-            sum(hi - lo for lo, hi, _ in steps[skip:]), f"pass {p + 1}/{n_passes}", lead.progress
-        ) as bar:
-            chains = runtime.scan(
-                K.scan_block,
-                source,
-                chains,
-                steps[skip:],
-                runner=runner,
-                progress=bar.update,
-                on_step=on_step,
-            )
-    states = []
-    for m_idx, model in enumerate(models):
-        model._state = _merge_chains([c for c, o in zip(chains, owner, strict=True) if o == m_idx])
-        model.n_steps_ = done
-        model.n_passes_ = n_passes
-        states.append(model._state)
-    return states
+def set_fitted_chain(
+    model: StreamingKMeans, chain: K.Chain, n_steps: int, n_passes: int, n_features: int
+) -> None:
+    """Give ``model`` the state of a chain the engine fitted for it (in passes shared
+    with other models): its candidates, the one with the lowest ``init_scores_``
+    as ``cluster_centers_``. ``inertia_`` is left to the caller's exact pass."""
+    model._state = chain
+    model.n_steps_, model.n_passes_ = n_steps, n_passes
+    model.n_features_in_ = n_features
+    model.init_scores_ = chain.window_scores()
+    model.best_init_ = int(np.argmin(model.init_scores_))
+    model.cluster_centers_ = chain.centers[model.best_init_].copy()
 
 
-class _FitCheckpoint(FitCheckpoint):
-    """The scan state of one fit in ``DIR/kmeans-fit.npz``: chains, position, fingerprint."""
-
-    def __init__(self, directory: Any, fingerprint: dict[str, Any]) -> None:
-        super().__init__(directory, "kmeans-fit.npz", fingerprint)
-
-    def load_chain(self) -> tuple[K.Chain, tuple[int, int]] | None:
-        saved = self.load()
-        if saved is None:
-            return None
-        meta, arrays = saved
-        return K.chain_from_state(meta["chain"], arrays), (int(meta["pass"]), int(meta["step"]))
-
-    def save_chains(self, chains: list[K.Chain], position: tuple[int, int]) -> None:
-        scalars, arrays = K.chain_to_state(_merge_chains(chains))
-        self.save({"chain": scalars, "pass": position[0], "step": position[1]}, arrays)
-
-
-def _merge_chains(chains: list[K.Chain]) -> K.Chain:
-    order = np.argsort(np.concatenate([c.candidates for c in chains]))
-    merged = K.Chain(
-        centers=np.concatenate([c.centers for c in chains])[order],
-        counts=np.concatenate([c.counts for c in chains])[order],
-        since_reassign=np.concatenate([c.since_reassign for c in chains])[order],
-        rng_states=[s for c in chains for s in c.rng_states],
-        recent=np.concatenate([c.recent for c in chains])[order],
-        n_recorded=chains[0].n_recorded,
-        steps=chains[0].steps,
-        candidates=tuple(range(len(order))),
-    )
-    merged.rng_states = [merged.rng_states[i] for i in order]
-    return merged
+def validate_params(model: StreamingKMeans) -> int:
+    """Check ``model``'s parameters as ``fit`` does, before any I/O; the effective
+    ``n_init`` (1 for an array ``init``)."""
+    return model._check_params()

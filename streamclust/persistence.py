@@ -32,8 +32,10 @@ from .exceptions import ModelFileError, ParameterError
 
 __all__ = [
     "FitCheckpoint",
+    "array_digest",
     "check_model_output",
     "file_sha256",
+    "fingerprint",
     "fit_fingerprint",
     "fsync_dir",
     "load",
@@ -143,10 +145,19 @@ def fit_fingerprint(estimator: Any, source: Any, **extra: Any) -> dict[str, Any]
     """What a checkpoint must match to be resumed: the estimator's class and
     parameters (arrays by their SHA-256), the data's name, shape and dtype, and
     ``extra`` (e.g. the parameters a warm start begins from)."""
-    params: dict[str, Any] = {}
-    for name, value in estimator.get_params(deep=False).items():
-        if name in ("client", "progress", "checkpoint"):
-            continue
+    params = {
+        name: value
+        for name, value in estimator.get_params(deep=False).items()
+        if name not in ("client", "progress", "checkpoint")
+    }
+    return fingerprint(f"{type(estimator).__name__}.fit", params, source, **extra)
+
+
+def fingerprint(kind: str, params: dict[str, Any], source: Any, **extra: Any) -> dict[str, Any]:
+    """The fingerprint of a fit of ``kind`` with ``params`` on ``source`` (see
+    :func:`fit_fingerprint`): JSON values, arrays by their digest."""
+    clean: dict[str, Any] = {}
+    for name, value in params.items():
         if isinstance(value, (bool, np.bool_)):
             value = bool(value)
         elif isinstance(value, (int, np.integer)):
@@ -155,10 +166,9 @@ def fit_fingerprint(estimator: Any, source: Any, **extra: Any) -> dict[str, Any]
             value = float(value)
         elif value is not None and not isinstance(value, str):  # an array: by its digest
             value = array_digest(value)
-        params[name] = value
+        clean[name] = value
     data = [source.name, source.n_rows, source.n_features, str(source.dtype)]
-    kind = f"{type(estimator).__name__}.fit"
-    return {"kind": kind, "params": params, "data": data, **extra}
+    return {"kind": kind, "params": clean, "data": data, **extra}
 
 
 def _registry() -> dict[str, type]:

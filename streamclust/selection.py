@@ -13,11 +13,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import pairwise_distances
 
-from . import runtime
+from . import gmm, runtime
+from .engine.chains import ChainSpec, fit_kmeans_chains
+from .engine.em import EMResult, EMSettings, run_em, sum_stats
+from .engine.plan import BatchPlan
+from .engine.seeds import draw_seed, root_seed
 from .exceptions import ParameterError
+from .gmm import StreamingGaussianMixture
 from .inputs import as_source
+from .kernels import gmm as G
 from .kernels import kmeans as K
+from .kmeans import StreamingKMeans, set_fitted_chain, validate_params
 from .validation import check_int, check_option
 
 __all__ = ["GMMSweep", "KMeansSweep", "knee", "sweep_gmm", "sweep_kmeans"]
@@ -127,8 +135,6 @@ def _silhouette_samples_many(X: np.ndarray, label_sets: list[np.ndarray]) -> lis
     each chunk of the Euclidean distance matrix is computed once for every
     labeling, instead of once per labeling: the sweep's dominant fixed cost.
     """
-    from sklearn.metrics import pairwise_distances
-
     n = X.shape[0]
     onehots = [np.eye(lab.max() + 1)[lab] for lab in label_sets]
     freqs = [oh.sum(axis=0) for oh in onehots]
@@ -173,8 +179,6 @@ def sweep_kmeans(
     (highest; every k must be >= 2) or ``"elbow"`` (the knee of the inertia
     curve; k may start at 1, whose silhouette is NaN) picks ``best_k``.
     """
-    from .kmeans import StreamingKMeans, _lockstep_fit_many
-
     check_option("criterion", criterion, ("silhouette", "elbow"))
     ks = _check_ks(k, low=2 if criterion == "silhouette" else 1)
     check_int("silhouette_sample", silhouette_sample, low=2)
@@ -192,19 +196,26 @@ def sweep_kmeans(
         )
         for kk in ks
     ]
-    n_inits = [m._check_params() for m in models]
+    for m in models:
+        validate_params(m)
     source = as_source(models[0], X, reset=True)
-    for m in models[1:]:
-        m.n_features_in_ = models[0].n_features_in_
     runner = runtime.resolve_runner(client, source)
-    states = _lockstep_fit_many(models, source, runner, n_inits)
-    for m, state in zip(models, states, strict=True):
-        m.init_scores_ = state.window_scores()
-        m.best_init_ = int(np.argmin(m.init_scores_))
-        m.cluster_centers_ = state.centers[m.best_init_].copy()
+    root = root_seed(random_state)
+    lead = models[0]
+    plan = BatchPlan(
+        batch_size,
+        max_passes,
+        max_steps,
+        bool(lead.shuffle),
+        float(lead.reassignment_ratio),
+    )
+    specs = [ChainSpec(m.n_clusters, n_init, m.init, m.init_size, m.last_n) for m in models]
+    fitted = fit_kmeans_chains(specs, plan, source, runner, root, progress=progress)
+    for m, chain in zip(models, fitted.chains, strict=True):
+        set_fitted_chain(m, chain, fitted.n_steps, fitted.n_passes, source.n_features)
 
     # One pass: exact inertia of every k, and the silhouette sample.
-    seed = int(models[0]._root_seed().generate_state(1)[0])
+    seed = int(root.generate_state(1)[0])
     sample_idx = _sample_plan(source.n_rows, silhouette_sample, seed)
     centers = [m.cluster_centers_ for m in models]
     inertia = np.zeros(len(models))
@@ -278,15 +289,11 @@ def _block_hard_stats_many(
 ) -> list[Any]:
     """Task: hard-assignment statistics of every job (one k's centers and the
     covariance types to start from them), flattened in job order."""
-    from .kernels import gmm as G
-
     return [st for centers, cts in jobs for st in G.block_hard_stats(block, start, centers, cts)]
 
 
 def _block_score_sums(block: np.ndarray, start: int, params: list[Any]) -> np.ndarray:
     """Task: the sum of log p(x) over one block for every mixture."""
-    from .kernels import gmm as G
-
     return np.array([G.block_score_sum(block, start, p) for p in params])
 
 
@@ -312,10 +319,6 @@ def sweep_gmm(
     pass serves every mixture still iterating. A last pass gives the exact BIC
     and AIC of each (equal to its ``bic(X)`` / ``aic(X)``).
     """
-    from .gmm import StreamingGaussianMixture, _em, _sum_stats
-    from .kernels import gmm as G
-    from .kmeans import StreamingKMeans, _lockstep_fit_many
-
     ks = _check_ks(k)
     covs = (covariance_type,) if isinstance(covariance_type, str) else tuple(covariance_type)
     for ct in covs:
@@ -338,34 +341,28 @@ def sweep_gmm(
         for kk in ks
     }
     lead = next(iter(models.values()))
-    lead._check_params()
+    gmm.validate_params(lead)
     source = as_source(lead, X, reset=True)
     if ks[-1] > source.n_rows:
         raise ParameterError(
             f"k={ks[-1]} exceeds the {source.n_rows} rows of the data; lower the largest k"
         )
     runner = runtime.resolve_runner(client, source)
-    seed = lead._seed()  # what each model would draw alone
-    kms = [
-        StreamingKMeans(
-            n_clusters=kk,
-            n_init=n_init,
-            batch_size=batch_size,
-            random_state=seed,
-            client=client,
-            progress=progress,
-        )
-        for kk in ks
-    ]
+    seed = draw_seed(random_state)  # what each model would draw alone
+    fitted = fit_kmeans_chains(
+        [ChainSpec(kk, n_init) for kk in ks],
+        BatchPlan(batch_size),
+        source,
+        runner,
+        np.random.SeedSequence(seed),
+        progress=progress,
+    )
     centers = {
-        kk: chain.centers.astype(np.float64)
-        for kk, chain in zip(
-            ks, _lockstep_fit_many(kms, source, runner, [n_init] * len(ks)), strict=True
-        )
+        kk: chain.centers.astype(np.float64) for kk, chain in zip(ks, fitted.chains, strict=True)
     }
     keys = list(models)
     # One job per k: its rows are assigned once for every covariance type.
-    flat = _sum_stats(
+    flat = sum_stats(
         _block_hard_stats_many,
         source,
         [(centers[kk], covs) for kk in ks],
@@ -380,19 +377,22 @@ def sweep_gmm(
             st, ref = flat[first + c], centers[kk][c]
             candidates.append(G.m_step(st, ref, ct, reg_covar, initial=True))
             owner.append(j)
-    active, lower, n_iter, converged = _em(
-        candidates, source, runner, tol, max_iter, reg_covar, progress
-    )
+    result = run_em(candidates, source, runner, EMSettings(tol, max_iter, reg_covar, progress))
     owner_arr = np.array(owner)
+    finals = []
     for j, key in enumerate(keys):
         idx = np.flatnonzero(owner_arr == j)
-        best = int(idx[np.argmax(lower[idx])])
+        best = int(idx[np.argmax(result.lower[idx])])
         model = models[key]
         model.n_features_in_ = source.n_features
-        model._finish_fit(
-            active[best], bool(converged[best]), int(n_iter[best]), lower[idx], best - idx[0]
+        own = EMResult(
+            [result.params[i] for i in idx],
+            result.lower[idx],
+            result.n_iter[idx],
+            result.converged[idx],
         )
-    finals = [models[key]._params for key in keys]
+        gmm.set_fitted(model, own, best - int(idx[0]))
+        finals.append(result.params[best])
     with runtime.progress_bar(source.n_rows, "BIC", progress) as bar:
         totals = sum(
             runtime.map_blocks(
@@ -402,7 +402,7 @@ def sweep_gmm(
     bic = np.empty((len(covs), len(ks)))
     aic = np.empty_like(bic)
     for (kk, ct), total in zip(keys, totals, strict=True):
+        ic = gmm.criteria(models[(kk, ct)], float(total), source.n_rows)
         i, j = covs.index(ct), ks.index(kk)
-        bic[i, j] = models[(kk, ct)]._bic(float(total), source.n_rows)
-        aic[i, j] = models[(kk, ct)]._aic(float(total))
+        bic[i, j], aic[i, j] = ic["bic"], ic["aic"]
     return GMMSweep(np.array(ks), covs, bic, aic, criterion, models)

@@ -357,6 +357,11 @@ def shift_stats(st: Stats, delta: np.ndarray) -> Stats:
     return Stats(nk.copy(), s1 + nk[:, None] * delta, s2, st.log_lik, st.n)
 
 
+def zero_s2(K: int, d: int, cov_type: str) -> np.ndarray:
+    """Zero scatter statistics of ``K`` components for ``cov_type``."""
+    return np.zeros((K, d, d) if cov_type in ("full", "tied") else (K, d))
+
+
 def stats_from_params(p: Params, reg_covar: float) -> Stats:
     """Per-row statistics, around ``p.means``, whose :func:`m_step` gives back ``p``.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -112,6 +112,22 @@ def chain_from_state(scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> 
         n_recorded=int(scalars["state_n_recorded"]),
         steps=int(scalars["state_steps"]),
         candidates=tuple(int(c) for c in candidates),
+    )
+
+
+def merge_chains(chains: list[Chain]) -> Chain:
+    """The chain whose candidates are those of ``chains``, ordered by candidate index."""
+    order = np.argsort(np.concatenate([c.candidates for c in chains]))
+    rng_states = [s for c in chains for s in c.rng_states]
+    return Chain(
+        centers=np.concatenate([c.centers for c in chains])[order],
+        counts=np.concatenate([c.counts for c in chains])[order],
+        since_reassign=np.concatenate([c.since_reassign for c in chains])[order],
+        rng_states=[rng_states[i] for i in order],
+        recent=np.concatenate([c.recent for c in chains])[order],
+        n_recorded=chains[0].n_recorded,
+        steps=chains[0].steps,
+        candidates=tuple(range(len(order))),
     )
 
 
@@ -297,12 +313,20 @@ def _reassign_low_counts(chain: Chain, cands: np.ndarray, X: np.ndarray, ratio: 
         chain.counts[c][cl] = chain.counts[c][~cl].min()
 
 
-def scan_block(chain: Chain, block: np.ndarray, start: int, arg: tuple[Any, ...]) -> Chain:
+class StepArg(NamedTuple):
+    """What :func:`scan_block` does with one block."""
+
+    perm_seed: int | None  # permute the block's rows with this seed (None: storage order)
+    n_batches: int  # run only the first n_batches mini-batches
+    batch_size: int
+    reassignment_ratio: float
+
+
+def scan_block(chain: Chain, block: np.ndarray, start: int, arg: StepArg) -> Chain:
     """Task: advance ``chain`` over the mini-batches of one block.
 
-    ``arg = (perm_seed, n_batches, batch_size, reassignment_ratio)``. With a
-    ``perm_seed`` the block's rows are permuted (seeded) before being cut into
-    consecutive batches of ``batch_size``; only the first ``n_batches`` are run.
+    With a ``perm_seed`` the block's rows are permuted (seeded) before being cut
+    into consecutive batches of ``batch_size``; only the first ``n_batches`` are run.
     """
     perm_seed, n_batches, batch_size, ratio = arg
     chain = chain.copy()

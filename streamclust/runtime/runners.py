@@ -129,6 +129,11 @@ class Runner:
         """Something a task can turn into the block ``lo:hi`` (see ``block_of``)."""
         return (source, lo, hi)
 
+    def chain_groups(self, n_candidates: int, n_models: int = 1) -> int:
+        """How many chains to split a model's ``n_candidates`` into, when ``n_models``
+        models share the scan: the workers are shared out, at least one chain each."""
+        return min(n_candidates, max(1, self.n_workers // n_models))
+
     def placement(self, n: int) -> list[str | None]:
         """Where each of ``n`` chains of a scan lives (None: anywhere)."""
         return [None] * n
@@ -159,6 +164,10 @@ class SyncRunner(Runner):
     pass
 
 
+#: Threads of the shared in-process pools (one per core).
+_POOL_THREADS = os.cpu_count() or 1
+
+
 class ThreadRunner(Runner):
     kind = "threads"
 
@@ -166,7 +175,7 @@ class ThreadRunner(Runner):
         global _thread_pool, _read_pool
         with _lock:
             if _thread_pool is None:
-                n = os.cpu_count() or 1
+                n = _POOL_THREADS
                 _thread_pool = cf.ThreadPoolExecutor(
                     max_workers=n, thread_name_prefix="streamclust"
                 )
@@ -177,7 +186,7 @@ class ThreadRunner(Runner):
                 )
         assert _thread_pool is not None and _read_pool is not None
         self.pool, self.reader = _thread_pool, _read_pool
-        self.n_workers = self.pool._max_workers
+        self.n_workers = _POOL_THREADS
 
     def submit(self, fn: Callable[..., Any], *args: Any, worker: str | None = None) -> Any:
         reads = [a for a in args if isinstance(a, cf.Future)]

@@ -1,0 +1,283 @@
+"""K-Means chains: candidates that advance in lockstep over the same mini-batches.
+
+Several models (different ``n_clusters``, ``init`` or ``n_init``) may share the
+passes of one :class:`BatchPlan`: every block is read once for all of them and
+each model gets exactly the state it would get alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .. import runtime
+from ..exceptions import DataError
+from ..kernels import kmeans as K
+from ..persistence import FitCheckpoint
+from ..sources import Source
+from .plan import BatchPlan, Step, block_ranges, pass_steps
+from .seeds import SEED_CANDIDATE, SEED_INIT, child, seed_int
+
+__all__ = [
+    "INIT_BLOCKS",
+    "ChainSpec",
+    "ChainsFit",
+    "KMeansCheckpoint",
+    "advance_in_storage_order",
+    "fit_kmeans_chains",
+    "init_candidates",
+    "init_pool",
+    "labels_inertia",
+    "lloyd",
+]
+
+#: At most this many randomly chosen blocks supply the initialization sample.
+INIT_BLOCKS = 8
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    """One model's candidates: their number of centers, how they start, how they score."""
+
+    n_clusters: int
+    n_init: int = 1
+    init: Any = "k-means++"  # "k-means++", "random" or an (n_clusters, n_features) array
+    init_size: int | None = None
+    last_n: int = 10
+
+    def init_rows(self, batch_size: int, n_rows: int) -> int:
+        """Rows sampled for initialization: ``init_size``, else ``3 * batch_size``
+        (at least ``3 * n_clusters``), clamped to the data."""
+        size = self.init_size
+        if size is None:
+            size = max(3 * batch_size, 3 * self.n_clusters)
+        return min(size, n_rows)
+
+
+class ChainsFit(NamedTuple):
+    """Each spec's merged chain, and the steps and passes run."""
+
+    chains: list[K.Chain]
+    n_steps: int
+    n_passes: int
+
+
+def init_pool(
+    source: Source,
+    ranges: Sequence[tuple[int, int]],
+    runner: runtime.Runner,
+    root: np.random.SeedSequence,
+    size: int,
+) -> np.ndarray:
+    """``size`` rows sampled uniformly from up to INIT_BLOCKS random blocks."""
+    rng = np.random.default_rng(child(root, SEED_INIT))
+    chosen = np.sort(rng.choice(len(ranges), size=min(INIT_BLOCKS, len(ranges)), replace=False))
+    picked = [ranges[i] for i in chosen]
+    per_block = math.ceil(size / len(picked))
+    seeds = rng.integers(0, 2**31 - 1, size=len(picked))
+    by_start = {lo: int(seed) for (lo, _), seed in zip(picked, seeds, strict=True)}
+    # The picked blocks are read in parallel, their samples come back in order.
+    pool = np.concatenate(
+        list(
+            runtime.map_blocks(
+                K.sample_block_rows, source, per_block, by_start, runner=runner, ranges=picked
+            )
+        )
+    )
+    if pool.shape[0] > size:
+        pool = pool[np.sort(rng.choice(pool.shape[0], size=size, replace=False))]
+    return pool
+
+
+def init_candidates(
+    spec: ChainSpec, pool: np.ndarray, root: np.random.SeedSequence, runner: runtime.Runner
+) -> K.Chain:
+    """A chain of ``spec.n_init`` candidates started from ``pool``, each with its own seed."""
+    k, n_init = spec.n_clusters, spec.n_init
+    if pool.shape[0] < k:
+        raise DataError(
+            f"n_clusters={k} exceeds the {pool.shape[0]} rows seen at initialization "
+            f"(n_samples={pool.shape[0]}); pass more rows or lower n_clusters"
+        )
+    if not isinstance(spec.init, str) and np.shape(spec.init)[1] != pool.shape[1]:
+        raise DataError(
+            f"init has {np.shape(spec.init)[1]} features but the data has {pool.shape[1]}; "
+            "pass centers of the data's width"
+        )
+    seeds = [child(root, SEED_CANDIDATE, c).spawn(2) for c in range(n_init)]
+    states = [dict(np.random.PCG64(rng_ss).state) for _, rng_ss in seeds]
+    if not isinstance(spec.init, str):
+        centers = np.repeat(np.asarray(spec.init, dtype=pool.dtype)[None], n_init, axis=0)
+    elif spec.init == "k-means++":
+        # A task per group of candidates, on workers or pool threads (one BLAS thread
+        # each, like the steps): a candidate depends only on its own seed.
+        seed_ints = [seed_int(init_ss) for init_ss, _ in seeds]
+        groups = np.array_split(np.arange(n_init), runner.chain_groups(n_init))
+        with runner.parallel():
+            tasks = [
+                functools.partial(
+                    runner.submit, K.kmeans_plusplus, pool, k, [seed_ints[i] for i in group]
+                )
+                for group in groups
+            ]
+            futures = [task() for task in tasks]
+            centers = np.concatenate(
+                [runner.result(f, task) for f, task in zip(futures, tasks, strict=True)]
+            )
+    else:
+        centers = np.stack(
+            [
+                pool[np.random.default_rng(init_ss).choice(len(pool), size=k, replace=False)]
+                for init_ss, _ in seeds
+            ]
+        )
+    return K.new_chain(centers, states, spec.last_n, tuple(range(n_init)))
+
+
+class KMeansCheckpoint(FitCheckpoint):
+    """The scan state of one fit in ``DIR/kmeans-fit.npz``: chains, position, fingerprint."""
+
+    def __init__(self, directory: Any, fingerprint: dict[str, Any]) -> None:
+        super().__init__(directory, "kmeans-fit.npz", fingerprint)
+
+    def load_chain(self) -> tuple[K.Chain, tuple[int, int]] | None:
+        saved = self.load()
+        if saved is None:
+            return None
+        meta, arrays = saved
+        return K.chain_from_state(meta["chain"], arrays), (int(meta["pass"]), int(meta["step"]))
+
+    def save_chains(self, chains: list[K.Chain], position: tuple[int, int]) -> None:
+        scalars, arrays = K.chain_to_state(K.merge_chains(chains))
+        self.save({"chain": scalars, "pass": position[0], "step": position[1]}, arrays)
+
+
+def fit_kmeans_chains(
+    specs: Sequence[ChainSpec],
+    plan: BatchPlan,
+    source: Source,
+    runner: runtime.Runner,
+    root: np.random.SeedSequence,
+    *,
+    checkpoint: KMeansCheckpoint | None = None,
+    progress: bool = True,
+) -> ChainsFit:
+    """Initialize every spec's candidates and run the plan's passes, all in lockstep.
+
+    With a ``checkpoint`` (one spec only), the state is saved after every block
+    and a matching saved state is resumed from.
+    """
+    ranges = block_ranges(source, plan.batch_size)
+    per_pass = sum(math.ceil((hi - lo) / plan.batch_size) for lo, hi in ranges)
+    total = plan.max_steps if plan.max_steps is not None else plan.max_passes * per_pass
+    n_passes = math.ceil(total / per_pass)
+    resumed = None if checkpoint is None else checkpoint.load_chain()
+    chains: list[K.Chain] = []
+    owner: list[int] = []
+    if resumed is not None:
+        merged, start = resumed
+        chains = K.split_chain(merged, runner.chain_groups(merged.centers.shape[0]))
+        owner = [0] * len(chains)
+    else:
+        start = (0, 0)
+        pools: dict[int, np.ndarray] = {}
+        for s_idx, spec in enumerate(specs):
+            size = spec.init_rows(plan.batch_size, source.n_rows)
+            if size not in pools:  # the same sample for every spec of the same size
+                pools[size] = init_pool(source, ranges, runner, root, size)
+            merged = init_candidates(spec, pools[size], root, runner)
+            groups = K.split_chain(merged, runner.chain_groups(spec.n_init, len(specs)))
+            chains += groups
+            owner += [s_idx] * len(groups)
+        if checkpoint is not None:
+            checkpoint.save_chains(chains, start)
+    done = 0
+    for p in range(n_passes):
+        steps = pass_steps(plan, ranges, root, p, total - done)
+        done += sum(step.arg.n_batches for step in steps)
+        if (p, len(steps)) <= start:
+            continue
+        skip = start[1] if p == start[0] else 0
+        on_step = None
+        if checkpoint is not None:
+            on_step = functools.partial(_save_step, checkpoint, p, skip)
+        rows = sum(step.stop - step.start for step in steps[skip:])
+        with runtime.progress_bar(rows, f"pass {p + 1}/{n_passes}", progress) as bar:
+            chains = runtime.scan(
+                K.scan_block,
+                source,
+                chains,
+                steps[skip:],
+                runner=runner,
+                progress=bar.update,
+                on_step=on_step,
+            )
+    merged_chains = [
+        K.merge_chains([c for c, o in zip(chains, owner, strict=True) if o == s_idx])
+        for s_idx in range(len(specs))
+    ]
+    return ChainsFit(merged_chains, done, n_passes)
+
+
+def _save_step(
+    checkpoint: KMeansCheckpoint, p: int, skip: int, i: int, states: list[K.Chain]
+) -> None:
+    checkpoint.save_chains(states, (p, skip + i + 1))
+
+
+def advance_in_storage_order(
+    chain: K.Chain, source: Source, runner: runtime.Runner, batch_size: int, ratio: float
+) -> K.Chain:
+    """One pass over ``source`` in storage order, in steps of ``batch_size`` rows."""
+    steps = [
+        Step(lo, hi, K.StepArg(None, math.ceil((hi - lo) / batch_size), batch_size, ratio))
+        for lo, hi in block_ranges(source, batch_size)
+    ]
+    return runtime.scan(K.scan_block, source, [chain], steps, runner=runner)[0]
+
+
+def labels_inertia(
+    source: Source,
+    runner: runtime.Runner,
+    centers: np.ndarray,
+    want_labels: bool,
+    progress: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """One pass: the exact float64 inertia of each candidate's ``centers`` (g, k, d),
+    the rows nearest to each of its centers, and the labels when asked."""
+    inertia = np.zeros(centers.shape[0], np.float64)
+    sizes = np.zeros(centers.shape[:2], np.int64)
+    labels = []
+    with runtime.progress_bar(source.n_rows, "inertia", progress) as bar:
+        for lab, part, part_sizes in runtime.map_blocks(
+            K.block_labels_inertia, source, centers, want_labels, runner=runner, progress=bar.update
+        ):
+            inertia += part
+            sizes += part_sizes
+            if want_labels:
+                labels.append(lab)
+    return (np.concatenate(labels) if want_labels else None), inertia, sizes
+
+
+def lloyd(
+    source: Source, runner: runtime.Runner, centers: np.ndarray, n_iter: int, progress: bool = True
+) -> np.ndarray:
+    """``n_iter`` Lloyd iterations from ``centers`` (k, d), one data-parallel pass each."""
+    for it in range(n_iter):
+        sums = np.zeros(centers.shape, np.float64)
+        counts = np.zeros(centers.shape[0], np.float64)
+        with runtime.progress_bar(source.n_rows, f"refine {it + 1}", progress) as bar:
+            for s, c, _ in runtime.map_blocks(
+                K.block_lloyd_stats, source, centers, runner=runner, progress=bar.update
+            ):
+                sums += s
+                counts += c
+        hit = counts > 0
+        centers = centers.copy()
+        centers[hit] = (sums[hit] / counts[hit][:, None]).astype(centers.dtype)
+    return centers

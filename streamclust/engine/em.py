@@ -1,0 +1,294 @@
+"""Exact EM out of core: block sufficient statistics summed in block order, the
+M-step on the driver, and every candidate iterating in lockstep over one pass.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .. import runtime
+from ..exceptions import DataError
+from ..kernels import gmm as G
+from ..kernels.kmeans import kmeans_plusplus
+from ..persistence import FitCheckpoint, fingerprint
+from ..sources import Source
+from .chains import ChainSpec, KMeansCheckpoint, fit_kmeans_chains, init_pool
+from .plan import BatchPlan
+
+__all__ = [
+    "EMCheckpoint",
+    "EMProgress",
+    "EMResult",
+    "EMSettings",
+    "MixtureInit",
+    "initial_candidates",
+    "run_em",
+    "sum_stats",
+]
+
+
+def sum_stats(
+    fn: Any,
+    source: Source,
+    *args: Any,
+    runner: runtime.Runner,
+    desc: str,
+    progress: bool,
+    start: int = 0,
+    total: list[Any] | None = None,
+    on_block: Any = None,
+) -> list[Any]:
+    """Run the task ``fn`` over every block and add its per-candidate statistics in
+    block order (None: a candidate the task skipped), with a progress bar.
+
+    ``total`` holds the sums of the first ``start`` blocks (a resumed pass);
+    ``on_block(blocks, total)`` is called after each block is added.
+    """
+    total = [] if total is None else total
+    ranges = source.blocks()[start:]
+    with runtime.progress_bar(sum(hi - lo for lo, hi in ranges), desc, progress) as bar:
+        parts = runtime.map_blocks(
+            fn, source, *args, runner=runner, ranges=ranges, progress=bar.update
+        )
+        for i, part in enumerate(parts, start + 1):
+            if not total:
+                total = list(part)
+            else:
+                for c, st in enumerate(part):
+                    if st is not None:
+                        total[c] += st
+            if on_block is not None:
+                on_block(i, total)
+    return total
+
+
+@dataclass(frozen=True)
+class MixtureInit:
+    """How the candidates of one mixture start (see ``StreamingGaussianMixture``)."""
+
+    n_components: int
+    covariance_type: str
+    n_init: int
+    init_params: str  # "kmeans", "k-means++" or "random"
+    reg_covar: float
+    batch_size: int
+
+
+def initial_candidates(
+    init: MixtureInit,
+    source: Source,
+    runner: runtime.Runner,
+    seed: int,
+    *,
+    checkpoint_dir: Any = None,
+    progress: bool = True,
+) -> list[G.Params]:
+    """The starting parameters of every candidate (before any user-given override).
+
+    ``"kmeans"`` runs one K-Means pass (its candidates give one start each; with
+    ``checkpoint_dir`` that pass saves and resumes its own progress there) and one
+    pass of hard assignments.
+    """
+    K, ct, n, n_init = init.n_components, init.covariance_type, source.n_rows, init.n_init
+    if K > n:
+        raise DataError(
+            f"n_components={K} exceeds the {n} rows of the data; pass more rows or "
+            "lower n_components"
+        )
+    root = np.random.SeedSequence(seed)
+    spec = ChainSpec(n_clusters=K, n_init=n_init)
+    if init.init_params == "kmeans":
+        checkpoint = None
+        if checkpoint_dir is not None:
+            params = {"n_clusters": K, "n_init": n_init, "batch_size": init.batch_size}
+            checkpoint = KMeansCheckpoint(
+                checkpoint_dir,
+                fingerprint("StreamingGaussianMixture.init", {**params, "seed": seed}, source),
+            )
+        fitted = fit_kmeans_chains(
+            [spec],
+            BatchPlan(init.batch_size),
+            source,
+            runner,
+            root,
+            checkpoint=checkpoint,
+            progress=progress,
+        )
+        centers = fitted.chains[0].centers
+        stats = sum_stats(
+            G.block_hard_stats,
+            source,
+            centers,
+            (ct,),
+            runner=runner,
+            desc="init",
+            progress=progress,
+        )
+        refs = centers.astype(np.float64)
+    elif init.init_params == "k-means++":
+        size = spec.init_rows(init.batch_size, n)
+        pool = init_pool(source, source.blocks(), runner, root, size)
+        seeds = [int(s.generate_state(1)[0]) for s in root.spawn(n_init)]
+        refs = kmeans_plusplus(pool, K, seeds).astype(np.float64)
+        d = source.n_features
+        stats = [G.Stats(np.ones(K), np.zeros((K, d)), G.zero_s2(K, d, ct), 0.0, n) for _ in refs]
+    else:
+        size = spec.init_rows(init.batch_size, n)
+        pool = init_pool(source, source.blocks(), runner, root, size)
+        center = pool.astype(np.float64).mean(axis=0)
+        ref = np.repeat(center[None], K, axis=0)
+        seeds = [seed + c for c in range(n_init)]
+        stats = sum_stats(
+            G.block_random_stats,
+            source,
+            ref,
+            seeds,
+            ct,
+            runner=runner,
+            desc="init",
+            progress=progress,
+        )
+        refs = np.repeat(ref[None], n_init, axis=0)
+    return [
+        G.m_step(st, ref, ct, init.reg_covar, initial=True)
+        for st, ref in zip(stats, refs, strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class EMSettings:
+    """When exact EM stops, and how covariances are regularized."""
+
+    tol: float = 1e-3
+    max_iter: int = 100
+    reg_covar: float = 1e-6
+    progress: bool = True
+
+
+@dataclass
+class EMProgress:
+    """Where exact EM is: every candidate's parameters, lower bound, iterations and
+    convergence, the iteration under way and the sums of its first ``blocks``."""
+
+    active: list[G.Params]
+    lower: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    it: int = 1
+    blocks: int = 0
+    partial: list[G.Stats | None] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, candidates: list[G.Params]) -> EMProgress:
+        n = len(candidates)
+        return cls(list(candidates), np.full(n, -np.inf), np.zeros(n, int), np.zeros(n, bool))
+
+
+class EMResult(NamedTuple):
+    """Every candidate's final parameters, lower bound (mean log-likelihood of the last
+    E-step), iterations and convergence."""
+
+    params: list[G.Params]
+    lower: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+
+
+class EMCheckpoint(FitCheckpoint):
+    """The progress of one exact EM fit in ``DIR/gmm-fit.npz``."""
+
+    def __init__(self, directory: Any, fingerprint: dict[str, Any]) -> None:
+        super().__init__(directory, "gmm-fit.npz", fingerprint)
+
+    def save_progress(self, done: EMProgress) -> None:
+        arrays = {"lower": done.lower, "n_iter": done.n_iter, "converged": done.converged}
+        for c, p in enumerate(done.active):
+            arrays |= {f"p{c}_log_weights": p.log_weights, f"p{c}_means": p.means}
+            arrays[f"p{c}_prec_chol"] = p.prec_chol
+        sums: list[list[Any] | None] = []
+        for c, st in enumerate(done.partial):
+            sums.append(None if st is None else [st.log_lik, st.n])
+            if st is not None:
+                arrays |= {f"s{c}_nk": st.nk, f"s{c}_s1": st.s1, f"s{c}_s2": st.s2}
+        meta = {
+            "it": done.it,
+            "blocks": done.blocks,
+            "cov_types": [p.cov_type for p in done.active],
+            "sums": sums,
+        }
+        self.save(meta, arrays)
+
+    def load_progress(self) -> EMProgress | None:
+        saved = self.load()
+        if saved is None:
+            return None
+        meta, a = saved
+        active = [
+            G.Params(a[f"p{c}_log_weights"], a[f"p{c}_means"], a[f"p{c}_prec_chol"], ct)
+            for c, ct in enumerate(meta["cov_types"])
+        ]
+        partial = [
+            None
+            if sums is None
+            else G.Stats(a[f"s{c}_nk"], a[f"s{c}_s1"], a[f"s{c}_s2"], float(sums[0]), int(sums[1]))
+            for c, sums in enumerate(meta["sums"])
+        ]
+        lower, n_iter, converged = a["lower"], a["n_iter"], a["converged"]
+        return EMProgress(active, lower, n_iter, converged, meta["it"], meta["blocks"], partial)
+
+
+def _save_block(
+    checkpoint: EMCheckpoint, at: EMProgress, blocks: int, total: list[G.Stats | None]
+) -> None:
+    checkpoint.save_progress(replace(at, blocks=blocks, partial=total))
+
+
+def run_em(
+    start: list[G.Params] | EMProgress,
+    source: Source,
+    runner: runtime.Runner,
+    settings: EMSettings,
+    checkpoint: EMCheckpoint | None = None,
+) -> EMResult:
+    """Exact EM for every candidate in lockstep: one pass per iteration serves all
+    candidates still iterating (of any size and covariance type).
+
+    ``start`` may be the progress of an interrupted fit, which goes on from
+    there; ``checkpoint`` saves the progress after every block.
+    """
+    done = start if isinstance(start, EMProgress) else EMProgress.start(start)
+    active, lower, n_iter, converged = done.active, done.lower, done.n_iter, done.converged
+    n = len(active)
+    while done.it <= settings.max_iter and not converged.all():
+        it = done.it
+        params: list[G.Params | None] = [None if converged[c] else active[c] for c in range(n)]
+        on_block = None
+        if checkpoint is not None:
+            on_block = functools.partial(_save_block, checkpoint, done)
+        stats = sum_stats(
+            G.block_estep,
+            source,
+            params,
+            runner=runner,
+            desc=f"EM {it}",
+            progress=settings.progress,
+            start=done.blocks,
+            total=done.partial,
+            on_block=on_block,
+        )
+        for c, st in enumerate(stats):
+            if st is None or converged[c]:
+                continue
+            prev, lower[c] = lower[c], st.log_lik / st.n
+            active[c] = G.m_step(st, active[c].means, active[c].cov_type, settings.reg_covar)
+            n_iter[c] = it
+            if abs(lower[c] - prev) < settings.tol:
+                converged[c] = True
+        done = EMProgress(active, lower, n_iter, converged, it + 1)
+        if checkpoint is not None:
+            checkpoint.save_progress(done)
+    return EMResult(active, lower, n_iter, converged)
