@@ -28,8 +28,7 @@ from .sources import (
     open_source,
     write_zarr,
 )
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ArraySource",

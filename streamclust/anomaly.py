@@ -14,10 +14,18 @@ from . import runtime
 from .exceptions import ParameterError
 from .inputs import as_source, is_out_of_core
 from .kernels import quantile as Q
-from .sources import ArrayWriter
+from .sources import ArrayWriter, open_source
 from .validation import check_float, check_int, check_option
 
-__all__ = ["DensityAnomalyDetector", "QuantileSketch", "validate_stream_params"]
+__all__ = [
+    "DensityAnomalyDetector",
+    "QuantileSketch",
+    "restore_window",
+    "update_and_score",
+    "validate_stream_params",
+    "window_arrays",
+    "window_length",
+]
 
 
 class QuantileSketch:
@@ -81,13 +89,11 @@ class _Precomputed(BaseEstimator):
 
     def score_samples(self, X: Any) -> Any:
         if is_out_of_core(X):
-            from .sources import open_source
-
             source = open_source(X)
             return np.concatenate([b[:, 0] for _, b in source.iter_blocks()])
         return np.asarray(X, dtype=np.float64)[:, 0]
 
-    def _score_kernel(self) -> tuple[Any, Any]:
+    def score_kernel(self) -> tuple[Any, Any]:
         return _first_column, None
 
 
@@ -203,7 +209,7 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
     def _kernel(self) -> tuple[Any, Any]:
         """The block task computing the model's scores, and its argument."""
         model: Any = self.model_
-        own = getattr(model, "_score_kernel", None)
+        own = getattr(model, "score_kernel", None)
         return own() if own is not None else (None, model)
 
     def _use_model(self, X: Any, how: str) -> None:
@@ -366,3 +372,46 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
 def validate_stream_params(detector: DensityAnomalyDetector) -> None:
     """Check the parameters ``partial_fit`` needs, before a stream starts."""
     detector._check_stream_params()
+
+
+def update_and_score(detector: DensityAnomalyDetector, X: Any) -> np.ndarray:
+    """:meth:`~DensityAnomalyDetector.partial_fit` on ``X``, returning the batch's scores
+    under the updated model (computed once, for the caller to flag the batch)."""
+    return detector._partial_fit(X)
+
+
+def window_length(detector: DensityAnomalyDetector) -> int:
+    """Batches in the detector's stream window."""
+    return len(getattr(detector, "_window", ()))
+
+
+def window_arrays(detector: DensityAnomalyDetector) -> dict[str, np.ndarray]:
+    """The stream state of a detector as arrays: ``threshold`` and one ``window_NNNNNN``
+    per batch in the window (its scores, or its sketch's bytes)."""
+    arrays: dict[str, np.ndarray] = {"threshold": np.array(detector.threshold_)}
+    for i, item in enumerate(getattr(detector, "_window", ())):
+        if isinstance(item, np.ndarray):
+            arrays[f"window_{i:06d}"] = item
+        else:
+            arrays[f"window_{i:06d}"] = np.frombuffer(item.to_bytes(), dtype=np.uint8)
+    return arrays
+
+
+def restore_window(
+    detector: DensityAnomalyDetector, model: Any, arrays: dict[str, np.ndarray]
+) -> DensityAnomalyDetector:
+    """Give a new ``detector`` (built with a stream's parameters) the fitted ``model``,
+    which it owns and updates on :meth:`~DensityAnomalyDetector.partial_fit`, and the
+    stream state :func:`window_arrays` saved."""
+    detector.model_, detector._owns_model = model, True
+    detector.n_features_in_ = model.n_features_in_
+    detector.threshold_ = float(arrays["threshold"])
+    detector.n_passes_ = 1
+    detector._window = deque(maxlen=detector.window)
+    for name in sorted(n for n in arrays if n.startswith("window_")):
+        item = arrays[name]
+        if detector.method == "exact":
+            detector._window.append(item)
+        else:
+            detector._window.append(QuantileSketch.from_bytes(item.tobytes()))
+    return detector

@@ -20,8 +20,19 @@ from typing import Any
 import click
 import numpy as np
 
-from . import __version__
+from . import gmm, kmeans
+from .anomaly import DensityAnomalyDetector, validate_stream_params
+from .datasets import CHAPTER_LOOP, make_chapter_blobs, write_blobs_zarr
 from .exceptions import ParameterError, SourceError, StreamclustError, one_line
+from .gmm import StreamingGaussianMixture, criteria
+from .ingest import Ingest
+from .kmeans import StreamingKMeans
+from .persistence import check_model_output, load
+from .plotting import require_matplotlib
+from .runtime import get_client, make_security
+from .selection import sweep_gmm, sweep_kmeans
+from .sources import check_output, check_writable, iter_csv_blocks, open_source, write_zarr
+from .version import __version__
 
 _SCHEDULER_HELP = (
     "Where to run: a scheduler address (tcp://host:8786, tls://...), 'local' (start a local "
@@ -82,7 +93,6 @@ def run_options(fn: Any) -> Any:
 def _open(
     data: str, dtype: str | None, shape: str | None, component: str | None, header: bool
 ) -> Any:
-    from .sources import open_source
 
     return open_source(
         data, dtype=dtype, shape=_parse_shape(shape), component=component, header=header
@@ -94,7 +104,6 @@ def _client(
 ) -> Any:
     if not (tls_ca or tls_cert or tls_key):
         return scheduler
-    from .runtime import get_client, make_security
 
     if not scheduler or not scheduler.startswith("tls://"):
         raise ParameterError("--tls-ca/--tls-cert/--tls-key need --scheduler tls://HOST:PORT")
@@ -103,7 +112,6 @@ def _client(
 
 def _check_new_output(path: str, overwrite: bool) -> None:
     """A path to write to: new, or replaced with --overwrite (see ``check_output``)."""
-    from .sources import check_output
 
     check_output(path, overwrite, "--overwrite")
 
@@ -159,7 +167,6 @@ _GMM_ONLY = {
 
 def _validate_params(model: Any) -> None:
     """Check a K-Means or mixture model's parameters as its ``fit`` would."""
-    from . import gmm, kmeans
 
     module = kmeans if isinstance(model, kmeans.StreamingKMeans) else gmm
     module.validate_params(model)
@@ -167,8 +174,6 @@ def _validate_params(model: Any) -> None:
 
 def _estimator(model_kind: str, params: dict[str, Any], client: Any, progress: bool) -> Any:
     """The estimator of ``--model``, from the options given (the others keep its defaults)."""
-    from .gmm import StreamingGaussianMixture
-    from .kmeans import StreamingKMeans
 
     other = _GMM_ONLY if model_kind == "kmeans" else _KMEANS_ONLY
     for name, option in other.items():
@@ -290,12 +295,10 @@ def fit(
     **params: Any,
 ) -> None:
     """Fit a model on DATA and save it to --out."""
-    from .persistence import check_model_output
 
     check_model_output(out, overwrite)
     if not Path(out).resolve().parent.is_dir():
         raise SourceError(f"{Path(out).parent}: no such directory for --out")
-    from .sources import check_writable
 
     check_writable(Path(out).resolve().parent)  # before the fit, not after it
     model = _estimator(model_kind, params, None, progress)
@@ -348,7 +351,6 @@ def fit(
 
 
 def _load(model_dir: str) -> Any:
-    from .persistence import load
 
     return load(model_dir)
 
@@ -418,7 +420,6 @@ def score(
 ) -> None:
     """Print the model's score on DATA: negative inertia (kmeans), or the mean
     log-likelihood with BIC and AIC (gmm)."""
-    from .gmm import StreamingGaussianMixture, criteria
 
     if out is not None:
         _check_array_output(out, overwrite)
@@ -488,7 +489,6 @@ def detect(
     progress: bool,
 ) -> None:
     """Flag the rows of DATA whose score falls below the --percentile of all scores."""
-    from .anomaly import DensityAnomalyDetector
 
     for path in (out, scores_out):
         if path is not None:
@@ -579,7 +579,6 @@ def stream(
     names a cluster: then each update runs on a worker, and a lost scheduler is waited
     for (--reconnect-timeout) before the stream exits.
     """
-    from .ingest import Ingest
 
     config = {
         "model": model_kind,
@@ -592,8 +591,6 @@ def stream(
     probe = _estimator(model_kind, params, "sync", False)
     _validate_params(probe)
     if detect_:
-        from .anomaly import DensityAnomalyDetector, validate_stream_params
-
         validate_stream_params(
             DensityAnomalyDetector(probe, percentile=percentile, method=method, window=window)
         )
@@ -744,7 +741,6 @@ def select(
     progress: bool,
 ) -> None:
     """Fit every k (and covariance type) in shared passes over DATA; print the table."""
-    from .selection import sweep_gmm, sweep_kmeans
 
     ks = _parse_ks(k_values)
     if model_kind == "kmeans" and min(ks) < 2 and (criterion or "silhouette") == "silhouette":
@@ -756,7 +752,6 @@ def select(
         if not plot_path.lower().endswith(".png"):
             raise SourceError(f"{plot_path}: --plot must end in .png")
         _check_new_output(plot_path, overwrite)
-        from .plotting import require_matplotlib
 
         require_matplotlib()  # before any computing
     source = _open(data, dtype, shape, component, header)
@@ -858,7 +853,6 @@ def convert(
     as_json: bool,
 ) -> None:
     """Convert SRC (.npy, .csv, a batch directory, a Zarr store) to the Zarr store DST."""
-    from .sources import iter_csv_blocks, open_source, write_zarr
 
     if block_rows is not None and block_rows < 1:
         raise ParameterError(f"--block-rows {block_rows} must be >= 1")
@@ -917,9 +911,6 @@ def demo(
     """Write the chapter's 5-blob data and a synthetic set as Zarr, cluster both, print a table."""
     from sklearn.cluster import KMeans
 
-    from .datasets import CHAPTER_LOOP, make_chapter_blobs, write_blobs_zarr
-    from .sources import write_zarr
-
     if rows < 1000:
         raise ParameterError(f"--rows {rows} is too small for the demo; pass at least 1000")
     tmp = workdir is None
@@ -969,8 +960,6 @@ def demo(
 def _timed_fit(
     path: str, params: dict[str, Any], scheduler: str | None, progress: bool, name: str
 ) -> dict[str, Any]:
-    from .kmeans import StreamingKMeans
-    from .sources import open_source
 
     source = open_source(path)
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from .engine.seeds import draw_seed
 from .exceptions import DataError, ParameterError
 from .inputs import as_source, is_out_of_core
 from .kernels import gmm as G
-from .persistence import array_digest, fit_fingerprint
+from .persistence import array_digest, fit_fingerprint, register_model, save_model
 from .sources import ArraySource, Source, is_dask_array
 from .validation import (
     check_checkpoint,
@@ -343,7 +343,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             self, X, G.block_score, self._params_for, np.float64, None, out, overwrite
         )
 
-    def _score_kernel(self) -> tuple[Any, Any]:
+    def score_kernel(self) -> tuple[Any, Any]:
         """The per-block task of :meth:`score_samples` and its model argument."""
         check_is_fitted(self, "_params")
         return G.block_score, self._params
@@ -401,8 +401,6 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
     def save(self, path: Any, overwrite: bool = False) -> None:
         """Save to directory ``path`` (arrays in ``.npz`` + JSON manifest, atomically);
         a model saved there before is replaced only with ``overwrite=True``."""
-        from .persistence import save_model
-
         save_model(self, path, overwrite=overwrite)
 
     def _to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -521,3 +519,10 @@ def criteria(
 def validate_params(model: StreamingGaussianMixture) -> None:
     """Check ``model``'s parameters as ``fit`` does, before any I/O."""
     model._check_params()
+
+
+register_model(
+    StreamingGaussianMixture,
+    StreamingGaussianMixture._to_state,
+    StreamingGaussianMixture._from_state,
+)

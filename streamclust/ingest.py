@@ -42,10 +42,12 @@ from typing import Any
 import numpy as np
 
 from . import runtime
+from .anomaly import DensityAnomalyDetector, flags, update_and_score
 from .exceptions import DataError, ParameterError, SchedulerError, SourceError, StreamclustError
 from .persistence import write_atomic
-from .sources import BATCH_SUFFIXES
+from .sources import BATCH_SUFFIXES, read_batch_file
 from .stream_state import Ledger, StreamState, new_detector
+from .validation import check_finite_block
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -160,9 +162,6 @@ class Ingest:
         return BatchResult(path.name, 0, rejected=reason)
 
     def _read(self, path: Path) -> np.ndarray:
-        from .sources import read_batch_file
-        from .validation import check_finite_block
-
         if path.is_symlink():
             target = path.resolve()
             if not target.is_relative_to(self.incoming.resolve()):
@@ -180,8 +179,6 @@ class Ingest:
         return data
 
     def _estimator(self) -> Any:
-        from .anomaly import DensityAnomalyDetector
-
         if isinstance(self.model, DensityAnomalyDetector):
             return getattr(self.model, "model_", None)
         return self.model
@@ -221,8 +218,6 @@ class Ingest:
             return self._reject(path, " ".join(str(exc).split()))
         result = BatchResult(path.name, int(data.shape[0]))
         if scores is not None:
-            from .anomaly import flags
-
             marks = flags(scores, self.model.threshold_)
             _write_npy(self.state.scores / f"{path.stem}.npy", scores)
             _write_npy(self.state.flags / f"{path.stem}.npy", marks)
@@ -285,5 +280,5 @@ def _update(model: Any, detecting: bool, data: np.ndarray) -> tuple[Any, np.ndar
     With detection, the scores are those under the updated model, computed once.
     """
     if detecting:
-        return model, model._partial_fit(data)
+        return model, update_and_score(model, data)
     return model.partial_fit(data), None

@@ -18,7 +18,7 @@ from .engine.seeds import SEED_PARTIAL, child, root_seed
 from .exceptions import ParameterError
 from .inputs import as_source, is_out_of_core
 from .kernels import kmeans as K
-from .persistence import fit_fingerprint
+from .persistence import fit_fingerprint, register_model, save_model
 from .sources import ArraySource, Source
 from .validation import (
     check_checkpoint,
@@ -373,7 +373,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             self, X, K.block_score_samples, self._centers_for, np.float64, None, out, overwrite
         )
 
-    def _score_kernel(self) -> tuple[Any, Any]:
+    def score_kernel(self) -> tuple[Any, Any]:
         """The per-block task of :meth:`score_samples` and its model argument."""
         check_is_fitted(self, "cluster_centers_")
         return K.block_score_samples, self.cluster_centers_
@@ -397,8 +397,6 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def save(self, path: Any, overwrite: bool = False) -> None:
         """Save to directory ``path`` (arrays in ``.npz`` + JSON manifest, atomically);
         a model saved there before is replaced only with ``overwrite=True``."""
-        from .persistence import save_model
-
         save_model(self, path, overwrite=overwrite)
 
     def _to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -461,3 +459,6 @@ def validate_params(model: StreamingKMeans) -> int:
     """Check ``model``'s parameters as ``fit`` does, before any I/O; the effective
     ``n_init`` (1 for an array ``init``)."""
     return model._check_params()
+
+
+register_model(StreamingKMeans, StreamingKMeans._to_state, StreamingKMeans._from_state)

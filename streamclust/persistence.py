@@ -23,12 +23,15 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .exceptions import ModelFileError, ParameterError
+from .version import __version__
 
 __all__ = [
     "FitCheckpoint",
@@ -40,6 +43,7 @@ __all__ = [
     "fsync_dir",
     "load",
     "load_checkpoint",
+    "register_model",
     "save_checkpoint",
     "save_model",
     "write_atomic",
@@ -171,14 +175,27 @@ def fingerprint(kind: str, params: dict[str, Any], source: Any, **extra: Any) ->
     return {"kind": kind, "params": clean, "data": data, **extra}
 
 
-def _registry() -> dict[str, type]:
-    from .gmm import StreamingGaussianMixture
-    from .kmeans import StreamingKMeans
+@dataclass(frozen=True)
+class ModelKind:
+    """How one estimator class becomes JSON scalars and arrays, and back."""
 
-    return {
-        "StreamingKMeans": StreamingKMeans,
-        "StreamingGaussianMixture": StreamingGaussianMixture,
-    }
+    cls: type
+    to_state: Callable[[Any], tuple[dict[str, Any], dict[str, np.ndarray]]]
+    from_state: Callable[[Any, dict[str, Any], dict[str, np.ndarray]], None]
+
+
+_KINDS: dict[str, ModelKind] = {}
+
+
+def register_model(
+    cls: type,
+    to_state: Callable[[Any], tuple[dict[str, Any], dict[str, np.ndarray]]],
+    from_state: Callable[[Any, dict[str, Any], dict[str, np.ndarray]], None],
+) -> None:
+    """Make ``cls`` savable: ``to_state(model)`` gives its fitted scalars (JSON) and
+    arrays; ``from_state(model, scalars, arrays)`` sets them on a new instance built
+    from the saved parameters. Each estimator module registers its own classes."""
+    _KINDS[cls.__name__] = ModelKind(cls, to_state, from_state)
 
 
 def _json_param(name: str, value: Any, arrays: dict[str, np.ndarray]) -> Any:
@@ -208,15 +225,19 @@ def check_model_output(path: str | os.PathLike, overwrite: bool) -> None:
         )
 
 
+def _is_exactly(obj: Any, cls: type) -> bool:
+    return type(obj) is cls
+
+
 def save_model(model: Any, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``model`` to directory ``path`` atomically; an older save there is replaced
     only with ``overwrite``, and a directory that holds something else never is."""
-    from . import __version__
-
     path = Path(path)
-    if not hasattr(model, "_to_state"):
-        raise ModelFileError(f"{type(model).__name__} cannot be saved by streamclust")
-    scalars, arrays = model._to_state()
+    name = type(model).__name__
+    kind = _KINDS.get(name)
+    if kind is None or not _is_exactly(model, kind.cls):
+        raise ModelFileError(f"{name} cannot be saved by streamclust")
+    scalars, arrays = kind.to_state(model)
     params = {k: _json_param(k, v, arrays) for k, v in model.get_params(deep=False).items()}
     check_model_output(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +245,7 @@ def save_model(model: Any, path: str | os.PathLike, overwrite: bool = False) -> 
     tmp.mkdir()
     try:
         with open(tmp / _ARRAYS, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
             fh.flush()
             os.fsync(fh.fileno())
         manifest = {
@@ -289,10 +310,10 @@ def load(path: str | os.PathLike, expected: type | None = None) -> Any:
                 f"{manifest_path}: its {part!r} is not a mapping; save the model again"
             )
     cls_name = manifest.get("class")
-    registry = _registry()
-    if not isinstance(cls_name, str) or cls_name not in registry:
+    if not isinstance(cls_name, str) or cls_name not in _KINDS:
         raise ModelFileError(f"{path}: unknown model class {cls_name!r}")
-    cls = registry[cls_name]
+    kind = _KINDS[cls_name]
+    cls = kind.cls
     if expected is not None and cls is not expected:
         raise ModelFileError(
             f"{path}: holds a {cls_name}, not a {expected.__name__}; pass the matching --model"
@@ -324,7 +345,7 @@ def load(path: str | os.PathLike, expected: type | None = None) -> Any:
                 value = arrays[value["__array__"]]
             params[name] = value
         model = cls(**params)
-        model._from_state(manifest["attributes"], arrays)
+        kind.from_state(model, manifest["attributes"], arrays)
     except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
         raise ModelFileError(f"{path}: inconsistent model contents ({exc}); save it again") from exc
     return model

@@ -26,6 +26,7 @@ from .inputs import as_source
 from .kernels import gmm as G
 from .kernels import kmeans as K
 from .kmeans import StreamingKMeans, set_fitted_chain, validate_params
+from .plotting import plot_gmm_sweep, plot_kmeans_sweep
 from .validation import check_int, check_option
 
 __all__ = ["GMMSweep", "KMeansSweep", "knee", "sweep_gmm", "sweep_kmeans"]
@@ -86,8 +87,6 @@ class KMeansSweep:
 
     def plot(self) -> Any:
         """Elbow and silhouette curves (needs the ``plot`` extra)."""
-        from .plotting import plot_kmeans_sweep
-
         return plot_kmeans_sweep(self)
 
 
@@ -279,8 +278,6 @@ class GMMSweep:
 
     def plot(self) -> Any:
         """BIC and AIC curves (needs the ``plot`` extra)."""
-        from .plotting import plot_gmm_sweep
-
         return plot_gmm_sweep(self)
 
 

@@ -33,15 +33,20 @@ import json
 import os
 import shutil
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .anomaly import (
+    DensityAnomalyDetector,
+    restore_window,
+    window_arrays,
+    window_length,
+)
 from .exceptions import ModelFileError, ParameterError, StateError
-from .persistence import file_sha256, fsync_dir, write_atomic
+from .persistence import file_sha256, fsync_dir, load, save_model, write_atomic
 
 __all__ = ["KEEP", "LATEST", "Ledger", "StreamState", "describe", "new_detector"]
 
@@ -247,8 +252,6 @@ class StreamState:
         self, path: Path, config: dict[str, Any] | None, expected_params: dict[str, Any] | None
     ) -> tuple[Ledger, Any]:
         """Raise :class:`_Refused` unless the checkpoint at ``path`` is whole and coherent."""
-        from .persistence import load
-
         try:
             manifest = json.loads((path / _CHECKPOINT).read_text())
             files = manifest["files"]
@@ -297,9 +300,9 @@ class StreamState:
             model = _load_detector(path / "detector.npz", est, ledger.config)
             window = ledger.config.get("window")
             want = n if window is None else min(n, int(window))
-            if len(model._window) != want:
+            if window_length(model) != want:
                 raise _Refused(
-                    f"its detector's window holds {len(model._window)} batches, not {want}"
+                    f"its detector's window holds {window_length(model)} batches, not {want}"
                 )
         return ledger, model
 
@@ -307,9 +310,6 @@ class StreamState:
 
     def publish(self, ledger: Ledger, model: Any) -> Path:
         """Write a new checkpoint, make it the latest, then prune the oldest."""
-        from .anomaly import DensityAnomalyDetector
-        from .persistence import save_model
-
         before = self._named()
         name = f"ckpt-{len(ledger.batches):09d}-{uuid.uuid4().hex[:6]}"
         tmp = self.checkpoints / f".{name}.tmp"
@@ -371,36 +371,18 @@ def _check_model(est: Any, n_batches: int, expected_params: dict[str, Any] | Non
 
 
 def _save_detector(path: Path, det: Any) -> None:
-    arrays: dict[str, np.ndarray] = {"threshold": np.array(det.threshold_)}
-    for i, item in enumerate(getattr(det, "_window", ())):
-        if isinstance(item, np.ndarray):
-            arrays[f"window_{i:06d}"] = item
-        else:
-            arrays[f"window_{i:06d}"] = np.frombuffer(item.to_bytes(), dtype=np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    np.savez(buf, **window_arrays(det))  # type: ignore[arg-type]
     write_atomic(path, buf.getvalue())
 
 
 def _load_detector(path: Path, model: Any, config: dict[str, Any]) -> Any:
-    from .anomaly import QuantileSketch
-
-    det = new_detector(model, config)
-    det.model_, det._owns_model = model, True
-    det.n_features_in_ = model.n_features_in_
     try:
         with np.load(path, allow_pickle=False) as npz:
-            det.threshold_ = float(npz["threshold"])
-            det.n_passes_ = 1
-            det._window = deque(maxlen=det.window)
-            for name in sorted(n for n in npz.files if n.startswith("window_")):
-                item = npz[name]
-                det._window.append(
-                    item if det.method == "exact" else QuantileSketch.from_bytes(item.tobytes())
-                )
+            arrays = {name: npz[name] for name in npz.files}
+        return restore_window(new_detector(model, config), model, arrays)
     except Exception as exc:  # whatever the file holds, the checkpoint is not usable
         raise _Refused(f"detector.npz is unreadable ({exc})") from None
-    return det
 
 
 def describe(config: dict[str, Any]) -> str:
@@ -410,8 +392,6 @@ def describe(config: dict[str, Any]) -> str:
 
 def new_detector(model: Any, config: dict[str, Any]) -> Any:
     """The stream's :class:`DensityAnomalyDetector` over ``model``, from its options."""
-    from .anomaly import DensityAnomalyDetector
-
     return DensityAnomalyDetector(
         model,
         percentile=config["percentile"],

@@ -15,6 +15,7 @@ import ast
 import asyncio
 import atexit
 import contextlib
+import inspect
 import logging
 import os
 import sys
@@ -220,7 +221,7 @@ def _check_workers_can_start() -> None:
             f"client='local' starts worker processes that import the main script, and {path} "
             f"is not a file (standard input?): save the script to a file and {fix}"
         )
-    frame: Any = sys._getframe()
+    frame: Any = inspect.currentframe()
     while frame is not None and not (
         frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"
     ):
