@@ -11,6 +11,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from . import runtime
+from .engine.plan import block_ranges
 from .exceptions import ParameterError
 from .inputs import as_source, is_out_of_core
 from .kernels import quantile as Q
@@ -106,6 +107,10 @@ def _model_scores(block: np.ndarray, start: int, kernel: Any, arg: Any) -> np.nd
 
 #: Rows per task of the exact search: its temporaries are a few times the block's scores.
 _SMALL_BLOCK_ROWS = 1 << 17
+
+#: The sketch summarizes the logical blocks of this batch size (see engine.plan), so
+#: its threshold does not depend on how the data are stored.
+SKETCH_BATCH_ROWS = 4096
 
 
 def _small_ranges(source: Any) -> list[tuple[int, int]]:
@@ -251,7 +256,10 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
         runner = runtime.resolve_runner(self.client, source)
         if self.method == "sketch":
             sketch = QuantileSketch()
-            parts = runtime.map_blocks(_block_sketch, source, kernel, arg, runner=runner)
+            ranges = block_ranges(source, SKETCH_BATCH_ROWS)
+            parts = runtime.map_blocks(
+                _block_sketch, source, kernel, arg, runner=runner, ranges=ranges
+            )
             for part in parts:
                 sketch.merge(QuantileSketch.from_bytes(part))
             self.threshold_, self.n_passes_ = sketch.percentile(q), 1

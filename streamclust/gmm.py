@@ -14,12 +14,13 @@ from sklearn.utils.validation import check_is_fitted
 from . import runtime
 from .engine import em as EM
 from .engine.apply import apply_blocks
+from .engine.plan import block_ranges
 from .engine.seeds import draw_seed
 from .exceptions import DataError, ParameterError
 from .inputs import as_source, is_out_of_core
 from .kernels import gmm as G
 from .persistence import array_digest, fit_fingerprint, register_model, save_model
-from .sources import ArraySource, Source, is_dask_array
+from .sources import ArraySource, Source
 from .validation import (
     check_checkpoint,
     check_float,
@@ -231,7 +232,11 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             if saver is not None:
                 saver.save_progress(done)
         settings = EM.EMSettings(
-            float(self.tol), int(self.max_iter), float(self.reg_covar), self.progress
+            float(self.tol),
+            int(self.max_iter),
+            float(self.reg_covar),
+            int(self.batch_size),
+            self.progress,
         )
         active, lower, n_iter, converged = EM.run_em(done, source, runner, settings, saver)
         # As scikit-learn: the first candidate with the highest lower bound.
@@ -280,14 +285,14 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             else:
                 start, log_lik = self._init_from_batch(source, whole=not out_of_core), np.nan
             state = G.OnlineState(start, G.stats_from_params(start, self.reg_covar), log_lik, 0)
-        arg = (
+        arg = G.OnlineArg(
             int(self.batch_size),
             float(self.step_offset),
             float(self.step_decay),
             float(self.reg_covar),
         )
         if out_of_core:
-            steps = [(lo, hi, arg) for lo, hi in source.blocks(min_rows=self.batch_size)]
+            steps = [(lo, hi, arg) for lo, hi in block_ranges(source, self.batch_size)]
             with runtime.progress_bar(source.n_rows, "online EM", self.progress) as bar:
                 state = runtime.scan(
                     G.block_online, source, [state], steps, runner=runner, progress=bar.update
@@ -367,10 +372,11 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         """Sum of ``log p(x)`` over all rows and the row count (one pass, no per-row output)."""
         check_is_fitted(self, "_params")
         source = as_source(self, X, reset=False)
-        if is_dask_array(X):
-            return float(self.score_samples(X).sum().compute()), source.n_rows
         runner = runtime.resolve_runner(self.client, source)
-        parts = runtime.map_blocks(G.block_score_sum, source, self._params, runner=runner)
+        ranges = block_ranges(source, self.batch_size)
+        parts = runtime.map_blocks(
+            G.block_score_sum, source, self._params, runner=runner, ranges=ranges
+        )
         return float(np.sum(list(parts))), source.n_rows
 
     def score(self, X: Any, y: Any = None) -> float:

@@ -259,7 +259,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         exact: tuple[np.ndarray | None, np.ndarray, np.ndarray] | None = None
         if self.selection == "full":
             labels, inertias, sizes = E.labels_inertia(
-                source, runner, state.centers, in_memory, self.progress
+                source, runner, state.centers, in_memory, self.batch_size, self.progress
             )
             self.init_inertias_ = inertias
             best = int(np.argmin(inertias))
@@ -269,12 +269,14 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.best_init_ = best
         centers_best = state.centers[best].copy()
         if self.refine:
-            centers_best = E.lloyd(source, runner, centers_best, self.refine, self.progress)
+            centers_best = E.lloyd(
+                source, runner, centers_best, self.refine, self.batch_size, self.progress
+            )
             state.centers[best] = centers_best
             exact = None
         if exact is None:  # one pass for the chosen centers (the full selection had it)
             labels, inertia, sizes = E.labels_inertia(
-                source, runner, centers_best[None], in_memory, self.progress
+                source, runner, centers_best[None], in_memory, self.batch_size, self.progress
             )
             exact = (None if labels is None else labels[:, 0], inertia[0], sizes[0])
         labels, inertia_best, sizes_best = exact
@@ -321,7 +323,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         state = self._state
         if out_of_core:
             ratio = float(self.reassignment_ratio)
-            state = E.advance_in_storage_order(state, source, runner, self.batch_size, ratio)
+            state = E.advance_in_row_order(state, source, runner, self.batch_size, ratio)
         else:
             state = state.copy()
             K.minibatch_step(state, source.read(0, source.n_rows), float(self.reassignment_ratio))
@@ -389,7 +391,9 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         source = as_source(self, X, reset=False)
         centers = self.cluster_centers_.astype(source.compute_dtype)[None]
         runner = runtime.resolve_runner(self.client, source)
-        _, inertia, _ = E.labels_inertia(source, runner, centers, False, self.progress)
+        _, inertia, _ = E.labels_inertia(
+            source, runner, centers, False, self.batch_size, self.progress
+        )
         return -float(inertia[0])
 
     # ------------------------------------------------------------------ persistence

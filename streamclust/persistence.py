@@ -51,6 +51,8 @@ __all__ = [
 
 FORMAT = "streamclust-model"
 FORMAT_VERSION = 1
+#: Version of fit checkpoints; 2 walks logical blocks (rows, not storage chunks).
+CHECKPOINT_VERSION = 2
 _MANIFEST = "manifest.json"
 _ARRAYS = "arrays.npz"
 
@@ -126,6 +128,13 @@ class FitCheckpoint:
         if saved is None:
             return None
         meta, arrays = saved
+        version = meta.get("format_version", 1)
+        if version != CHECKPOINT_VERSION:
+            raise ModelFileError(
+                f"{self.path}: checkpoint format version {version!r} is not "
+                f"{CHECKPOINT_VERSION} (written by another version of streamclust); "
+                "remove it to start the fit over"
+            )
         if meta.get("fingerprint") != self.fingerprint:
             raise ParameterError(
                 f"{self.path}: was written by another fit (other parameters or data); "
@@ -134,7 +143,8 @@ class FitCheckpoint:
         return meta, arrays
 
     def save(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        save_checkpoint(self.path, {**meta, "fingerprint": self.fingerprint}, arrays)
+        meta = {**meta, "fingerprint": self.fingerprint, "format_version": CHECKPOINT_VERSION}
+        save_checkpoint(self.path, meta, arrays)
 
 
 def array_digest(*arrays: Any) -> str:

@@ -18,7 +18,7 @@ from sklearn.metrics import pairwise_distances
 from . import gmm, runtime
 from .engine.chains import ChainSpec, fit_kmeans_chains
 from .engine.em import EMResult, EMSettings, run_em, sum_stats
-from .engine.plan import BatchPlan
+from .engine.plan import BatchPlan, block_ranges
 from .engine.seeds import draw_seed, root_seed
 from .exceptions import ParameterError
 from .gmm import StreamingGaussianMixture
@@ -221,7 +221,13 @@ def sweep_kmeans(
     sample = []
     with runtime.progress_bar(source.n_rows, "inertia", progress) as bar:
         for part_inertia, rows in runtime.map_blocks(
-            block_sweep_stats, source, centers, sample_idx, runner=runner, progress=bar.update
+            block_sweep_stats,
+            source,
+            centers,
+            sample_idx,
+            runner=runner,
+            ranges=block_ranges(source, batch_size),
+            progress=bar.update,
         ):
             inertia += part_inertia
             sample.append(rows)
@@ -364,6 +370,7 @@ def sweep_gmm(
         source,
         [(centers[kk], covs) for kk in ks],
         runner=runner,
+        batch_size=batch_size,
         desc="init",
         progress=progress,
     )
@@ -374,7 +381,8 @@ def sweep_gmm(
             st, ref = flat[first + c], centers[kk][c]
             candidates.append(G.m_step(st, ref, ct, reg_covar, initial=True))
             owner.append(j)
-    result = run_em(candidates, source, runner, EMSettings(tol, max_iter, reg_covar, progress))
+    settings = EMSettings(tol, max_iter, reg_covar, batch_size, progress)
+    result = run_em(candidates, source, runner, settings)
     owner_arr = np.array(owner)
     finals = []
     for j, key in enumerate(keys):
@@ -393,7 +401,12 @@ def sweep_gmm(
     with runtime.progress_bar(source.n_rows, "BIC", progress) as bar:
         totals = sum(
             runtime.map_blocks(
-                _block_score_sums, source, finals, runner=runner, progress=bar.update
+                _block_score_sums,
+                source,
+                finals,
+                runner=runner,
+                ranges=block_ranges(source, batch_size),
+                progress=bar.update,
             )
         )
     bic = np.empty((len(covs), len(ks)))

@@ -46,6 +46,16 @@ def blobs_npy(tmp_path_factory, blobs32) -> str:
     return str(path)
 
 
+def logical_blocks_of(monkeypatch, rows: int, batch_size: int, n_features: int) -> None:
+    """Make the engine's logical blocks ``rows`` long (a multiple of ``batch_size``)
+    for data of ``n_features``, instead of 8 MiB: small data then span many blocks.
+    The driver plans the blocks, so this holds on any runner."""
+    from streamclust.engine import plan
+
+    monkeypatch.setattr(plan, "LOGICAL_BLOCK_VALUES", rows * n_features)
+    assert plan.logical_block_rows(batch_size, n_features) == rows
+
+
 @contextlib.contextmanager
 def local_cluster_client(**options):
     """A real LocalCluster: 2 worker processes (nannies restart them), one thread each,

@@ -14,7 +14,7 @@ import dask
 import numpy as np
 import pytest
 import zarr
-from conftest import local_cluster_client, until
+from conftest import local_cluster_client, logical_blocks_of, until
 from sklearn.exceptions import ConvergenceWarning
 
 import streamclust as sc
@@ -40,50 +40,28 @@ def kill_a_worker(client, rng: np.random.Generator) -> int:
     return pid
 
 
-def progress_hook(on_update):
-    """A stand-in for ``runtime.progress_bar`` that calls ``on_update(desc, total, done)``
-    on the driver after every block."""
-
-    def make(total_rows: int, desc: str, enabled: bool):
-        class Bar:
-            done = 0
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                return False
-
-            def update(self, n: int) -> None:
-                self.done += n
-                on_update(desc, total_rows, self.done)
-
-        return Bar()
-
-    return make
-
-
 class KillAt:
-    """SIGKILLs a worker (once) when the bar ``desc`` (the first pass) reaches ``fraction``
-    of its rows."""
+    """An ``on_block`` hook: SIGKILLs a worker (once) when the pass ``desc`` (the first
+    pass) reaches ``fraction`` of its rows."""
 
     def __init__(self, client, fraction: float, desc: str = "pass 1") -> None:
         self.client, self.fraction, self.desc = client, fraction, desc
         self.killed: list[int] = []
 
-    def __call__(self, desc: str, total: int, done: int) -> None:
+    def __call__(self, desc: str, done: int, total: int) -> None:
         if desc.startswith(self.desc) and not self.killed and done >= self.fraction * total:
             self.killed.append(kill_a_worker(self.client, np.random.default_rng(0)))
 
 
 def test_worker_killed_mid_fit_gives_the_same_model(blobs_zarr, nanny_client, monkeypatch):
     params = dict(n_clusters=16, n_init=4, batch_size=500, max_passes=2, random_state=1)
-    source = sc.open_source(blobs_zarr, block_rows=2_000)  # 10 blocks, 10 tasks per chain
+    logical_blocks_of(monkeypatch, 2_000, batch_size=500, n_features=8)
+    source = sc.open_source(blobs_zarr)  # 10 blocks, 10 tasks per chain
     ref = sc.StreamingKMeans(**params, client="sync", progress=False).fit(source)
     before = set(worker_pids(nanny_client).values())
     killer = KillAt(nanny_client, 0.5)
-    monkeypatch.setattr(runtime, "progress_bar", progress_hook(killer))
-    km = sc.StreamingKMeans(**params, client=nanny_client).fit(source)
+    with runtime.on_block(killer):
+        km = sc.StreamingKMeans(**params, client=nanny_client).fit(source)
     assert killer.killed and killer.killed[0] in before
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     np.testing.assert_array_equal(km.init_scores_, ref.init_scores_)
@@ -100,14 +78,15 @@ def test_in_memory_data_on_a_cluster_survives_a_worker_kill(blobs32, nanny_clien
     """In-memory data reaches the workers block by block (scattered); the blocks a killed
     worker held are lost with it, and their tasks cancelled: the driver, which still has
     the data, sends those blocks again. For a scan (fit) and a map over blocks (score)."""
+    logical_blocks_of(monkeypatch, 1_000, batch_size=500, n_features=8)
     source = sc.open_source(blobs32, block_rows=1_000)
     params = dict(n_clusters=8, n_init=2, batch_size=500, max_passes=2, random_state=0)
     ref = sc.StreamingKMeans(**params, client="sync", progress=False).fit(source)
     ref_score = ref.score(source)
     for desc in ("pass 1", "inertia"):
         killer = KillAt(nanny_client, 0.5, desc)
-        monkeypatch.setattr(runtime, "progress_bar", progress_hook(killer))
-        km = sc.StreamingKMeans(**params, client=nanny_client).fit(source)
+        with runtime.on_block(killer):
+            km = sc.StreamingKMeans(**params, client=nanny_client).fit(source)
         assert km.score(source) == ref_score
         assert killer.killed, desc
         np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
@@ -328,29 +307,29 @@ class Crash(Exception):
 
 
 def crash_after(blocks: int):
-    """A progress bar that raises (a driver dying) after ``blocks`` blocks of any pass."""
+    """An ``on_block`` hook that raises (a driver dying) after ``blocks`` blocks of any
+    pass."""
     seen = [0]
 
-    def count(desc: str, total: int, done: int) -> None:
+    def count(desc: str, done: int, total: int) -> None:
         seen[0] += 1
         if seen[0] == blocks:
             raise Crash
 
-    return progress_hook(count)
+    return count
 
 
 @pytest.mark.parametrize("client", ["sync", "threads"])
 def test_fit_resumes_from_its_checkpoint_bit_identical(blobs_zarr, tmp_path, monkeypatch, client):
     params = dict(n_clusters=8, n_init=3, batch_size=400, max_passes=3, random_state=4)
-    data = sc.open_source(blobs_zarr, block_rows=3_000)  # 7 blocks a pass
+    logical_blocks_of(monkeypatch, 3_200, batch_size=400, n_features=8)
+    data = sc.open_source(blobs_zarr)  # 7 blocks a pass
     ref = sc.StreamingKMeans(**params, client="sync", progress=False).fit(data)
     ckpt = tmp_path / "ckpt"
     # Die at several points: during the first pass, at a pass boundary, in the last pass.
     for blocks in (3, 7, 4, 1):
-        monkeypatch.setattr(runtime, "progress_bar", crash_after(blocks))
-        with pytest.raises(Crash):
+        with pytest.raises(Crash), runtime.on_block(crash_after(blocks)):
             sc.StreamingKMeans(**params, client=client, checkpoint=ckpt).fit(data)
-    monkeypatch.undo()
     km = sc.StreamingKMeans(**params, client=client, progress=False, checkpoint=ckpt)
     km.fit(data)
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
@@ -371,17 +350,16 @@ def test_gmm_fit_resumes_from_its_checkpoint_bit_identical(
     (the K-Means initialization its own chain): crashes in the initialization, inside
     and at the end of EM passes all resume to the uninterrupted model."""
     params = dict(n_components=6, n_init=2, init_params=init_params, max_iter=8, random_state=3)
-    params |= dict(covariance_type="diag", tol=1e-4)
-    data = sc.open_source(blobs_zarr, block_rows=3_000)  # 7 blocks a pass
+    params |= dict(covariance_type="diag", tol=1e-4, batch_size=1_000)
+    logical_blocks_of(monkeypatch, 3_000, batch_size=1_000, n_features=8)
+    data = sc.open_source(blobs_zarr)  # 7 blocks a pass
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ref = sc.StreamingGaussianMixture(**params, client="sync", progress=False).fit(data)
     ckpt = tmp_path / "ckpt"
     for blocks in (3, 9, 7, 12, 1, 10):
-        monkeypatch.setattr(runtime, "progress_bar", crash_after(blocks))
-        with pytest.raises(Crash):
+        with pytest.raises(Crash), runtime.on_block(crash_after(blocks)):
             sc.StreamingGaussianMixture(**params, client="threads", checkpoint=ckpt).fit(data)
-    monkeypatch.undo()
     meta, _ = sc.persistence.load_checkpoint(ckpt / "gmm-fit.npz")
     assert meta["it"] > 1  # the crashes reached EM
     gm = sc.StreamingGaussianMixture(**params, client="threads", progress=False, checkpoint=ckpt)

@@ -9,6 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import zarr
+from conftest import logical_blocks_of
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -174,9 +175,12 @@ def test_in_memory_on_cluster_matches_sync(blobs32, cluster_client):
     np.testing.assert_array_equal(a.labels_, b.labels_)
 
 
-def test_fit_memory_does_not_grow_with_rows(tmp_path):
+def test_fit_memory_does_not_grow_with_rows(tmp_path, monkeypatch):
     """Peak Python-heap memory of a fit over 8x more rows stays the same."""
     from streamclust.datasets import write_blobs_zarr
+
+    # Blocks of 10,000 rows: the data then hold many blocks at a size a test can afford.
+    logical_blocks_of(monkeypatch, 10_000, batch_size=1000, n_features=16)
 
     peaks = {}
     # Each size twice, keeping the lower peak: zarr's I/O thread sometimes still holds
@@ -342,9 +346,10 @@ class CountingNpy(sc.NpySource):
 
 
 @pytest.mark.parametrize("selection", ["last_n", "full"])
-def test_a_fit_reads_the_data_twice_whatever_the_selection(blobs_npy, selection):
+def test_a_fit_reads_the_data_twice_whatever_the_selection(blobs_npy, selection, monkeypatch):
     """One pass of steps, one exact pass (every candidate's inertia for "full", which
     also gives the chosen one's); the initialization sample reads up to 8 blocks more."""
+    logical_blocks_of(monkeypatch, 1_000, batch_size=500, n_features=8)
     src = CountingNpy(blobs_npy, block_rows=1_000)
     km = sc.StreamingKMeans(
         8, n_init=4, batch_size=500, selection=selection, random_state=0, progress=False
@@ -355,10 +360,12 @@ def test_a_fit_reads_the_data_twice_whatever_the_selection(blobs_npy, selection)
         assert km.inertia_ == km.init_inertias_[km.best_init_]
 
 
-def test_threads_hold_only_the_blocks_in_flight(tmp_path):
+def test_threads_hold_only_the_blocks_in_flight(tmp_path, monkeypatch):
     """On the default threads, a fit keeps no block alive after its use, even with
     Python's cyclic garbage collector off (blocks are freed by reference counting)."""
     from streamclust.datasets import write_blobs_zarr
+
+    logical_blocks_of(monkeypatch, 10_000, batch_size=1000, n_features=16)
 
     write_blobs_zarr(tmp_path / "b.zarr", 960_000, n_centers=8, n_features=16, block_rows=10_000)
     src = sc.ZarrSource(tmp_path / "b.zarr", block_rows=10_000)

@@ -28,7 +28,7 @@ __all__ = [
     "ChainSpec",
     "ChainsFit",
     "KMeansCheckpoint",
-    "advance_in_storage_order",
+    "advance_in_row_order",
     "fit_kmeans_chains",
     "init_candidates",
     "init_pool",
@@ -230,10 +230,10 @@ def _save_step(
     checkpoint.save_chains(states, (p, skip + i + 1))
 
 
-def advance_in_storage_order(
+def advance_in_row_order(
     chain: K.Chain, source: Source, runner: runtime.Runner, batch_size: int, ratio: float
 ) -> K.Chain:
-    """One pass over ``source`` in storage order, in steps of ``batch_size`` rows."""
+    """One pass over ``source`` in row order, in steps of ``batch_size`` rows."""
     steps = [
         Step(lo, hi, K.StepArg(None, math.ceil((hi - lo) / batch_size), batch_size, ratio))
         for lo, hi in block_ranges(source, batch_size)
@@ -246,16 +246,24 @@ def labels_inertia(
     runner: runtime.Runner,
     centers: np.ndarray,
     want_labels: bool,
+    batch_size: int,
     progress: bool = True,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """One pass: the exact float64 inertia of each candidate's ``centers`` (g, k, d),
-    the rows nearest to each of its centers, and the labels when asked."""
+    """One pass over the logical blocks of ``batch_size``: the exact float64 inertia
+    of each candidate's ``centers`` (g, k, d), the rows nearest to each of its
+    centers, and the labels when asked."""
     inertia = np.zeros(centers.shape[0], np.float64)
     sizes = np.zeros(centers.shape[:2], np.int64)
     labels = []
     with runtime.progress_bar(source.n_rows, "inertia", progress) as bar:
         for lab, part, part_sizes in runtime.map_blocks(
-            K.block_labels_inertia, source, centers, want_labels, runner=runner, progress=bar.update
+            K.block_labels_inertia,
+            source,
+            centers,
+            want_labels,
+            runner=runner,
+            ranges=block_ranges(source, batch_size),
+            progress=bar.update,
         ):
             inertia += part
             sizes += part_sizes
@@ -265,15 +273,26 @@ def labels_inertia(
 
 
 def lloyd(
-    source: Source, runner: runtime.Runner, centers: np.ndarray, n_iter: int, progress: bool = True
+    source: Source,
+    runner: runtime.Runner,
+    centers: np.ndarray,
+    n_iter: int,
+    batch_size: int,
+    progress: bool = True,
 ) -> np.ndarray:
-    """``n_iter`` Lloyd iterations from ``centers`` (k, d), one data-parallel pass each."""
+    """``n_iter`` Lloyd iterations from ``centers`` (k, d), one data-parallel pass
+    each over the logical blocks of ``batch_size``."""
     for it in range(n_iter):
         sums = np.zeros(centers.shape, np.float64)
         counts = np.zeros(centers.shape[0], np.float64)
         with runtime.progress_bar(source.n_rows, f"refine {it + 1}", progress) as bar:
             for s, c, _ in runtime.map_blocks(
-                K.block_lloyd_stats, source, centers, runner=runner, progress=bar.update
+                K.block_lloyd_stats,
+                source,
+                centers,
+                runner=runner,
+                ranges=block_ranges(source, batch_size),
+                progress=bar.update,
             ):
                 sums += s
                 counts += c

@@ -17,7 +17,7 @@ from ..kernels.kmeans import kmeans_plusplus
 from ..persistence import FitCheckpoint, fingerprint
 from ..sources import Source
 from .chains import ChainSpec, KMeansCheckpoint, fit_kmeans_chains, init_pool
-from .plan import BatchPlan
+from .plan import BatchPlan, block_ranges
 
 __all__ = [
     "EMCheckpoint",
@@ -36,20 +36,22 @@ def sum_stats(
     source: Source,
     *args: Any,
     runner: runtime.Runner,
+    batch_size: int,
     desc: str,
     progress: bool,
     start: int = 0,
     total: list[Any] | None = None,
     on_block: Any = None,
 ) -> list[Any]:
-    """Run the task ``fn`` over every block and add its per-candidate statistics in
-    block order (None: a candidate the task skipped), with a progress bar.
+    """Run the task ``fn`` over every logical block (of ``batch_size``) and add its
+    per-candidate statistics in block order (None: a candidate the task skipped),
+    with a progress bar.
 
     ``total`` holds the sums of the first ``start`` blocks (a resumed pass);
     ``on_block(blocks, total)`` is called after each block is added.
     """
     total = [] if total is None else total
-    ranges = source.blocks()[start:]
+    ranges = block_ranges(source, batch_size)[start:]
     with runtime.progress_bar(sum(hi - lo for lo, hi in ranges), desc, progress) as bar:
         parts = runtime.map_blocks(
             fn, source, *args, runner=runner, ranges=ranges, progress=bar.update
@@ -125,20 +127,21 @@ def initial_candidates(
             centers,
             (ct,),
             runner=runner,
+            batch_size=init.batch_size,
             desc="init",
             progress=progress,
         )
         refs = centers.astype(np.float64)
     elif init.init_params == "k-means++":
         size = spec.init_rows(init.batch_size, n)
-        pool = init_pool(source, source.blocks(), runner, root, size)
+        pool = init_pool(source, block_ranges(source, init.batch_size), runner, root, size)
         seeds = [int(s.generate_state(1)[0]) for s in root.spawn(n_init)]
         refs = kmeans_plusplus(pool, K, seeds).astype(np.float64)
         d = source.n_features
         stats = [G.Stats(np.ones(K), np.zeros((K, d)), G.zero_s2(K, d, ct), 0.0, n) for _ in refs]
     else:
         size = spec.init_rows(init.batch_size, n)
-        pool = init_pool(source, source.blocks(), runner, root, size)
+        pool = init_pool(source, block_ranges(source, init.batch_size), runner, root, size)
         center = pool.astype(np.float64).mean(axis=0)
         ref = np.repeat(center[None], K, axis=0)
         seeds = [seed + c for c in range(n_init)]
@@ -149,6 +152,7 @@ def initial_candidates(
             seeds,
             ct,
             runner=runner,
+            batch_size=init.batch_size,
             desc="init",
             progress=progress,
         )
@@ -166,6 +170,7 @@ class EMSettings:
     tol: float = 1e-3
     max_iter: int = 100
     reg_covar: float = 1e-6
+    batch_size: int = 4096  # sizes the logical blocks of every pass
     progress: bool = True
 
 
@@ -274,6 +279,7 @@ def run_em(
             source,
             params,
             runner=runner,
+            batch_size=settings.batch_size,
             desc=f"EM {it}",
             progress=settings.progress,
             start=done.blocks,

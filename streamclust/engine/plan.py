@@ -1,4 +1,12 @@
-"""The mini-batch plan: which rows each pass visits, in which order, in which steps."""
+"""The mini-batch plan: which rows each pass visits, in which order, in which steps.
+
+Every pass of a fit walks *logical blocks*: consecutive row ranges whose size
+depends only on ``batch_size`` and the number of features, never on how the
+data are stored. So the same rows give a bit-identical model from a Zarr store
+of any chunking, a ``.npy`` file, a raw memmap, an ndarray, a dask array of any
+chunks or a directory of batch files. Storage chunks only decide how a logical
+block is read (a read may span chunks).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +18,21 @@ from typing import NamedTuple
 import numpy as np
 
 from ..kernels.kmeans import StepArg
-from ..sources import Source
+from ..sources import BlockRanges, Source
 from .seeds import SEED_PASS, child
 
-__all__ = ["BatchPlan", "Step", "block_ranges", "pass_steps"]
+__all__ = [
+    "LOGICAL_BLOCK_VALUES",
+    "BatchPlan",
+    "Step",
+    "block_ranges",
+    "logical_block_rows",
+    "pass_steps",
+]
+
+#: Values in a logical block: 8 MiB of float32, the chunk size streamclust's own
+#: writers give float32 data, so its stores are read one chunk per block.
+LOGICAL_BLOCK_VALUES = 2**21
 
 
 class Step(NamedTuple):
@@ -35,9 +54,18 @@ class BatchPlan:
     reassignment_ratio: float = 0.01
 
 
+def logical_block_rows(batch_size: int, n_features: int) -> int:
+    """Rows of a logical block: the multiple of ``batch_size`` nearest to
+    :data:`LOGICAL_BLOCK_VALUES` values (at least one batch)."""
+    batches = round(LOGICAL_BLOCK_VALUES / max(1, n_features) / batch_size)
+    return batch_size * max(1, batches)
+
+
 def block_ranges(source: Source, batch_size: int) -> Sequence[tuple[int, int]]:
-    """The blocks a fit's passes visit, each holding at least ``batch_size`` rows."""
-    return source.blocks(min_rows=batch_size)
+    """The logical blocks every pass of a fit visits (a last block shorter than
+    ``batch_size`` joins the one before)."""
+    rows = logical_block_rows(batch_size, source.n_features)
+    return BlockRanges(source.n_rows, rows, min_rows=batch_size)
 
 
 def pass_steps(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy import linalg
@@ -420,14 +421,18 @@ def online_step(
     return OnlineState(new, shift_stats(mixed, p.means - new.means), log_lik, state.steps + 1)
 
 
-def block_online(
-    state: OnlineState, block: np.ndarray, start: int, arg: tuple[int, float, float, float]
-) -> OnlineState:
-    """Task: stepwise EM over one block, cut into consecutive batches of about
-    ``batch_size`` rows (equal cuts, so no short remainder gets a full step).
+class OnlineArg(NamedTuple):
+    """What :func:`block_online` does with one block."""
 
-    ``arg = (batch_size, step_offset, step_decay, reg_covar)``.
-    """
+    batch_size: int
+    step_offset: float
+    step_decay: float
+    reg_covar: float
+
+
+def block_online(state: OnlineState, block: np.ndarray, start: int, arg: OnlineArg) -> OnlineState:
+    """Task: stepwise EM over one block, cut into consecutive batches of about
+    ``batch_size`` rows (equal cuts, so no short remainder gets a full step)."""
     batch_size, offset, decay, reg = arg
     rows = block.shape[0]
     n_batches = max(1, round(rows / batch_size))

@@ -16,7 +16,7 @@ from .cluster import (
     local_cluster,
     make_security,
 )
-from .primitives import call, map_blocks, progress_bar, scan
+from .primitives import call, map_blocks, on_block, progress_bar, scan
 from .runners import Runner, TaskFailed, resolve_runner
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "local_cluster",
     "make_security",
     "map_blocks",
+    "on_block",
     "progress_bar",
     "resolve_runner",
     "scan",

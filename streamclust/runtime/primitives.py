@@ -15,6 +15,7 @@ And :func:`call`, one task with its data shipped, for a stream's updates.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import copy
 import functools
 import time
@@ -23,12 +24,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ..exceptions import SchedulerError
 from ..sources import Source
 from .runners import DistributedRunner, Runner, block_of
 
-__all__ = ["call", "map_blocks", "progress_bar", "scan"]
+__all__ = ["call", "map_blocks", "on_block", "progress_bar", "scan"]
 
 
 def _map_task(fn: Callable[..., Any], handle: Any, lo: int, args: tuple[Any, ...]) -> Any:
@@ -199,16 +201,52 @@ def call(
             ) from lost
 
 
-def progress_bar(total_rows: int, desc: str, enabled: bool) -> Any:
-    """A tqdm bar over rows on the driver; shown on terminals when ``enabled``."""
-    from tqdm import tqdm
+#: Called on the driver after every block of a pass (see :func:`on_block`).
+_block_hooks: list[Callable[[str, int, int], None]] = []
 
-    return tqdm(
-        total=total_rows,
-        desc=desc,
-        unit="rows",
-        unit_scale=True,
-        disable=None if enabled else True,
-        leave=False,
-        dynamic_ncols=True,
-    )
+
+@contextlib.contextmanager
+def on_block(hook: Callable[[str, int, int], None]) -> Iterator[None]:
+    """Within the block, call ``hook(desc, done_rows, total_rows)`` on the driver after
+    every block of every pass (``desc`` as its progress bar names it: ``"pass 1/3"``,
+    ``"inertia"``, ``"EM 2"``...). An exception it raises stops the pass there, as a
+    crash would: the fault-injection point of the tests, and a place to watch a fit."""
+    _block_hooks.append(hook)
+    try:
+        yield
+    finally:
+        _block_hooks.remove(hook)
+
+
+class _Bar:
+    """A tqdm bar that also tells the :func:`on_block` hooks."""
+
+    def __init__(self, total_rows: int, desc: str, enabled: bool) -> None:
+        self.desc, self.total, self.done = desc, total_rows, 0
+        self.bar = tqdm(
+            total=total_rows,
+            desc=desc,
+            unit="rows",
+            unit_scale=True,
+            disable=None if enabled else True,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()
+
+    def update(self, rows: int) -> None:
+        self.bar.update(rows)
+        self.done += rows
+        for hook in list(_block_hooks):
+            hook(self.desc, self.done, self.total)
+
+
+def progress_bar(total_rows: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar over rows on the driver, shown on terminals when ``enabled``; its
+    ``update`` after each block also calls the :func:`on_block` hooks."""
+    return _Bar(total_rows, desc, enabled)
