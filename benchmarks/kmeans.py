@@ -18,8 +18,10 @@ Methods:
   (the per-candidate argmin, which every method also needs, is shown apart).
 - streamclust: StreamingKMeans(k=64, n_init=10, batch_size=4096), one pass,
   exact final inertia included, with the default runner (threads in the
-  calling process) and with ``client="local"`` (a LocalCluster of one worker
-  process per core).
+  calling process; its block cache serves the exact-inertia pass from memory),
+  with the cache off (``cache_mb=0``: the data are read twice, peak memory is
+  the blocks in flight), and with ``client="local"`` (a LocalCluster of one
+  worker process per core). Its notes give the blocks read and the cache hits.
 - MiniBatchKMeans.fit: scikit-learn, n_init=1, batch_size=4096, data loaded in
   memory first (load time included).
 - manual loop: the chapter's loop, 10 MiniBatchKMeans each re-reading the Zarr
@@ -41,7 +43,15 @@ import numpy as np
 from _harness import add_child_arguments, ensure_data, machine, run_child, write_result
 
 K, N_INIT, BATCH = 64, 10, 4096
-METHODS = ["floor", "streamclust", "streamclust-local", "minibatch", "manual", "daskml"]
+METHODS = [
+    "floor",
+    "streamclust",
+    "streamclust-nocache",
+    "streamclust-local",
+    "minibatch",
+    "manual",
+    "daskml",
+]
 
 
 def exact_inertia(path: Path, centers: np.ndarray) -> float:
@@ -93,11 +103,14 @@ def run_method(method: str, path: Path) -> dict:
             random_state=0,
             client=client,
             progress=False,
+            cache_mb=0 if method == "streamclust-nocache" else None,
         )
         t = time.perf_counter()
         km.fit(str(path))
         seconds = time.perf_counter() - t
         info["inertia_reported"] = km.inertia_
+        if km.read_stats_ is not None:
+            info["read_stats"] = km.read_stats_
         return {"seconds": seconds, "centers": km.cluster_centers_, **info}
     if method == "minibatch":
         from sklearn.cluster import MiniBatchKMeans
@@ -197,6 +210,7 @@ def print_table(results: dict, rows: int) -> None:
     names = {
         "floor": "floor: 1 Zarr read + 10-candidate GEMM",
         "streamclust": "StreamingKMeans (default: threads)",
+        "streamclust-nocache": "StreamingKMeans (threads, cache_mb=0)",
         "streamclust-local": 'StreamingKMeans (client="local")',
         "minibatch": "sklearn MiniBatchKMeans.fit (in memory)",
         "manual": "chapter's manual loop (10 x partial_fit)",
@@ -217,6 +231,12 @@ def print_table(results: dict, rows: int) -> None:
             notes.append(f"{r['workers']} workers, start-up {r['startup_seconds']:.1f} s excluded")
         if "steps" in r:
             notes.append(f"{r['steps']} steps")
+        if "read_stats" in r:
+            st = r["read_stats"]
+            notes.append(
+                f"{st['blocks_read']} blocks read, {st['cache_hits']} from the cache "
+                f"({st['cached_bytes'] / 2**20:.0f} MiB kept)"
+            )
         if "runs" in r:
             notes.append("runs: " + ", ".join(f"{s:.2f}" for s in r["runs"]) + " s")
         if "candidate_inertias" in r:

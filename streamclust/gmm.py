@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import runtime
 from .engine import em as EM
 from .engine.apply import apply_blocks
+from .engine.caching import fit_cache
 from .engine.plan import block_ranges
 from .engine.seeds import draw_seed
 from .exceptions import DataError, ParameterError
@@ -21,6 +22,7 @@ from .inputs import as_source, is_out_of_core
 from .kernels import gmm as G
 from .persistence import array_digest, fit_fingerprint, register_model, save_model
 from .sources import ArraySource, Source
+from .sources.cache import cache_budget
 from .validation import (
     check_checkpoint,
     check_float,
@@ -88,6 +90,10 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         same fit again (same parameters, same data) resumes from the last
         saved block and ends with the model an uninterrupted fit gives.
         Needs an int ``random_state``.
+    cache_mb : float or None, default=None
+        Memory budget (MiB) of the fit's block cache: blocks read by the first
+        pass are kept for the initialization and EM passes within it (see
+        :class:`StreamingKMeans`). ``read_stats_`` tells what a fit read.
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         client: Any = None,
         progress: bool = True,
         checkpoint: Any = None,
+        cache_mb: Any = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -130,6 +137,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         self.client = client
         self.progress = progress
         self.checkpoint = checkpoint
+        self.cache_mb = cache_mb
 
     # ------------------------------------------------------------------ validation
 
@@ -146,6 +154,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         check_float("step_offset", self.step_offset, low=0.0)
         check_float("step_decay", self.step_decay, low=0.5, high=1.0)
         check_checkpoint(self.checkpoint, self.random_state)
+        cache_budget(self.cache_mb)
         if self.step_decay == 0.5:
             raise ParameterError(
                 "step_decay=0.5 is outside (0.5, 1]; pass a value above 0.5 (e.g. 0.6)"
@@ -223,6 +232,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
                 start = array_digest(p.log_weights, p.means, p.prec_chol)
             saver = EM.EMCheckpoint(self.checkpoint, fit_fingerprint(self, source, start=start))
         done = None if saver is None else saver.load_progress()
+        source, cache = fit_cache(source, runner, self.cache_mb)
         if done is None:
             if warm:
                 candidates = [self._params]
@@ -256,6 +266,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             float(lower[best]),
             math.ceil(source.n_rows / self.batch_size),
         )
+        self.read_stats_ = None if cache is None else cache.stats()
         return self
 
     def partial_fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:

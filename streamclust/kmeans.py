@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import runtime
 from .engine import chains as E
 from .engine.apply import apply_blocks
+from .engine.caching import fit_cache
 from .engine.plan import BatchPlan, block_ranges
 from .engine.seeds import SEED_PARTIAL, child, root_seed
 from .exceptions import ParameterError
@@ -20,6 +21,7 @@ from .inputs import as_source, is_out_of_core
 from .kernels import kmeans as K
 from .persistence import fit_fingerprint, register_model, save_model
 from .sources import ArraySource, Source
+from .sources.cache import cache_budget
 from .validation import (
     check_checkpoint,
     check_float,
@@ -110,6 +112,11 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         (same parameters, same data) resumes from the last saved block and
         ends with the model an uninterrupted fit gives. Needs an int
         ``random_state``.
+    cache_mb : float or None, default=None
+        Memory budget (MiB) of the fit's block cache: blocks read by the first
+        pass are kept for the later ones (exact inertia, ``selection="full"``,
+        ``refine``) within it. None: ``STREAMCLUST_CACHE_MB``, else a quarter of
+        the available memory; 0 turns it off. Results do not depend on it.
 
     Attributes
     ----------
@@ -126,6 +133,10 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Exact inertia of every candidate (``selection="full"`` only).
     n_steps_, n_passes_ : int
         Steps run, and passes started.
+    read_stats_ : dict or None
+        What the last ``fit`` read: ``blocks_read`` and ``rows_read`` from
+        storage, ``cache_hits`` (blocks served from the cache) and
+        ``cached_bytes``; None on a cluster, whose workers read the blocks.
     n_features_in_ : int
 
     Examples
@@ -157,6 +168,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         client: Any = None,
         progress: bool = True,
         checkpoint: Any = None,
+        cache_mb: Any = None,
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -174,6 +186,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.client = client
         self.progress = progress
         self.checkpoint = checkpoint
+        self.cache_mb = cache_mb
 
     # ------------------------------------------------------------------ validation
 
@@ -193,6 +206,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if not isinstance(self.shuffle, (bool, np.bool_)):
             raise ParameterError(f"shuffle={self.shuffle!r} must be True or False")
         check_checkpoint(self.checkpoint, self.random_state)
+        cache_budget(self.cache_mb)
         if self.init_size is not None and self.init_size < self.n_clusters:
             raise ParameterError(
                 f"init_size={self.init_size} is smaller than n_clusters={self.n_clusters}; "
@@ -242,6 +256,8 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         checkpoint = None
         if self.checkpoint is not None:
             checkpoint = E.KMeansCheckpoint(self.checkpoint, fit_fingerprint(self, source))
+        in_memory = isinstance(source, ArraySource)
+        source, cache = fit_cache(source, runner, self.cache_mb)
         fitted = E.fit_kmeans_chains(
             [self._spec(n_init)],
             self._plan(),
@@ -254,8 +270,6 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         state = self._state = fitted.chains[0]
         self.n_steps_, self.n_passes_ = fitted.n_steps, fitted.n_passes
         self.init_scores_ = state.window_scores()
-
-        in_memory = isinstance(source, ArraySource)
         exact: tuple[np.ndarray | None, np.ndarray, np.ndarray] | None = None
         if self.selection == "full":
             labels, inertias, sizes = E.labels_inertia(
@@ -294,6 +308,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=2,
             )
+        self.read_stats_ = None if cache is None else cache.stats()
         return self
 
     def partial_fit(self, X: Any, y: Any = None) -> StreamingKMeans:

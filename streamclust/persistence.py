@@ -162,7 +162,7 @@ def fit_fingerprint(estimator: Any, source: Any, **extra: Any) -> dict[str, Any]
     params = {
         name: value
         for name, value in estimator.get_params(deep=False).items()
-        if name not in ("client", "progress", "checkpoint")
+        if name not in ("client", "progress", "checkpoint", "cache_mb")
     }
     return fingerprint(f"{type(estimator).__name__}.fit", params, source, **extra)
 

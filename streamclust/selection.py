@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.metrics import pairwise_distances
 
 from . import gmm, runtime
+from .engine.caching import fit_cache
 from .engine.chains import ChainSpec, fit_kmeans_chains
 from .engine.em import EMResult, EMSettings, run_em, sum_stats
 from .engine.plan import BatchPlan, block_ranges
@@ -199,6 +200,7 @@ def sweep_kmeans(
         validate_params(m)
     source = as_source(models[0], X, reset=True)
     runner = runtime.resolve_runner(client, source)
+    source, _ = fit_cache(source, runner, None)  # every pass after the first hits memory
     root = root_seed(random_state)
     lead = models[0]
     plan = BatchPlan(
@@ -351,6 +353,7 @@ def sweep_gmm(
             f"k={ks[-1]} exceeds the {source.n_rows} rows of the data; lower the largest k"
         )
     runner = runtime.resolve_runner(client, source)
+    source, _ = fit_cache(source, runner, None)  # every pass after the first hits memory
     seed = draw_seed(random_state)  # what each model would draw alone
     fitted = fit_kmeans_chains(
         [ChainSpec(kk, n_init) for kk in ks],

@@ -58,7 +58,7 @@ _CHECKPOINT = "checkpoint.json"
 _CHECKPOINT_FORMAT = "streamclust-stream-checkpoint"
 _CHECKPOINT_VERSION = 1
 #: Constructor parameters that say where and how a model runs, not what it is.
-_RUN_PARAMS = ("client", "progress", "checkpoint")
+_RUN_PARAMS = ("client", "progress", "checkpoint", "cache_mb")
 
 
 @dataclass

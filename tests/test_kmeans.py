@@ -195,7 +195,7 @@ def test_fit_memory_does_not_grow_with_rows(tmp_path, monkeypatch):
         src = sc.ZarrSource(tmp_path / f"b{rows}.zarr", block_rows=10_000)
         km = sc.StreamingKMeans(
             n_clusters=8, n_init=3, batch_size=1000, random_state=0, client="sync", progress=False
-        )
+        ).set_params(cache_mb=0)  # the block cache holds data by design: off here
         gc.collect()
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
@@ -347,17 +347,55 @@ class CountingNpy(sc.NpySource):
 
 @pytest.mark.parametrize("selection", ["last_n", "full"])
 def test_a_fit_reads_the_data_twice_whatever_the_selection(blobs_npy, selection, monkeypatch):
-    """One pass of steps, one exact pass (every candidate's inertia for "full", which
-    also gives the chosen one's); the initialization sample reads up to 8 blocks more."""
+    """Without the block cache: one pass of steps, one exact pass (every candidate's
+    inertia for "full", which also gives the chosen one's); the initialization sample
+    reads up to 8 blocks more. With it, every row is read from storage once."""
     logical_blocks_of(monkeypatch, 1_000, batch_size=500, n_features=8)
+    params = dict(n_clusters=8, n_init=4, batch_size=500, selection=selection, random_state=0)
     src = CountingNpy(blobs_npy, block_rows=1_000)
-    km = sc.StreamingKMeans(
-        8, n_init=4, batch_size=500, selection=selection, random_state=0, progress=False
-    ).fit(src)
+    km = sc.StreamingKMeans(**params, progress=False, cache_mb=0).fit(src)
     assert src.reads.min() == 2 and src.reads.max() == 3
     assert (src.reads == 3).sum() <= 8 * 1_000
+    assert km.read_stats_ == {
+        "blocks_read": src.reads.sum() // 1_000,
+        "rows_read": src.reads.sum(),
+        "cache_hits": 0,
+        "cached_bytes": 0,
+    }
     if selection == "full":
         assert km.inertia_ == km.init_inertias_[km.best_init_]
+    cached = CountingNpy(blobs_npy, block_rows=1_000)
+    again = sc.StreamingKMeans(**params, progress=False, refine=0).fit(cached)
+    assert cached.reads.min() == cached.reads.max() == 1
+    stats = again.read_stats_
+    assert stats["rows_read"] == 20_000 and stats["cached_bytes"] == 20_000 * 8 * 4
+    assert stats["blocks_read"] + stats["cache_hits"] == km.read_stats_["blocks_read"]
+    np.testing.assert_array_equal(again.cluster_centers_, km.cluster_centers_)
+    assert again.inertia_ == km.inertia_
+
+
+def test_data_larger_than_the_cache_keep_what_fits(blobs_npy, monkeypatch):
+    """A budget of 5 of the 20 blocks: those 5 are read once, the others every pass;
+    the model is the one an uncached fit gives."""
+    logical_blocks_of(monkeypatch, 1_000, batch_size=500, n_features=8)
+    params = dict(n_clusters=8, n_init=2, batch_size=500, max_passes=3, refine=1, random_state=3)
+    ref = sc.StreamingKMeans(**params, progress=False, cache_mb=0).fit(blobs_npy)
+    src = CountingNpy(blobs_npy, block_rows=1_000)
+    km = sc.StreamingKMeans(**params, progress=False, cache_mb=5 * 32_000 / 2**20).fit(src)
+    per_block = src.reads.reshape(20, 1_000)[:, 0]
+    assert (per_block == 1).sum() == 5 and per_block.max() >= 5  # 3 passes, inertia, refine
+    assert km.read_stats_["cached_bytes"] == 5 * 32_000
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert km.inertia_ == ref.inertia_
+
+
+@pytest.mark.parametrize("bad", [-1, "lots", float("nan"), float("inf"), True])
+def test_a_bad_cache_budget_is_one_line(bad, monkeypatch):
+    with pytest.raises(sc.ParameterError, match=r"cache_mb=.* must be a number of MiB >= 0"):
+        sc.StreamingKMeans(2, cache_mb=bad).fit(np.zeros((10, 2)))
+    monkeypatch.setenv("STREAMCLUST_CACHE_MB", "-3")
+    with pytest.raises(sc.ParameterError, match="STREAMCLUST_CACHE_MB='-3' must be"):
+        sc.StreamingGaussianMixture(2).fit(np.zeros((10, 2)))
 
 
 def test_threads_hold_only_the_blocks_in_flight(tmp_path, monkeypatch):
@@ -369,7 +407,9 @@ def test_threads_hold_only_the_blocks_in_flight(tmp_path, monkeypatch):
 
     write_blobs_zarr(tmp_path / "b.zarr", 960_000, n_centers=8, n_features=16, block_rows=10_000)
     src = sc.ZarrSource(tmp_path / "b.zarr", block_rows=10_000)
-    km = sc.StreamingKMeans(n_clusters=8, n_init=2, batch_size=1000, random_state=0, progress=False)
+    km = sc.StreamingKMeans(
+        n_clusters=8, n_init=2, batch_size=1000, random_state=0, progress=False, cache_mb=0
+    )
     km.fit(src)  # warm-up: thread pools, caches
     gc.collect()
     gc.disable()

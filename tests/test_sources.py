@@ -254,6 +254,7 @@ import numpy as np, psutil, zarr
 import streamclust as sc
 
 params = dict(n_clusters=8, n_init=3, batch_size=4096, random_state=0, progress=False)
+params["cache_mb"] = float(sys.argv[2])
 sc.StreamingKMeans(**params).fit(np.random.default_rng(0).random((20_000, 32), np.float32))
 path = sys.argv[1]
 data = zarr.open_array(path, mode="r") if path.endswith(".zarr") else path
@@ -275,13 +276,17 @@ print((peak - base) / 2**20, km.inertia_)
 """
 
 
-def fit_rss_growth_mib(path) -> float:
-    """RSS growth (MiB) of a fresh process fitting ``path`` (a zarr.Array for a store)."""
+def fit_rss_growth_mib(path, cache_mb: float = 0) -> float:
+    """RSS growth (MiB) of a fresh process fitting ``path`` (a zarr.Array for a store)
+    with a block cache of ``cache_mb``."""
     import subprocess
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-c", RSS_SCRIPT, str(path)], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", RSS_SCRIPT, str(path), str(cache_mb)],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     growth, inertia = (float(v) for v in done.stdout.split())
@@ -313,6 +318,8 @@ def test_fitting_a_1_gib_zarr_array_object_keeps_memory_flat(tmp_path):
     src = write_blobs_zarr(tmp_path / "big.zarr", 2**23, n_centers=16, n_features=32, seed=1)
     assert src.n_rows * src.n_features * 4 == 2**30
     assert fit_rss_growth_mib(tmp_path / "big.zarr") < 150
+    # The block cache adds its budget, and no more.
+    assert fit_rss_growth_mib(tmp_path / "big.zarr", cache_mb=256) < 150 + 256
 
 
 @pytest.mark.parametrize("n", [0, 1, 99, 100, 101, 1050, 1999, 2000])
