@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import pickle
 
 import dask.array as da
@@ -16,48 +15,6 @@ from streamclust.cli import main
 @pytest.fixture()
 def table():
     return np.random.default_rng(0).normal(size=(1050, 6)).astype(np.float32)
-
-
-def all_sources(tmp_path, table):
-    np.save(tmp_path / "t.npy", table)
-    table.tofile(tmp_path / "t.bin")
-    batches = tmp_path / "batches"
-    batches.mkdir()
-    for i, lo in enumerate(range(0, len(table), 200)):
-        np.save(batches / f"b{i:03d}.npy", table[lo : lo + 200])
-    (batches / "late.npy.tmp").write_bytes(b"partial")  # still being written: ignored
-    return {
-        "zarr": sc.write_zarr(table, tmp_path / "t.zarr", block_rows=128),
-        "npy": sc.open_source(tmp_path / "t.npy", block_rows=128),
-        "raw": sc.open_source(tmp_path / "t.bin", dtype="float32", shape=(-1, 6)),
-        "array": sc.open_source(table, block_rows=100),
-        "dask": sc.open_source(da.from_array(table, chunks=(300, 3))),
-        "batches": sc.open_source(batches),
-    }
-
-
-def test_every_source_reads_the_same_rows(tmp_path, table):
-    for name, src in all_sources(tmp_path, table).items():
-        assert src.shape == table.shape, name
-        assert src.compute_dtype == np.float32, name
-        np.testing.assert_array_equal(src.read(0, src.n_rows), table, err_msg=name)
-        np.testing.assert_array_equal(src.read(17, 555), table[17:555], err_msg=name)
-        pieces = [b for _, b in src.iter_blocks()]
-        np.testing.assert_array_equal(np.concatenate(pieces), table, err_msg=name)
-        np.testing.assert_array_equal(src.to_dask().compute(), table, err_msg=name)
-        # Sources travel to workers as descriptions and reopen there.
-        clone = pickle.loads(pickle.dumps(src))
-        np.testing.assert_array_equal(clone.read(5, 9), table[5:9], err_msg=name)
-
-
-def test_block_ranges_cover_rows_and_respect_min_rows(tmp_path, table):
-    src = sc.ZarrSource(sc.write_zarr(table, tmp_path / "t.zarr", block_rows=100).path)
-    assert src.chunk_rows == 100
-    for min_rows in (1, 100, 250, 5000):
-        ranges = src.blocks(min_rows)
-        assert ranges[0][0] == 0 and ranges[-1][1] == len(table)
-        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
-        assert all(hi - lo >= min(min_rows, len(table)) for lo, hi in ranges)
 
 
 def test_zarr_store_layout(tmp_path, table):
@@ -165,30 +122,6 @@ def test_raw_file_with_wrong_shape(tmp_path, table):
         sc.DataError, match=r"has 25200 bytes but shape=\(10, 25\) of float32 needs 1000"
     ):
         sc.open_source(tmp_path / "t.bin", dtype="float32", shape=(10, 25))
-
-
-def test_rows_by_numpy_indexing_len_and_asarray(tmp_path, table):
-    for name, src in all_sources(tmp_path, table).items():
-        assert len(src) == len(table), name
-        for key in (
-            slice(None, 500),
-            slice(100, 900, 7),
-            slice(None, None, -3),
-            slice(2000, 3000),
-            5,
-            -1,
-            [1049, 0, 128, 128, 5],
-            np.arange(len(table)) % 3 == 0,
-            (slice(10, 20), slice(None, 2)),
-            (-3, 4),
-        ):
-            np.testing.assert_array_equal(src[key], table[key], err_msg=f"{name} {key!r}")
-        np.testing.assert_array_equal(np.asarray(src), table)
-        assert sum(1 for _ in src) == len(table)
-        with pytest.raises(IndexError, match="row index 1050 is out of bounds for 1050 rows"):
-            src[1050]
-        with pytest.raises(IndexError, match="indexed by an int, a slice or a 1-D array"):
-            src[1.5]
 
 
 def test_a_zarr_array_object_is_read_chunk_by_chunk_like_its_path(tmp_path, table):
