@@ -1,0 +1,161 @@
+"""The ``stream`` command: batch files landing in a directory, applied exactly once."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from ..anomaly import DensityAnomalyDetector, validate_stream_params
+from ..ingest import Ingest
+from .group import cli
+from .kinds import KINDS, build_estimator, estimator_options
+from .options import RunOptions, run_options
+
+__all__ = ["stream"]
+
+
+@cli.command()
+@click.argument("incoming")
+@estimator_options
+@click.option("--state", required=True, help="Directory for checkpoints, flags and rejects.")
+@click.option("--detect", "detect_", is_flag=True, help="Score and flag every batch.")
+@click.option("--percentile", type=float, default=4.0, show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(["exact", "sketch"]),
+    default="sketch",
+    show_default=True,
+    help="Threshold over the window: exact (needs --window) or a t-digest.",
+)
+@click.option("--window", type=int, default=None, help="Threshold over the last N batches.")
+@click.option("--checkpoint-every", type=int, default=1, show_default=True)
+@click.option("--once", is_flag=True, help="Apply what is there, then exit.")
+@click.option(
+    "--poll-interval", type=float, default=1.0, show_default=True, help="Seconds between looks."
+)
+@click.option("--header", is_flag=True, help="CSV batch files start with a header row.")
+@click.option(
+    "--reconnect-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for a lost scheduler before checkpointing and exiting.",
+)
+@click.option(
+    "--wait-lock",
+    is_flag=True,
+    help="If another stream uses --state, wait for it to finish (default: exit at once).",
+)
+@run_options
+def stream(
+    incoming: str,
+    model_kind: str,
+    state: str,
+    detect_: bool,
+    percentile: float,
+    method: str,
+    window: int | None,
+    checkpoint_every: int,
+    once: bool,
+    poll_interval: float,
+    header: bool,
+    reconnect_timeout: float,
+    wait_lock: bool,
+    run: RunOptions,
+    **params: Any,
+) -> None:
+    """Apply the batch files landing in INCOMING to a model, exactly once.
+
+    Producers write NAME.tmp and rename it to NAME.npy, .csv or .parquet;
+    batches are applied in name order. Killed at any point, the same command
+    resumes from the last checkpoint in --state with the same result.
+
+    Batches are applied in this process unless --scheduler (or DASK_SCHEDULER_ADDRESS)
+    names a cluster: then each update runs on a worker, and a lost scheduler is waited
+    for (--reconnect-timeout) before the stream exits.
+    """
+
+    config = {
+        "model": model_kind,
+        "params": {k: v for k, v in sorted(params.items()) if v is not None},
+        "percentile": percentile if detect_ else None,
+        "method": method if detect_ else None,
+        "window": window if detect_ else None,
+    }
+    # Bad options fail here, before the state directory is touched.
+    probe = build_estimator(model_kind, dict(params), "sync", False)
+    KINDS[model_kind].validate(probe)
+    if detect_:
+        validate_stream_params(
+            DensityAnomalyDetector(probe, percentile=percentile, method=method, window=window)
+        )
+    job = Ingest(
+        incoming,
+        state,
+        lambda: build_estimator(model_kind, dict(params), "sync", False),
+        config,
+        checkpoint_every=checkpoint_every,
+        header=header,
+        client=run.client(),
+        reconnect_timeout=reconnect_timeout,
+        wait_lock=wait_lock,
+    )
+    for note in job.state.notes:  # what resuming had to work around, a line each
+        click.echo(f"streamclust: {note}", err=True)
+    t0 = time.perf_counter()
+    seen = {"batches": 0, "rows": 0, "rejected": 0, "last": 0.0}
+    last_reject: list[str] = []
+    tty = sys.stderr.isatty()
+
+    def report(result: Any, job: Any) -> None:
+        seen["batches"] += 1
+        seen["rows"] += result.rows
+        seen["rejected"] += result.rejected is not None
+        if result.rejected is not None:
+            last_reject[:] = [result.rejected]
+        now = time.perf_counter()
+        if not run.progress or now - seen["last"] < 1.0:
+            return
+        seen["last"] = now
+        elapsed = max(now - t0, 1e-9)
+        led = job.ledger
+        line = (
+            f"{seen['batches'] / elapsed:.1f} batches/s, {seen['rows'] / elapsed:,.0f} rows/s, "
+            f"{len(led.batches)} applied, {seen['rejected']} rejected"
+        )
+        if led.threshold is not None:
+            line += f", threshold {led.threshold:.6g}, anomaly rate {led.anomalies / led.rows:.2%}"
+        click.echo(("\r" if tty else "") + line, err=True, nl=not tty)
+
+    with job:
+        ledger = job.run(once=once, poll_interval=poll_interval, report=report)
+    seconds = time.perf_counter() - t0
+    if run.progress and tty:
+        click.echo("", err=True)
+    summary = {
+        "state": state,
+        "batches_total": len(ledger.batches),
+        "batches": seen["batches"] - seen["rejected"],
+        "rejected": seen["rejected"],
+        "rows": seen["rows"],
+        "rows_total": ledger.rows,
+        "anomalies_total": ledger.anomalies,
+        "threshold": ledger.threshold,
+        "seconds": seconds,
+        "rows_per_s": seen["rows"] / seconds if seconds else 0.0,
+    }
+    rejected = f"{summary['rejected']} rejected"
+    if last_reject:
+        where = os.path.join(state, "rejected", "")
+        rejected += f" (reasons in {where}; the last: {last_reject[0]})"
+    lines = [
+        f"applied {summary['batches']} batches ({seen['rows']} rows) in {seconds:.2f} s, "
+        f"{rejected}; {len(ledger.batches)} batches in {state}"
+    ]
+    if ledger.threshold is not None:
+        lines.append(f"threshold {ledger.threshold:.6g}, {ledger.anomalies} anomalies so far")
+    run.emit(summary, lines)
