@@ -20,6 +20,7 @@ from .engine.seeds import draw_seed
 from .exceptions import DataError, ParameterError
 from .inputs import as_source, is_out_of_core
 from .kernels import gmm as G
+from .kernels import online_em as O
 from .persistence import array_digest, fit_fingerprint, register_model, save_model
 from .sources import ArraySource, Source
 from .sources.cache import cache_budget
@@ -160,55 +161,35 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
                 "step_decay=0.5 is outside (0.5, 1]; pass a value above 0.5 (e.g. 0.6)"
             )
 
-    def _check_inits(self, d: int) -> None:
-        K, ct = self.n_components, self.covariance_type
-        if self.weights_init is not None:
-            w = np.asarray(self.weights_init, dtype=np.float64)
-            if w.shape != (K,) or np.any(w < 0) or not np.isclose(w.sum(), 1.0):
-                raise ParameterError(
-                    f"weights_init must be {K} non-negative weights summing to 1; got {w}"
-                )
-        if self.means_init is not None and np.shape(self.means_init) != (K, d):
-            raise ParameterError(
-                f"means_init has shape {np.shape(self.means_init)}; pass ({K}, {d})"
-            )
-        if self.precisions_init is not None:
-            want = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ct]
-            if np.shape(self.precisions_init) != want:
-                raise ParameterError(
-                    f"precisions_init has shape {np.shape(self.precisions_init)}; "
-                    f"covariance_type={ct!r} needs {want}"
-                )
-
-    def _initial_params(
-        self, source: Source, runner: runtime.Runner, checkpoint: Any = None
-    ) -> list[G.Params]:
-        """Every candidate's starting parameters, with the user's ``*_init`` overrides."""
-        init = EM.MixtureInit(
+    def _mixture_init(self) -> EM.MixtureInit:
+        return EM.MixtureInit(
             self.n_components,
             self.covariance_type,
             int(self.n_init),
             self.init_params,
             float(self.reg_covar),
             int(self.batch_size),
+            self.weights_init,
+            self.means_init,
+            self.precisions_init,
         )
-        seed = draw_seed(self.random_state)
-        params = EM.initial_candidates(
-            init, source, runner, seed, checkpoint_dir=checkpoint, progress=self.progress
-        )
-        return [self._apply_inits(p) for p in params]
 
-    def _apply_inits(self, p: G.Params) -> G.Params:
-        ct = self.covariance_type
-        log_w, means, pc = p.log_weights, p.means, p.prec_chol
-        if self.weights_init is not None:
-            log_w = np.log(np.asarray(self.weights_init, dtype=np.float64))
-        if self.means_init is not None:
-            means = np.asarray(self.means_init, dtype=np.float64).copy()
-        if self.precisions_init is not None:
-            prec = np.asarray(self.precisions_init, dtype=np.float64)
-            pc = G.prec_chol_from_precisions(prec, ct)
-        return G.Params(log_w, means, pc, ct)
+    def _check_inits(self, d: int) -> None:
+        self._mixture_init().check(d)
+
+    def _initial_params(
+        self, source: Source, runner: runtime.Runner, checkpoint: Any = None
+    ) -> list[G.Params]:
+        """Every candidate's starting parameters, with the user's ``*_init`` overrides."""
+        seed = draw_seed(self.random_state)
+        return EM.initial_candidates(
+            self._mixture_init(),
+            source,
+            runner,
+            seed,
+            checkpoint_dir=checkpoint,
+            progress=self.progress,
+        )
 
     # ------------------------------------------------------------------ fitting
 
@@ -231,27 +212,19 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
                 p = self._params
                 start = array_digest(p.log_weights, p.means, p.prec_chol)
             saver = EM.EMCheckpoint(self.checkpoint, fit_fingerprint(self, source, start=start))
-        done = None if saver is None else saver.load_progress()
         source, cache = fit_cache(source, runner, self.cache_mb)
-        if done is None:
+
+        def candidates() -> list[G.Params]:
             if warm:
-                candidates = [self._params]
-            else:
-                candidates = self._initial_params(source, runner, self.checkpoint)
-            done = EM.EMProgress.start(candidates)
-            if saver is not None:
-                saver.save_progress(done)
+                return [self._params]
+            return self._initial_params(source, runner, self.checkpoint)
+
         settings = EM.EMSettings(
-            float(self.tol),
-            int(self.max_iter),
-            float(self.reg_covar),
-            int(self.batch_size),
-            self.progress,
+            self.tol, self.max_iter, self.reg_covar, self.batch_size, self.progress
         )
-        active, lower, n_iter, converged = EM.run_em(done, source, runner, settings, saver)
-        # As scikit-learn: the first candidate with the highest lower bound.
-        best = int(np.argmax(lower))
-        if not converged[best]:
+        result = EM.fit_em(candidates, source, runner, settings, saver)
+        best = int(np.argmax(result.lower))  # as scikit-learn: the first of the highest
+        if not result.converged[best]:
             warnings.warn(
                 f"Best performing initialization did not converge. Try different init "
                 f"parameters, or increase max_iter={self.max_iter}, tol={self.tol}, or check "
@@ -259,13 +232,10 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        set_fitted(self, EM.EMResult(active, lower, n_iter, converged), best)
-        self._online = G.OnlineState(
-            self._params,
-            G.stats_from_params(self._params, self.reg_covar),
-            float(lower[best]),
-            math.ceil(source.n_rows / self.batch_size),
-        )
+        set_fitted(self, result, best)
+        stats = O.stats_from_params(self._params, self.reg_covar)
+        steps = math.ceil(source.n_rows / self.batch_size)
+        self._online = O.OnlineState(self._params, stats, float(result.lower[best]), steps)
         self.read_stats_ = None if cache is None else cache.stats()
         return self
 
@@ -273,7 +243,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         """Online (stepwise) EM: update the model with new rows.
 
         An in-memory ``X`` is one step; a Source, path or dask array is read
-        once in storage order, in steps of about ``batch_size`` rows. Each step
+        once in row order, in steps of about ``batch_size`` rows. Each step
         runs the E-step on its rows, moves the running per-row statistics
         towards them (see ``step_decay``) and runs the M-step. The first call
         initializes from its first batch (``init_params``, best of ``n_init``
@@ -295,21 +265,17 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
                 start, log_lik = self._params, float(getattr(self, "lower_bound_", np.nan))
             else:
                 start, log_lik = self._init_from_batch(source, whole=not out_of_core), np.nan
-            state = G.OnlineState(start, G.stats_from_params(start, self.reg_covar), log_lik, 0)
-        arg = G.OnlineArg(
+            state = O.OnlineState(start, O.stats_from_params(start, self.reg_covar), log_lik, 0)
+        arg = O.OnlineArg(
             int(self.batch_size),
             float(self.step_offset),
             float(self.step_decay),
             float(self.reg_covar),
         )
         if out_of_core:
-            steps = [(lo, hi, arg) for lo, hi in block_ranges(source, self.batch_size)]
-            with runtime.progress_bar(source.n_rows, "online EM", self.progress) as bar:
-                state = runtime.scan(
-                    G.block_online, source, [state], steps, runner=runner, progress=bar.update
-                )[0]
+            state = EM.online_em_pass(state, source, runner, arg, self.progress)
         else:
-            state = G.online_step(state, source.read(0, source.n_rows), *arg[1:])
+            state = O.online_step(state, source.read(0, source.n_rows), *arg[1:])
         self._online = state
         self._set_params(state.params)
         self.converged_ = False
@@ -340,12 +306,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         self.weights_ = np.exp(p.log_weights)
         self.means_ = p.means
         self.precisions_cholesky_ = p.prec_chol
-        if ct == "full":
-            self.precisions_ = np.einsum("kij,klj->kil", p.prec_chol, p.prec_chol)
-        elif ct == "tied":
-            self.precisions_ = p.prec_chol @ p.prec_chol.T
-        else:
-            self.precisions_ = p.prec_chol**2
+        self.precisions_ = G.precisions_from_prec_chol(p.prec_chol, ct)
         self.covariances_ = G.covariances_from_prec_chol(p.prec_chol, ct)
 
     # ------------------------------------------------------------------ scoring
@@ -438,11 +399,9 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             arrays["feature_names_in_"] = self.feature_names_in_.astype(str)
         online = getattr(self, "_online", None)
         if online is not None:  # everything partial_fit needs to continue bit-identically
-            scalars["online_steps"] = online.steps
-            scalars["online_log_lik"] = online.log_lik
-            arrays["online_nk"] = online.stats.nk
-            arrays["online_s1"] = online.stats.s1
-            arrays["online_s2"] = online.stats.s2
+            more_scalars, more_arrays = O.state_to_arrays(online)
+            scalars |= more_scalars
+            arrays |= more_arrays
         return scalars, arrays
 
     def _from_state(self, scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -457,10 +416,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             G.Params(arrays["log_weights"], means, arrays["prec_chol"], self.covariance_type)
         )
         if "online_steps" in scalars:
-            stats = G.Stats(arrays["online_nk"], arrays["online_s1"], arrays["online_s2"], 0.0, 1)
-            self._online = G.OnlineState(
-                self._params, stats, float(scalars["online_log_lik"]), int(scalars["online_steps"])
-            )
+            self._online = O.state_from_arrays(self._params, scalars, arrays)
 
     # ------------------------------------------------------------------ interop
 

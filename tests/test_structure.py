@@ -86,3 +86,9 @@ def test_the_checks_see_what_they_look_for():
     )
     assert private_uses(bad) == ["import _helper", "gmm._params"]
     assert late_internal_imports(bad) == [7]
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_name)
+def test_no_module_passes_about_500_lines(path):
+    """One concept per module: past ~500 lines a module splits by concept."""
+    assert len(path.read_text().splitlines()) <= 525

@@ -5,14 +5,16 @@ M-step on the driver, and every candidate iterating in lockstep over one pass.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .. import runtime
-from ..exceptions import DataError
+from ..exceptions import DataError, ParameterError
 from ..kernels import gmm as G
+from ..kernels import online_em as O
 from ..kernels.kmeans import kmeans_plusplus
 from ..persistence import FitCheckpoint, fingerprint
 from ..sources import Source
@@ -24,6 +26,8 @@ __all__ = [
     "EMProgress",
     "EMResult",
     "EMSettings",
+    "fit_em",
+    "online_em_pass",
     "MixtureInit",
     "initial_candidates",
     "run_em",
@@ -70,7 +74,8 @@ def sum_stats(
 
 @dataclass(frozen=True)
 class MixtureInit:
-    """How the candidates of one mixture start (see ``StreamingGaussianMixture``)."""
+    """How the candidates of one mixture start (see ``StreamingGaussianMixture``):
+    ``init_params`` for every candidate, then the user's ``*_init`` overrides."""
 
     n_components: int
     covariance_type: str
@@ -78,6 +83,42 @@ class MixtureInit:
     init_params: str  # "kmeans", "k-means++" or "random"
     reg_covar: float
     batch_size: int
+    weights_init: Any = None
+    means_init: Any = None
+    precisions_init: Any = None
+
+    def check(self, d: int) -> None:
+        """The overrides fit ``n_components`` components of ``d`` features."""
+        K, ct = self.n_components, self.covariance_type
+        if self.weights_init is not None:
+            w = np.asarray(self.weights_init, dtype=np.float64)
+            if w.shape != (K,) or np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+                raise ParameterError(
+                    f"weights_init must be {K} non-negative weights summing to 1; got {w}"
+                )
+        if self.means_init is not None and np.shape(self.means_init) != (K, d):
+            raise ParameterError(
+                f"means_init has shape {np.shape(self.means_init)}; pass ({K}, {d})"
+            )
+        if self.precisions_init is not None:
+            want = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ct]
+            if np.shape(self.precisions_init) != want:
+                raise ParameterError(
+                    f"precisions_init has shape {np.shape(self.precisions_init)}; "
+                    f"covariance_type={ct!r} needs {want}"
+                )
+
+    def apply(self, p: G.Params) -> G.Params:
+        """``p`` with the user's overrides."""
+        log_w, means, pc = p.log_weights, p.means, p.prec_chol
+        if self.weights_init is not None:
+            log_w = np.log(np.asarray(self.weights_init, dtype=np.float64))
+        if self.means_init is not None:
+            means = np.asarray(self.means_init, dtype=np.float64).copy()
+        if self.precisions_init is not None:
+            prec = np.asarray(self.precisions_init, dtype=np.float64)
+            pc = G.prec_chol_from_precisions(prec, p.cov_type)
+        return G.Params(log_w, means, pc, p.cov_type)
 
 
 def initial_candidates(
@@ -89,7 +130,7 @@ def initial_candidates(
     checkpoint_dir: Any = None,
     progress: bool = True,
 ) -> list[G.Params]:
-    """The starting parameters of every candidate (before any user-given override).
+    """The starting parameters of every candidate, with the user's overrides.
 
     ``"kmeans"`` runs one K-Means pass (its candidates give one start each; with
     ``checkpoint_dir`` that pass saves and resumes its own progress there) and one
@@ -158,7 +199,7 @@ def initial_candidates(
         )
         refs = np.repeat(ref[None], n_init, axis=0)
     return [
-        G.m_step(st, ref, ct, init.reg_covar, initial=True)
+        init.apply(G.m_step(st, ref, ct, init.reg_covar, initial=True))
         for st, ref in zip(stats, refs, strict=True)
     ]
 
@@ -250,6 +291,39 @@ def _save_block(
     checkpoint: EMCheckpoint, at: EMProgress, blocks: int, total: list[G.Stats | None]
 ) -> None:
     checkpoint.save_progress(replace(at, blocks=blocks, partial=total))
+
+
+def online_em_pass(
+    state: O.OnlineState,
+    source: Source,
+    runner: runtime.Runner,
+    arg: O.OnlineArg,
+    progress: bool = True,
+) -> O.OnlineState:
+    """Online EM over every row of ``source`` once, in row order, on its logical
+    blocks of ``arg.batch_size`` (steps of about that many rows)."""
+    steps = [(lo, hi, arg) for lo, hi in block_ranges(source, arg.batch_size)]
+    with runtime.progress_bar(source.n_rows, "online EM", progress) as bar:
+        return runtime.scan(
+            O.block_online, source, [state], steps, runner=runner, progress=bar.update
+        )[0]
+
+
+def fit_em(
+    start: Callable[[], list[G.Params]],
+    source: Source,
+    runner: runtime.Runner,
+    settings: EMSettings,
+    checkpoint: EMCheckpoint | None = None,
+) -> EMResult:
+    """Exact EM from the candidates ``start()`` gives, or from where the fit that
+    wrote ``checkpoint`` stopped (then ``start`` is not called)."""
+    done = None if checkpoint is None else checkpoint.load_progress()
+    if done is None:
+        done = EMProgress.start(start())
+        if checkpoint is not None:
+            checkpoint.save_progress(done)
+    return run_em(done, source, runner, settings, checkpoint)
 
 
 def run_em(

@@ -130,7 +130,11 @@ def _start_client(client_class: Any, address: str, security: Any, timeout: float
 
 
 #: Modules every worker of streamclust's local cluster has imported before its first task.
-_WORKER_MODULES = ("streamclust.kernels.kmeans", "streamclust.kernels.gmm")
+_WORKER_MODULES = (
+    "streamclust.kernels.kmeans",
+    "streamclust.kernels.gmm",
+    "streamclust.kernels.online_em",
+)
 
 
 def local_cluster(n_workers: int | None = None) -> Any:
