@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import streamclust as sc
+from streamclust.cli import main
 from streamclust.datasets import BlobSpec, blob_blocks, make_chapter_blobs
 
 os.environ.setdefault("STREAMCLUST_QUIET", "1")
@@ -157,3 +159,21 @@ def dask_processes(tmp_path):
         procs.forget_clients()
         procs.stop()
         procs.log.close()
+
+
+def run_cli(args, capsys=None) -> tuple[int, str, str]:
+    """Run ``streamclust ARGS`` in this process (arguments stringified): its exit code,
+    and its stdout and stderr when ``capsys`` is given. The one way tests call the CLI
+    in-process; subprocess tests run ``python -m streamclust`` themselves."""
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr() if capsys is not None else ("", "")
+    return code, out, err
+
+
+def cli_json(args, capsys, scheduler="sync") -> dict:
+    """The JSON summary of a command that must succeed (items holding several
+    space-separated arguments are split)."""
+    args = " ".join(map(str, args)).split()
+    code, out, err = run_cli([*args, "--scheduler", scheduler, "--json", "--no-progress"], capsys)
+    assert code == 0, err
+    return json.loads(out)

@@ -9,15 +9,9 @@ import shutil
 import numpy as np
 import pytest
 import zarr
+from conftest import run_cli
 
 import streamclust as sc
-from streamclust.cli import main
-
-
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture()
@@ -420,7 +414,7 @@ def cli_dir(data_dir, blobs32, capsys):
     shutil.copy(data_dir / "x.npy", data_dir / "in" / "x.npy")
     (data_dir / "ragged.csv").write_text("1,2,3\n4,5,6\n7,8\n")
     assert (
-        main(
+        run_cli(
             [
                 "fit",
                 str(data_dir / "x.npy"),
@@ -432,7 +426,7 @@ def cli_dir(data_dir, blobs32, capsys):
                 str(data_dir / "model"),
                 "--no-progress",
             ]
-        )
+        )[0]
         == 0
     )
     capsys.readouterr()

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import zarr
+from conftest import cli_json
 
 import streamclust as sc
-from streamclust.cli import main
 from streamclust.datasets import make_chapter_mixture
-
-
-def cli_json(args, capsys, scheduler="sync") -> dict:
-    args = " ".join(map(str, args)).split()
-    assert main([*args, "--scheduler", scheduler, "--json", "--no-progress"]) == 0
-    return json.loads(capsys.readouterr().out)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import uuid
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 import streamclust as sc
-from streamclust.cli import main
 
 
 @pytest.fixture()
@@ -45,8 +45,8 @@ def tmpfs(tmp_path):
 @pytest.fixture()
 def data(tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20_000, 8)))
-    assert main(["fit", str(tmp_path / "x.npy"), "--k", "8", "--out", str(tmp_path / "m"),
-                 "--no-progress"]) == 0  # fmt: skip
+    assert run_cli(["fit", str(tmp_path / "x.npy"), "--k", "8", "--out", str(tmp_path / "m"),
+                 "--no-progress"])[0] == 0  # fmt: skip
     return tmp_path
 
 
@@ -89,7 +89,9 @@ def test_a_read_only_output_is_refused_before_the_work(data, tmpfs, capsys, monk
         raise AssertionError("fitted before finding out that the output cannot be written")
 
     monkeypatch.setattr(sc.StreamingKMeans, "fit", no_fit)
-    code = main(["fit", str(data / "x.npy"), "--k", "2", "--out", str(ro / "m"), "--no-progress"])
+    code = run_cli(
+        ["fit", str(data / "x.npy"), "--k", "2", "--out", str(ro / "m"), "--no-progress"]
+    )[0]
     err = capsys.readouterr().err
     assert code == 2 and err == (
         f"streamclust: error: {ro}: cannot write here (Read-only file system); choose a "
@@ -107,6 +109,6 @@ def test_a_read_only_output_is_refused_before_the_work(data, tmpfs, capsys, monk
         ["convert", str(data / "x.npy"), str(ro / "c.zarr")],
         ["stream", str(data), "--state", str(ro / "st"), "--once"],
     ):
-        assert main([*args, "--no-progress"] if args[0] != "convert" else args) == 2
+        assert run_cli([*args, "--no-progress"] if args[0] != "convert" else args)[0] == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Read-only file system" in err, err

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 import streamclust as sc
-from streamclust.cli import main
 from streamclust.datasets import make_chapter_mixture
 from streamclust.ingest import Ingest
 
@@ -54,7 +54,7 @@ def test_stream_once_equals_partial_fit_in_name_order(tmp_path, capsys):
     names = _write_batches(tmp_path / "in", 30, 80)
     (tmp_path / "in" / "late.npy.tmp").write_bytes(b"half a file")  # still being written
     args = ["stream", tmp_path / "in", *STREAM, "--state", tmp_path / "st", "--once"]
-    assert main([*map(str, args), "--json", "--no-progress"]) == 0
+    assert run_cli([*map(str, args), "--json", "--no-progress"])[0] == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["batches"] == 30 and summary["rejected"] == 0
     det = sc.DensityAnomalyDetector(
@@ -71,7 +71,7 @@ def test_stream_once_equals_partial_fit_in_name_order(tmp_path, capsys):
         np.load(tmp_path / "st" / "flags" / "b00029.npy"), det.predict(last)
     )
     # Nothing new: a second run applies nothing and changes nothing.
-    assert main([*map(str, args), "--json", "--no-progress"]) == 0
+    assert run_cli([*map(str, args), "--json", "--no-progress"])[0] == 0
     again = json.loads(capsys.readouterr().out)
     assert again["batches"] == 0 and again["batches_total"] == 30
     assert (tmp_path / "in" / "late.npy.tmp").exists()
@@ -83,7 +83,7 @@ def test_csv_batches_with_a_header_are_rejected_with_the_fix(tmp_path, capsys):
     for i in range(3):
         (incoming / f"b{i}.csv").write_text("temp,pressure\n1.5,2\n3,4.25\n")
     args = ["stream", incoming, "--k", "2", "--state", tmp_path / "st", "--once", "--no-progress"]
-    assert main(list(map(str, args))) == 0
+    assert run_cli(list(map(str, args)))[0] == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "0 batches" in out[0] and "3 rejected" in out[0]
     assert "looks like a header row; pass --header" in out[0]
@@ -102,7 +102,7 @@ def test_csv_batches_with_a_header_are_rejected_with_the_fix(tmp_path, capsys):
     for path in (tmp_path / "st" / "rejected").glob("*.csv"):
         os.replace(path, incoming / path.name)
     args = [*args[:4], "--state", tmp_path / "st2", "--once", "--header", "--json"]
-    assert main(list(map(str, args))) == 0
+    assert run_cli(list(map(str, args)))[0] == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["batches"] == 3 and summary["rejected"] == 0 and summary["rows"] == 6
 
@@ -116,7 +116,7 @@ def test_poison_batches_are_rejected_and_the_stream_goes_on(tmp_path, capsys):
     np.save(incoming / "b00004.npy", bad)
     (incoming / "b00005.csv").write_text("1,2\n3,x\n")
     args = ["stream", incoming, "--k", "2", "--state", tmp_path / "st", "--once"]
-    assert main([*map(str, args), "--json", "--no-progress"]) == 0
+    assert run_cli([*map(str, args), "--json", "--no-progress"])[0] == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["batches"] == 4 and summary["rejected"] == 3
     rejected = tmp_path / "st" / "rejected"
@@ -135,9 +135,9 @@ def test_poison_batches_are_rejected_and_the_stream_goes_on(tmp_path, capsys):
 def test_state_of_another_model_is_refused(tmp_path, capsys):
     _write_batches(tmp_path / "in", 2, 50)
     base = ["stream", str(tmp_path / "in"), "--state", str(tmp_path / "st"), "--once"]
-    assert main([*base, "--k", "2", "--no-progress"]) == 0
+    assert run_cli([*base, "--k", "2", "--no-progress"])[0] == 0
     capsys.readouterr()
-    assert main([*base, "--k", "3", "--no-progress"]) == 2
+    assert run_cli([*base, "--k", "3", "--no-progress"])[0] == 2
     assert "was started with" in capsys.readouterr().err
 
 
@@ -400,7 +400,9 @@ def test_a_batch_whose_header_lies_is_rejected_and_the_stream_goes_on(tmp_path, 
     _npy_claiming(tmp_path / "in" / "b00002.npy", 100, 10**12)
     args = ["stream", tmp_path / "in", "--k", "2", "--state", tmp_path / "st", "--once"]
     for _ in range(2):  # and again: nothing is left to stop the next run
-        assert main([*map(str, args), "--json", "--no-progress"]) == 0, capsys.readouterr().err
+        assert run_cli([*map(str, args), "--json", "--no-progress"])[0] == 0, (
+            capsys.readouterr().err
+        )
     reason = (tmp_path / "st" / "rejected" / "b00002.npy.reason").read_text()
     assert "its header claims more rows than the file holds" in reason
     ledger = json.loads((_latest(tmp_path / "st") / "ledger.json").read_text())

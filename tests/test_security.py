@@ -6,10 +6,10 @@ import os
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 import streamclust as sc
 from streamclust import runtime
-from streamclust.cli import main
 
 
 @pytest.fixture()
@@ -61,8 +61,8 @@ def test_fit_through_a_tls_scheduler_and_refused_without_certificate(
     assert address.startswith("tls://127.0.0.1:")
     args = ["fit", blobs_npy, "--k", "4", "--random-state", "0", "--no-progress"]
     tls = ["--tls-ca", pem["ca"], "--tls-cert", pem["cert"], "--tls-key", pem["key"]]
-    assert main([*args, "--scheduler", address, *tls, "--out", str(tmp_path / "m")]) == 0
-    assert main([*args, "--scheduler", "sync", "--out", str(tmp_path / "ref")]) == 0
+    assert run_cli([*args, "--scheduler", address, *tls, "--out", str(tmp_path / "m")])[0] == 0
+    assert run_cli([*args, "--scheduler", "sync", "--out", str(tmp_path / "ref")])[0] == 0
     a, b = sc.load(tmp_path / "m"), sc.load(tmp_path / "ref")
     np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
     capsys.readouterr()
@@ -72,7 +72,7 @@ def test_fit_through_a_tls_scheduler_and_refused_without_certificate(
         (address, [], "speaks TLS: pass --tls-ca, --tls-cert and --tls-key"),
         (address.replace("tls://", "tcp://"), [], "cannot reach the Dask scheduler"),
     ):
-        code = main([*args, "--scheduler", scheduler, *flags, "--out", str(tmp_path / "x")])
+        code = run_cli([*args, "--scheduler", scheduler, *flags, "--out", str(tmp_path / "x")])[0]
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "x").exists()
@@ -117,7 +117,7 @@ def test_landing_directory_links_outside_and_pickled_batches_are_refused(tmp_pat
     (incoming / "b3.npy").symlink_to(secret)
     np.save(incoming / "b4.npy", np.array([{"x": 1}] * 3, dtype=object), allow_pickle=True)
     args = ["stream", str(incoming), "--k", "2", "--state", str(tmp_path / "st"), "--once"]
-    assert main([*args, "--no-progress"]) == 0
+    assert run_cli([*args, "--no-progress"])[0] == 0
     rejected = tmp_path / "st" / "rejected"
     assert "outside the landing directory" in (rejected / "b3.npy.reason").read_text()
     assert "pickle" in (rejected / "b4.npy.reason").read_text().lower()
@@ -129,13 +129,13 @@ def test_a_checkpoint_pointer_cannot_escape_the_state_directory(tmp_path, capsys
     _batches(incoming)
     state = tmp_path / "st"
     args = ["stream", str(incoming), "--k", "2", "--state", str(state), "--once", "--no-progress"]
-    assert main(args) == 0
+    assert run_cli(args)[0] == 0
     newest = (state / "LATEST").read_text()
     for name in ("../../etc", "/etc", "..", "ckpt-1/../../../etc"):
         (state / "LATEST").write_text(name)
         capsys.readouterr()
         # Never followed: the pointer is damaged, the newest checkpoint inside is resumed.
-        assert main(args) == 0
+        assert run_cli(args)[0] == 0
         err = capsys.readouterr().err
         assert "LATEST: is damaged (it names no checkpoint)" in err
         assert (state / "LATEST").read_text() == newest

@@ -7,9 +7,9 @@ import pickle
 import dask.array as da
 import numpy as np
 import pytest
+from conftest import run_cli
 
 import streamclust as sc
-from streamclust.cli import main
 
 
 @pytest.fixture()
@@ -86,7 +86,7 @@ def test_csv_batches_with_and_without_header(tmp_path, table):
 def test_convert_cli_csv_and_npy(tmp_path, table, capsys):
     np.savetxt(tmp_path / "t.csv", table, delimiter=",")
     assert (
-        main(
+        run_cli(
             [
                 "convert",
                 str(tmp_path / "t.csv"),
@@ -96,14 +96,14 @@ def test_convert_cli_csv_and_npy(tmp_path, table, capsys):
                 "--dtype",
                 "float32",
             ]
-        )
+        )[0]
         == 0
     )
     src = sc.open_source(tmp_path / "c.zarr")
     assert src.chunk_rows == 200 and src.dtype == np.float32
     np.testing.assert_allclose(src.read(0, src.n_rows), table, rtol=1e-6)
     np.save(tmp_path / "t.npy", table)
-    assert main(["convert", str(tmp_path / "t.npy"), str(tmp_path / "n.zarr"), "--json"]) == 0
+    assert run_cli(["convert", str(tmp_path / "t.npy"), str(tmp_path / "n.zarr"), "--json"])[0] == 0
     assert '"rows": 1050' in capsys.readouterr().out
 
 
@@ -291,7 +291,7 @@ def test_a_zarr_store_that_claims_more_rows_than_it_holds(tmp_path, zarr_format,
         ["fit", path, "--k", "2", "--out", tmp_path / "m"],
         ["convert", path, tmp_path / "c.zarr"],
     ):
-        assert main([str(a) for a in args]) == 2
+        assert run_cli([str(a) for a in args])[0] == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "its chunks stop at row 1000" in err
     # A store cut short (chunks for 2,000 of its 3,000 rows) says where it stops.

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import until
+from conftest import run_cli, until
 
 import streamclust as sc
-from streamclust.cli import main
 from streamclust.stream_state import KEEP, StreamState
 
 KMEANS = ["--model", "kmeans", "--k", "2", "--random-state", "0", "--no-progress"]
@@ -40,7 +39,7 @@ def write_batches(incoming: Path, n: int, rows: int = 40, seed: int = 0) -> list
 
 
 def stream(incoming: Path, state: Path, capsys, *extra: str) -> tuple[int, str, str]:
-    code = main(["stream", str(incoming), "--state", str(state), "--once", *KMEANS, *extra])
+    code = run_cli(["stream", str(incoming), "--state", str(state), "--once", *KMEANS, *extra])[0]
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -91,14 +90,17 @@ def clean(tmp_path_factory):
     """30 batches applied by one undisturbed run, and the state it left."""
     root = tmp_path_factory.mktemp("clean")
     names = write_batches(root / "in", 30)
-    assert main(["stream", str(root / "in"), "--state", str(root / "st"), "--once", *KMEANS]) == 0
+    assert (
+        run_cli(["stream", str(root / "in"), "--state", str(root / "st"), "--once", *KMEANS])[0]
+        == 0
+    )
     return root, names
 
 
 def other_model(tmp_path: Path) -> Path:
     write_batches(tmp_path / "other-in", 30, seed=9)
     args = ["stream", str(tmp_path / "other-in"), "--state", str(tmp_path / "other"), "--once"]
-    assert main([*args, *KMEANS[:3], "5", *KMEANS[4:]]) == 0
+    assert run_cli([*args, *KMEANS[:3], "5", *KMEANS[4:]])[0] == 0
     return latest(tmp_path / "other") / "model"
 
 
@@ -199,7 +201,7 @@ def test_other_options_are_refused_without_moving_anything(tmp_path, capsys):
     write_batches(tmp_path / "in", 4)
     assert stream(tmp_path / "in", tmp_path / "st", capsys)[0] == 0
     before = sorted(p.name for p in (tmp_path / "st" / "checkpoints").iterdir())
-    code = main(["stream", str(tmp_path / "in"), "--state", str(tmp_path / "st"), "--once"])
+    code = run_cli(["stream", str(tmp_path / "in"), "--state", str(tmp_path / "st"), "--once"])[0]
     assert code == 2 and "was started with" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "st" / "checkpoints").iterdir()) == before
     assert not (tmp_path / "st" / "refused").exists()
