@@ -15,6 +15,7 @@ from .engine.plan import block_ranges
 from .exceptions import ParameterError
 from .inputs import as_source, is_out_of_core
 from .kernels import quantile as Q
+from .persistence import model_from_parts, model_parts, register_model, save_model
 from .sources import ArrayWriter, open_source
 from .validation import check_float, check_int, check_option
 
@@ -330,6 +331,11 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
             return np.where(dec < 0, -1, 1)
         return (dec >= 0).astype(np.int8) * 2 - 1  # a lazy dask array
 
+    def save(self, path: Any, overwrite: bool = False) -> None:
+        """Save the detector and its model to directory ``path`` (as the estimators'
+        ``save``); ``streamclust.load`` gives them back, its stream window included."""
+        save_model(self, path, overwrite=overwrite)
+
     def detect(
         self, X: Any, out: Any = None, scores_out: Any = None, overwrite: bool = False
     ) -> dict[str, Any]:
@@ -423,3 +429,39 @@ def restore_window(
         else:
             detector._window.append(QuantileSketch.from_bytes(item.tobytes()))
     return detector
+
+
+def _detector_state(det: DensityAnomalyDetector) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    check_is_fitted(det, "threshold_")
+    scalars: dict[str, Any] = {
+        "threshold_": float(det.threshold_),
+        "n_passes_": int(det.n_passes_),
+        "owns_model": bool(getattr(det, "_owns_model", False)),
+        "streaming": hasattr(det, "_window"),
+    }
+    arrays = window_arrays(det) if hasattr(det, "_window") else {}
+    if isinstance(det.model_, _Precomputed):
+        scalars["model"] = "precomputed"
+    else:
+        scalars["model"], model_arrays = model_parts(det.model_)
+        arrays |= {f"model__{name}": value for name, value in model_arrays.items()}
+    return scalars, arrays
+
+
+def _restore_detector(
+    det: DensityAnomalyDetector, scalars: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> None:
+    if scalars["model"] == "precomputed":
+        model: Any = _Precomputed()
+    else:
+        prefix = "model__"
+        own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+        model = det.model = model_from_parts(scalars["model"], own)
+    if scalars["streaming"]:
+        restore_window(det, model, arrays)
+    det.model_, det.n_features_in_ = model, model.n_features_in_
+    det._owns_model = bool(scalars["owns_model"])
+    det.threshold_, det.n_passes_ = float(scalars["threshold_"]), int(scalars["n_passes_"])
+
+
+register_model(DensityAnomalyDetector, _detector_state, _restore_detector)

@@ -43,6 +43,8 @@ __all__ = [
     "fsync_dir",
     "load",
     "load_checkpoint",
+    "model_from_parts",
+    "model_parts",
     "register_model",
     "save_checkpoint",
     "save_model",
@@ -243,12 +245,7 @@ def save_model(model: Any, path: str | os.PathLike, overwrite: bool = False) -> 
     """Write ``model`` to directory ``path`` atomically; an older save there is replaced
     only with ``overwrite``, and a directory that holds something else never is."""
     path = Path(path)
-    name = type(model).__name__
-    kind = _KINDS.get(name)
-    if kind is None or not _is_exactly(model, kind.cls):
-        raise ModelFileError(f"{name} cannot be saved by streamclust")
-    scalars, arrays = kind.to_state(model)
-    params = {k: _json_param(k, v, arrays) for k, v in model.get_params(deep=False).items()}
+    parts, arrays = model_parts(model)
     check_model_output(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -261,10 +258,8 @@ def save_model(model: Any, path: str | os.PathLike, overwrite: bool = False) -> 
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "class": type(model).__name__,
             "library_version": __version__,
-            "params": params,
-            "attributes": scalars,
+            **parts,
             "arrays": {
                 "file": _ARRAYS,
                 "sha256": file_sha256(tmp / _ARRAYS),
@@ -322,9 +317,7 @@ def load(path: str | os.PathLike, expected: type | None = None) -> Any:
     cls_name = manifest.get("class")
     if not isinstance(cls_name, str) or cls_name not in _KINDS:
         raise ModelFileError(f"{path}: unknown model class {cls_name!r}")
-    kind = _KINDS[cls_name]
-    cls = kind.cls
-    if expected is not None and cls is not expected:
+    if expected is not None and _KINDS[cls_name].cls is not expected:
         raise ModelFileError(
             f"{path}: holds a {cls_name}, not a {expected.__name__}; pass the matching --model"
         )
@@ -349,13 +342,32 @@ def load(path: str | os.PathLike, expected: type | None = None) -> Any:
     if sorted(arrays) != sorted(info.get("names", [])):
         raise ModelFileError(f"{arrays_path}: holds other arrays than the manifest lists")
     try:
-        params = {}
-        for name, value in manifest["params"].items():
-            if isinstance(value, dict) and "__array__" in value:
-                value = arrays[value["__array__"]]
-            params[name] = value
-        model = cls(**params)
-        kind.from_state(model, manifest["attributes"], arrays)
+        return model_from_parts(manifest, arrays)
     except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
         raise ModelFileError(f"{path}: inconsistent model contents ({exc}); save it again") from exc
+
+
+def model_parts(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A fitted model as JSON (``class``, ``params``, ``attributes``) and arrays: what
+    a saved model holds, also for a model saved inside another (a detector's)."""
+    name = type(model).__name__
+    kind = _KINDS.get(name)
+    if kind is None or not _is_exactly(model, kind.cls):
+        raise ModelFileError(f"{name} cannot be saved by streamclust")
+    scalars, arrays = kind.to_state(model)
+    params = {k: _json_param(k, v, arrays) for k, v in model.get_params(deep=False).items()}
+    return {"class": name, "params": params, "attributes": scalars}, arrays
+
+
+def model_from_parts(parts: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
+    """The model :func:`model_parts` described (a KeyError, TypeError or ValueError
+    when the parts do not fit together)."""
+    kind = _KINDS[parts["class"]]
+    params = {}
+    for name, value in parts["params"].items():
+        if isinstance(value, dict) and "__array__" in value:
+            value = arrays[value["__array__"]]
+        params[name] = value
+    model = kind.cls(**params)
+    kind.from_state(model, parts["attributes"], arrays)
     return model

@@ -167,6 +167,34 @@ def test_streaming_windows():
     assert det.model_.n_iter_ == 4
 
 
+@pytest.mark.parametrize("method", ["exact", "sketch"])
+def test_a_saved_detector_loads_and_goes_on_bit_identically(tmp_path, method):
+    """A detector saves its model, threshold and stream window (no pickle): the loaded
+    one flags the same rows and, given the same next batches, ends the same."""
+    X = make_chapter_mixture()[0]
+    det = sc.DensityAnomalyDetector(
+        sc.StreamingGaussianMixture(3, random_state=0, **QUIET), method=method, window=3, **QUIET
+    )
+    for lo in range(0, 1000, 250):
+        det.partial_fit(X[lo : lo + 250])
+    det.save(tmp_path / "det")
+    got = sc.load(tmp_path / "det")
+    assert isinstance(got, sc.DensityAnomalyDetector) and got.threshold_ == det.threshold_
+    np.testing.assert_array_equal(got.predict(X), det.predict(X))
+    for lo in range(1000, len(X), 250):
+        det.partial_fit(X[lo : lo + 250])
+        got.partial_fit(X[lo : lo + 250])
+    assert got.threshold_ == det.threshold_
+    np.testing.assert_array_equal(got.model_.means_, det.model_.means_)
+    # A fitted (not streaming) detector over a precomputed score column, too.
+    scores = np.random.default_rng(1).normal(size=(2_000, 1))
+    pre = sc.DensityAnomalyDetector("precomputed", **QUIET).fit(scores)
+    pre.save(tmp_path / "pre")
+    back = sc.load(tmp_path / "pre")
+    assert back.threshold_ == pre.threshold_ == np.percentile(scores[:, 0], 4.0)
+    np.testing.assert_array_equal(back.predict(scores), pre.predict(scores))
+
+
 def test_bad_input(tmp_path, blobs32):
     with pytest.raises(sc.ParameterError, match="percentile=120"):
         sc.DensityAnomalyDetector(FirstColumn(), percentile=120).fit(blobs32)
