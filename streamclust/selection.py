@@ -19,7 +19,7 @@ from . import gmm, runtime
 from .engine.caching import fit_cache
 from .engine.chains import ChainSpec, fit_kmeans_chains
 from .engine.em import EMResult, EMSettings, run_em, sum_stats
-from .engine.plan import BatchPlan, block_ranges
+from .engine.plan import BatchPlan, logical_pass
 from .engine.seeds import draw_seed, root_seed
 from .exceptions import ParameterError
 from .gmm import StreamingGaussianMixture
@@ -221,18 +221,18 @@ def sweep_kmeans(
     centers = [m.cluster_centers_ for m in models]
     inertia = np.zeros(len(models))
     sample = []
-    with runtime.progress_bar(source.n_rows, "inertia", progress) as bar:
-        for part_inertia, rows in runtime.map_blocks(
-            block_sweep_stats,
-            source,
-            centers,
-            sample_idx,
-            runner=runner,
-            ranges=block_ranges(source, batch_size),
-            progress=bar.update,
-        ):
-            inertia += part_inertia
-            sample.append(rows)
+    for part_inertia, rows in logical_pass(
+        block_sweep_stats,
+        source,
+        centers,
+        sample_idx,
+        runner=runner,
+        batch_size=batch_size,
+        desc="inertia",
+        progress=progress,
+    ):
+        inertia += part_inertia
+        sample.append(rows)
     Xs = np.concatenate(sample).astype(np.float64)
     for m, value in zip(models, inertia, strict=True):
         m.inertia_ = float(value)
@@ -401,17 +401,17 @@ def sweep_gmm(
         )
         gmm.set_fitted(model, own, best - int(idx[0]))
         finals.append(result.params[best])
-    with runtime.progress_bar(source.n_rows, "BIC", progress) as bar:
-        totals = sum(
-            runtime.map_blocks(
-                _block_score_sums,
-                source,
-                finals,
-                runner=runner,
-                ranges=block_ranges(source, batch_size),
-                progress=bar.update,
-            )
+    totals = sum(
+        logical_pass(
+            _block_score_sums,
+            source,
+            finals,
+            runner=runner,
+            batch_size=batch_size,
+            desc="BIC",
+            progress=progress,
         )
+    )
     bic = np.empty((len(covs), len(ks)))
     aic = np.empty_like(bic)
     for (kk, ct), total in zip(keys, totals, strict=True):

@@ -20,7 +20,7 @@ from ..exceptions import DataError
 from ..kernels import kmeans as K
 from ..persistence import FitCheckpoint
 from ..sources import Source
-from .plan import BatchPlan, Step, block_ranges, pass_steps
+from .plan import BatchPlan, Step, block_ranges, logical_pass, pass_steps
 from .seeds import SEED_CANDIDATE, SEED_INIT, child, seed_int
 
 __all__ = [
@@ -255,20 +255,21 @@ def labels_inertia(
     inertia = np.zeros(centers.shape[0], np.float64)
     sizes = np.zeros(centers.shape[:2], np.int64)
     labels = []
-    with runtime.progress_bar(source.n_rows, "inertia", progress) as bar:
-        for lab, part, part_sizes in runtime.map_blocks(
-            K.block_labels_inertia,
-            source,
-            centers,
-            want_labels,
-            runner=runner,
-            ranges=block_ranges(source, batch_size),
-            progress=bar.update,
-        ):
-            inertia += part
-            sizes += part_sizes
-            if want_labels:
-                labels.append(lab)
+    parts = logical_pass(
+        K.block_labels_inertia,
+        source,
+        centers,
+        want_labels,
+        runner=runner,
+        batch_size=batch_size,
+        desc="inertia",
+        progress=progress,
+    )
+    for lab, part, part_sizes in parts:
+        inertia += part
+        sizes += part_sizes
+        if want_labels:
+            labels.append(lab)
     return (np.concatenate(labels) if want_labels else None), inertia, sizes
 
 
@@ -285,17 +286,18 @@ def lloyd(
     for it in range(n_iter):
         sums = np.zeros(centers.shape, np.float64)
         counts = np.zeros(centers.shape[0], np.float64)
-        with runtime.progress_bar(source.n_rows, f"refine {it + 1}", progress) as bar:
-            for s, c, _ in runtime.map_blocks(
-                K.block_lloyd_stats,
-                source,
-                centers,
-                runner=runner,
-                ranges=block_ranges(source, batch_size),
-                progress=bar.update,
-            ):
-                sums += s
-                counts += c
+        desc = f"refine {it + 1}"
+        for s, c, _ in logical_pass(
+            K.block_lloyd_stats,
+            source,
+            centers,
+            runner=runner,
+            batch_size=batch_size,
+            desc=desc,
+            progress=progress,
+        ):
+            sums += s
+            counts += c
         hit = counts > 0
         centers = centers.copy()
         centers[hit] = (sums[hit] / counts[hit][:, None]).astype(centers.dtype)

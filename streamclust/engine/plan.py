@@ -11,12 +11,13 @@ block is read (a read may span chunks).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import runtime
 from ..kernels.kmeans import StepArg
 from ..sources import BlockRanges, Source
 from .seeds import SEED_PASS, child
@@ -27,6 +28,7 @@ __all__ = [
     "Step",
     "block_ranges",
     "logical_block_rows",
+    "logical_pass",
     "pass_steps",
 ]
 
@@ -66,6 +68,28 @@ def block_ranges(source: Source, batch_size: int) -> Sequence[tuple[int, int]]:
     ``batch_size`` joins the one before)."""
     rows = logical_block_rows(batch_size, source.n_features)
     return BlockRanges(source.n_rows, rows, min_rows=batch_size)
+
+
+def logical_pass(
+    fn: Callable[..., Any],
+    source: Source,
+    *args: Any,
+    runner: runtime.Runner,
+    batch_size: int,
+    desc: str,
+    progress: bool,
+) -> Iterator[Any]:
+    """One data-parallel pass: ``fn(block, start, *args)`` over the logical blocks of
+    ``batch_size``, results in block order, with a progress bar named ``desc``."""
+    with runtime.progress_bar(source.n_rows, desc, progress) as bar:
+        yield from runtime.map_blocks(
+            fn,
+            source,
+            *args,
+            runner=runner,
+            ranges=block_ranges(source, batch_size),
+            progress=bar.update,
+        )
 
 
 def pass_steps(
