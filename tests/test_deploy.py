@@ -267,6 +267,7 @@ def test_helm_values_use_the_charts_keys_and_the_job_finds_its_scheduler():
     assert c["image"] == "{repository}:{tag}".format(**values["scheduler"]["image"])
 
 
+@pytest.mark.slow  # 7-9 s: keeps the default run under 3 minutes
 def test_kubernetes_job_args_run_against_a_real_scheduler(dask_processes, tmp_path):
     """The DaskJob's job container runs its args with DASK_SCHEDULER_ADDRESS set by the
     operator: run the same args here with the variable pointing at a real scheduler."""
@@ -336,6 +337,7 @@ for id in "$@"; do kill -TERM -- "-$id" 2>/dev/null || true; done
 """
 
 
+@pytest.mark.slow  # 7-9 s: keeps the default run under 3 minutes
 def test_slurm_launcher_fits_on_its_worker_jobs(tmp_path, blobs_zarr):
     """launch.py end to end, with sbatch and scancel standing in for Slurm: worker jobs
     join the launcher's TLS scheduler and the fit equals the in-process one."""

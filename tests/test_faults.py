@@ -74,6 +74,7 @@ def test_worker_killed_mid_fit_gives_the_same_model(blobs_zarr, nanny_client, mo
     assert killer.killed[0] not in after and len(after) == 2
 
 
+@pytest.mark.slow  # 7-9 s: keeps the default run under 3 minutes
 def test_in_memory_data_on_a_cluster_survives_a_worker_kill(blobs32, nanny_client, monkeypatch):
     """In-memory data reaches the workers block by block (scattered); the blocks a killed
     worker held are lost with it, and their tasks cancelled: the driver, which still has
