@@ -83,10 +83,15 @@ def fit(
     if reads is not None:
         summary["reads"] = reads
         lines.append(
-            f"read {reads['rows_read']} rows in {reads['blocks_read']} blocks from storage, "
-            f"{reads['cache_hits']} blocks from the cache ({reads['cached_bytes'] / 2**20:.0f} MiB)"
+            f"read {reads['rows_read']} rows from storage ({_blocks(reads['blocks_read'])}); "
+            f"{_blocks(reads['cache_hits'])} from the fit's cache "
+            f"({reads['cached_bytes'] / 2**20:.1f} MiB kept)"
         )
     run.emit(summary, [*lines, f"saved to {out}"])
+
+
+def _blocks(n: int) -> str:
+    return f"{n} block" if n == 1 else f"{n} blocks"
 
 
 @cli.command()
