@@ -270,37 +270,26 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         state = self._state = fitted.chains[0]
         self.n_steps_, self.n_passes_ = fitted.n_steps, fitted.n_passes
         self.init_scores_ = state.window_scores()
-        exact: tuple[np.ndarray | None, np.ndarray, np.ndarray] | None = None
-        if self.selection == "full":
-            labels, inertias, sizes = E.labels_inertia(
-                source, runner, state.centers, in_memory, self.batch_size, self.progress
-            )
-            self.init_inertias_ = inertias
-            best = int(np.argmin(inertias))
-            exact = (None if labels is None else labels[:, best], inertias[best], sizes[best])
-        else:
-            best = int(np.argmin(self.init_scores_))
-        self.best_init_ = best
-        centers_best = state.centers[best].copy()
-        if self.refine:
-            centers_best = E.lloyd(
-                source, runner, centers_best, self.refine, self.batch_size, self.progress
-            )
-            state.centers[best] = centers_best
-            exact = None
-        if exact is None:  # one pass for the chosen centers (the full selection had it)
-            labels, inertia, sizes = E.labels_inertia(
-                source, runner, centers_best[None], in_memory, self.batch_size, self.progress
-            )
-            exact = (None if labels is None else labels[:, 0], inertia[0], sizes[0])
-        labels, inertia_best, sizes_best = exact
-        self.cluster_centers_ = centers_best
-        self.inertia_ = float(inertia_best)
+        chosen = E.choose_candidate(
+            state,
+            source,
+            runner,
+            full=self.selection == "full",
+            refine=self.refine,
+            want_labels=in_memory,
+            batch_size=self.batch_size,
+            progress=self.progress,
+        )
+        if chosen.inertias is not None:
+            self.init_inertias_ = chosen.inertias
+        self.best_init_ = chosen.best
+        self.cluster_centers_ = chosen.centers
+        self.inertia_ = chosen.inertia
         if in_memory:
-            self.labels_ = labels
+            self.labels_ = chosen.labels
         elif hasattr(self, "labels_"):
             del self.labels_
-        distinct = int(np.count_nonzero(sizes_best))
+        distinct = int(np.count_nonzero(chosen.sizes))
         if distinct < self.n_clusters:
             warnings.warn(
                 f"Number of distinct clusters ({distinct}) found smaller than n_clusters "

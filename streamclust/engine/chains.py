@@ -27,8 +27,10 @@ __all__ = [
     "INIT_BLOCKS",
     "ChainSpec",
     "ChainsFit",
+    "Chosen",
     "KMeansCheckpoint",
     "advance_in_row_order",
+    "choose_candidate",
     "fit_kmeans_chains",
     "init_candidates",
     "init_pool",
@@ -239,6 +241,57 @@ def advance_in_row_order(
         for lo, hi in block_ranges(source, batch_size)
     ]
     return runtime.scan(K.scan_block, source, [chain], steps, runner=runner)[0]
+
+
+class Chosen(NamedTuple):
+    """The candidate a fit keeps: its index, centers, exact inertia and rows per center,
+    its labels (when asked), and every candidate's exact inertia (full selection)."""
+
+    best: int
+    centers: np.ndarray
+    inertia: float
+    sizes: np.ndarray
+    labels: np.ndarray | None
+    inertias: np.ndarray | None
+
+
+def choose_candidate(
+    chain: K.Chain,
+    source: Source,
+    runner: runtime.Runner,
+    *,
+    full: bool,
+    refine: int,
+    want_labels: bool,
+    batch_size: int,
+    progress: bool = True,
+) -> Chosen:
+    """Pick the candidate with the lowest window score, or (``full``) the lowest exact
+    inertia from one pass over every candidate; run ``refine`` Lloyd passes from it
+    (its centers in ``chain`` become the refined ones); and measure its exact inertia
+    in one pass, unless the full selection's pass already did."""
+    inertias = None
+    exact: tuple[np.ndarray | None, float, np.ndarray] | None = None
+    if full:
+        labels, inertias, sizes = labels_inertia(
+            source, runner, chain.centers, want_labels, batch_size, progress
+        )
+        best = int(np.argmin(inertias))
+        exact = (None if labels is None else labels[:, best], inertias[best], sizes[best])
+    else:
+        best = int(np.argmin(chain.window_scores()))
+    centers = chain.centers[best].copy()
+    if refine:
+        centers = lloyd(source, runner, centers, refine, batch_size, progress)
+        chain.centers[best] = centers
+        exact = None
+    if exact is None:
+        labels, one, sizes = labels_inertia(
+            source, runner, centers[None], want_labels, batch_size, progress
+        )
+        exact = (None if labels is None else labels[:, 0], one[0], sizes[0])
+    labels, inertia, sizes = exact
+    return Chosen(best, centers, float(inertia), sizes, labels, inertias)
 
 
 def labels_inertia(
