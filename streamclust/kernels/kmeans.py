@@ -448,9 +448,10 @@ def kmeans_plusplus(pool: np.ndarray, k: int, seeds: list[int]) -> np.ndarray:
     trials = 2 + int(np.log(k))
     rngs = [np.random.default_rng(s) for s in seeds]
     xx = np.einsum("ij,ij->i", X, X)
+    minus_2xt = -2 * X.T  # once, not every round (scaling by -2 is exact)
 
     def sq_dist(C: np.ndarray) -> np.ndarray:
-        D = C @ (-2 * X.T)
+        D = C @ minus_2xt
         D += np.einsum("ij,ij->i", C, C)[:, None]
         D += xx
         return np.maximum(D, 0, out=D)
