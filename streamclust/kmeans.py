@@ -30,7 +30,13 @@ from .validation import (
     check_seed,
 )
 
-__all__ = ["StreamingKMeans", "set_fitted_chain", "validate_params"]
+__all__ = [
+    "StreamingKMeans",
+    "batch_plan",
+    "chain_spec",
+    "set_fitted_chain",
+    "validate_params",
+]
 
 
 class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
@@ -232,20 +238,6 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             )
         return 1
 
-    def _spec(self, n_init: int) -> E.ChainSpec:
-        """This model's candidates, as the engine takes them."""
-        return E.ChainSpec(self.n_clusters, n_init, self.init, self.init_size, self.last_n)
-
-    def _plan(self) -> BatchPlan:
-        """How this model's fit walks the data, as the engine takes it."""
-        return BatchPlan(
-            self.batch_size,
-            self.max_passes,
-            self.max_steps,
-            bool(self.shuffle),
-            float(self.reassignment_ratio),
-        )
-
     # ------------------------------------------------------------------ fitting
 
     def fit(self, X: Any, y: Any = None) -> StreamingKMeans:
@@ -259,8 +251,8 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         in_memory = isinstance(source, ArraySource)
         source, cache = fit_cache(source, runner, self.cache_mb)
         fitted = E.fit_kmeans_chains(
-            [self._spec(n_init)],
-            self._plan(),
+            [chain_spec(self, n_init)],
+            batch_plan(self),
             source,
             runner,
             root_seed(self.random_state),
@@ -317,7 +309,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         runner = runtime.resolve_runner(self.client if out_of_core else "sync", source)
         if not fitted:
             root = root_seed(self.random_state)
-            spec = self._spec(n_init)
+            spec = chain_spec(self, n_init)
             ranges = block_ranges(source, self.batch_size)
             size = spec.init_rows(self.batch_size, source.n_rows)
             pool = E.init_pool(source, ranges, runner, child(root, SEED_PARTIAL), size)
@@ -461,6 +453,22 @@ def set_fitted_chain(
     model.init_scores_ = chain.window_scores()
     model.best_init_ = int(np.argmin(model.init_scores_))
     model.cluster_centers_ = chain.centers[model.best_init_].copy()
+
+
+def chain_spec(model: StreamingKMeans, n_init: int) -> E.ChainSpec:
+    """The model's candidates as the engine takes them (``n_init`` effective)."""
+    return E.ChainSpec(model.n_clusters, n_init, model.init, model.init_size, model.last_n)
+
+
+def batch_plan(model: StreamingKMeans) -> BatchPlan:
+    """How the model's fit walks the data, as the engine takes it."""
+    return BatchPlan(
+        model.batch_size,
+        model.max_passes,
+        model.max_steps,
+        bool(model.shuffle),
+        float(model.reassignment_ratio),
+    )
 
 
 def validate_params(model: StreamingKMeans) -> int:

@@ -26,7 +26,13 @@ from .gmm import StreamingGaussianMixture
 from .inputs import as_source
 from .kernels import gmm as G
 from .kernels import kmeans as K
-from .kmeans import StreamingKMeans, set_fitted_chain, validate_params
+from .kmeans import (
+    StreamingKMeans,
+    batch_plan,
+    chain_spec,
+    set_fitted_chain,
+    validate_params,
+)
 from .plotting import plot_gmm_sweep, plot_kmeans_sweep
 from .validation import check_int, check_option
 
@@ -196,21 +202,13 @@ def sweep_kmeans(
         )
         for kk in ks
     ]
-    for m in models:
-        validate_params(m)
+    n_inits = [validate_params(m) for m in models]  # effective: 1 for an array init
     source = as_source(models[0], X, reset=True)
     runner = runtime.resolve_runner(client, source)
     source, _ = fit_cache(source, runner, None)  # every pass after the first hits memory
     root = root_seed(random_state)
-    lead = models[0]
-    plan = BatchPlan(
-        batch_size,
-        max_passes,
-        max_steps,
-        bool(lead.shuffle),
-        float(lead.reassignment_ratio),
-    )
-    specs = [ChainSpec(m.n_clusters, n_init, m.init, m.init_size, m.last_n) for m in models]
+    specs = [chain_spec(m, n) for m, n in zip(models, n_inits, strict=True)]
+    plan = batch_plan(models[0])  # the data plan every model shares
     fitted = fit_kmeans_chains(specs, plan, source, runner, root, progress=progress)
     for m, chain in zip(models, fitted.chains, strict=True):
         set_fitted_chain(m, chain, fitted.n_steps, fitted.n_passes, source.n_features)
