@@ -23,7 +23,7 @@ from .kernels import gmm as G
 from .kernels import online_em as O
 from .persistence import array_digest, fit_fingerprint, register_model, save_model
 from .sources import ArraySource, Source
-from .sources.cache import cache_budget
+from .sources.cache import check_cache_mb
 from .validation import (
     check_checkpoint,
     check_float,
@@ -155,7 +155,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         check_float("step_offset", self.step_offset, low=0.0)
         check_float("step_decay", self.step_decay, low=0.5, high=1.0)
         check_checkpoint(self.checkpoint, self.random_state)
-        cache_budget(self.cache_mb)
+        check_cache_mb(self.cache_mb)
         if self.step_decay == 0.5:
             raise ParameterError(
                 "step_decay=0.5 is outside (0.5, 1]; pass a value above 0.5 (e.g. 0.6)"

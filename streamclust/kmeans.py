@@ -21,7 +21,7 @@ from .inputs import as_source, is_out_of_core
 from .kernels import kmeans as K
 from .persistence import fit_fingerprint, register_model, save_model
 from .sources import ArraySource, Source
-from .sources.cache import cache_budget
+from .sources.cache import check_cache_mb
 from .validation import (
     check_checkpoint,
     check_float,
@@ -212,7 +212,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if not isinstance(self.shuffle, (bool, np.bool_)):
             raise ParameterError(f"shuffle={self.shuffle!r} must be True or False")
         check_checkpoint(self.checkpoint, self.random_state)
-        cache_budget(self.cache_mb)
+        check_cache_mb(self.cache_mb)
         if self.init_size is not None and self.init_size < self.n_clusters:
             raise ParameterError(
                 f"init_size={self.init_size} is smaller than n_clusters={self.n_clusters}; "

@@ -28,7 +28,7 @@ import psutil
 from ..exceptions import ParameterError
 from .base import Source
 
-__all__ = ["CACHE_ENV", "BlockCache", "CachedSource", "cache_budget"]
+__all__ = ["CACHE_ENV", "BlockCache", "CachedSource", "cache_budget", "check_cache_mb"]
 
 CACHE_ENV = "STREAMCLUST_CACHE_MB"
 
@@ -39,12 +39,22 @@ DEFAULT_SHARE = 0.25
 def cache_budget(cache_mb: Any = None) -> int:
     """The budget in bytes: ``cache_mb``, else ``STREAMCLUST_CACHE_MB``, else a quarter
     of the available memory. 0 turns the cache off."""
+    given = check_cache_mb(cache_mb)
+    if given is None:
+        return int(psutil.virtual_memory().available * DEFAULT_SHARE)
+    return given
+
+
+def check_cache_mb(cache_mb: Any = None) -> int | None:
+    """The budget in bytes that ``cache_mb`` or ``STREAMCLUST_CACHE_MB`` sets, None
+    when neither does; a value that is not a number of MiB >= 0 is refused in one
+    line. Cheap (no look at the machine's memory), so estimators check it up front."""
     where = "cache_mb"
     if cache_mb is None:
         cache_mb = os.environ.get(CACHE_ENV)
         where = CACHE_ENV
     if cache_mb is None or cache_mb == "":
-        return int(psutil.virtual_memory().available * DEFAULT_SHARE)
+        return None
     try:
         mb = float(cache_mb)
     except (TypeError, ValueError):
