@@ -480,13 +480,7 @@ def criteria(
     log-likelihood of ``n_rows`` rows (see :meth:`~StreamingGaussianMixture.bic`)."""
     check_is_fitted(model, "_params")
     n_params = G.n_parameters(model.n_components, model.means_.shape[1], model.covariance_type)
-    return {
-        "score": total_log_lik / n_rows,
-        "bic": -2 * total_log_lik + n_params * np.log(n_rows),
-        "aic": -2 * total_log_lik + 2 * n_params,
-        "log_likelihood": total_log_lik,
-        "n_samples": n_rows,
-    }
+    return G.information_criteria(total_log_lik, n_rows, n_params)
 
 
 def validate_params(model: StreamingGaussianMixture) -> None:

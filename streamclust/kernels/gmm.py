@@ -376,6 +376,18 @@ def n_parameters(K: int, d: int, cov_type: str) -> int:
     return int(cov + K * d + K - 1)
 
 
+def information_criteria(total_log_lik: float, n_rows: int, n_params: int) -> dict[str, float]:
+    """Mean log-likelihood (``score``), BIC and AIC from the total log-likelihood of
+    ``n_rows`` rows under a mixture of ``n_params`` free parameters."""
+    return {
+        "score": total_log_lik / n_rows,
+        "bic": -2 * total_log_lik + n_params * np.log(n_rows),
+        "aic": -2 * total_log_lik + 2 * n_params,
+        "log_likelihood": total_log_lik,
+        "n_samples": n_rows,
+    }
+
+
 # --------------------------------------------------------------------------- block tasks
 
 
