@@ -311,11 +311,7 @@ def build_estimator(model_kind: str, params: dict[str, Any], client: Any, progre
                     f"{option} applies to --model {other.name}; drop it or pass "
                     f"--model {other.name}"
                 )
-    given = {
-        k: v
-        for k, v in params.items()
-        if v is not None and not any(k in o.only for o in KINDS.values() if o is not kind)
-    }
+    given = {k: v for k, v in params.items() if v is not None}  # the other kinds' are None
     return kind.build(given, client, progress)
 
 

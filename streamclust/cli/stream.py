@@ -87,7 +87,7 @@ def stream(
         "window": window if detect_ else None,
     }
     # Bad options fail here, before the state directory is touched.
-    probe = build_estimator(model_kind, dict(params), "sync", False)
+    probe = build_estimator(model_kind, params, "sync", False)
     KINDS[model_kind].validate(probe)
     if detect_:
         validate_stream_params(
@@ -96,7 +96,7 @@ def stream(
     job = Ingest(
         incoming,
         state,
-        lambda: build_estimator(model_kind, dict(params), "sync", False),
+        lambda: build_estimator(model_kind, params, "sync", False),
         config,
         checkpoint_every=checkpoint_every,
         header=header,
