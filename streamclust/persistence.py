@@ -34,6 +34,7 @@ from .exceptions import ModelFileError, ParameterError
 from .version import __version__
 
 __all__ = [
+    "RUN_PARAMS",
     "FitCheckpoint",
     "array_digest",
     "check_model_output",
@@ -53,6 +54,8 @@ __all__ = [
 
 FORMAT = "streamclust-model"
 FORMAT_VERSION = 1
+#: Estimator parameters that say how a fit runs, not what model it makes.
+RUN_PARAMS = ("client", "progress", "checkpoint", "cache_mb")
 #: Version of fit checkpoints; 2 walks logical blocks (rows, not storage chunks).
 CHECKPOINT_VERSION = 2
 _MANIFEST = "manifest.json"
@@ -164,7 +167,7 @@ def fit_fingerprint(estimator: Any, source: Any, **extra: Any) -> dict[str, Any]
     params = {
         name: value
         for name, value in estimator.get_params(deep=False).items()
-        if name not in ("client", "progress", "checkpoint", "cache_mb")
+        if name not in RUN_PARAMS
     }
     return fingerprint(f"{type(estimator).__name__}.fit", params, source, **extra)
 

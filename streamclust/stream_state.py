@@ -46,7 +46,7 @@ from .anomaly import (
     window_length,
 )
 from .exceptions import ModelFileError, ParameterError, StateError
-from .persistence import file_sha256, fsync_dir, load, save_model, write_atomic
+from .persistence import RUN_PARAMS, file_sha256, fsync_dir, load, save_model, write_atomic
 
 __all__ = ["KEEP", "LATEST", "Ledger", "StreamState", "describe", "new_detector"]
 
@@ -57,8 +57,6 @@ _FORMAT = "streamclust-stream"
 _CHECKPOINT = "checkpoint.json"
 _CHECKPOINT_FORMAT = "streamclust-stream-checkpoint"
 _CHECKPOINT_VERSION = 1
-#: Constructor parameters that say where and how a model runs, not what it is.
-_RUN_PARAMS = ("client", "progress", "checkpoint", "cache_mb")
 
 
 @dataclass
@@ -360,9 +358,9 @@ def _check_model(est: Any, n_batches: int, expected_params: dict[str, Any] | Non
     if steps != n_batches:
         raise _Refused(f"its model took {steps} steps, but the ledger applied {n_batches} batches")
     if expected_params is not None:
-        params = {k: v for k, v in est.get_params(deep=False).items() if k not in _RUN_PARAMS}
+        params = {k: v for k, v in est.get_params(deep=False).items() if k not in RUN_PARAMS}
         for key, want in expected_params.items():
-            if key not in _RUN_PARAMS and params.get(key) != want:
+            if key not in RUN_PARAMS and params.get(key) != want:
                 raise _Refused(f"its model has {key}={params.get(key)!r}, the stream {want!r}")
     for attr in ("cluster_centers_", "means_", "covariances_", "weights_"):
         value = getattr(est, attr, None)
