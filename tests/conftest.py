@@ -177,3 +177,102 @@ def cli_json(args, capsys, scheduler="sync") -> dict:
     code, out, err = run_cli([*args, "--scheduler", scheduler, "--json", "--no-progress"], capsys)
     assert code == 0, err
     return json.loads(out)
+
+
+# ---------------------------------------------------------------- object storage servers
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3 API server (moto's server mode) on 127.0.0.1, on a free port, for the session."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+class S3Bucket:
+    """A fresh bucket on the test S3 server: its name, URLs in it, and the options
+    (endpoint and credentials) that reach it."""
+
+    def __init__(self, endpoint: str, name: str) -> None:
+        import s3fs
+
+        self.name = name
+        self.options = {
+            "endpoint_url": endpoint,
+            "key": "streamclust-test",
+            "secret": "streamclust-test-secret",
+            "client_kwargs": {"region_name": "us-east-1"},
+        }
+        import boto3  # installed with moto
+
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="streamclust-test",
+            aws_secret_access_key="streamclust-test-secret",
+            region_name="us-east-1",
+        ).create_bucket(Bucket=name)
+        self.fs = s3fs.S3FileSystem(**self.options, skip_instance_cache=True)
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.name}/{key}"
+
+    def put(self, local: str, key: str) -> str:
+        """Upload a local file or directory (a Zarr store) under ``key``; its URL."""
+        self.fs.put(str(local), f"{self.name}/{key}", recursive=True)
+        return self.url(key)
+
+    def cli_options(self) -> list[str]:
+        """The same options as ``--storage-option`` arguments."""
+        opts = {k: v for k, v in self.options.items() if k != "client_kwargs"}
+        args = [f"--storage-option={k}={v}" for k, v in opts.items()]
+        return [*args, "--storage-option=client_kwargs.region_name=us-east-1"]
+
+
+@pytest.fixture()
+def s3_bucket(s3_endpoint, request) -> S3Bucket:
+    """A new, empty bucket for one test."""
+    import re
+    import uuid
+
+    stem = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    return S3Bucket(s3_endpoint, f"{stem}-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="session")
+def s3_kit_bucket(s3_endpoint) -> S3Bucket:
+    """One bucket for the Source conformance kit's remote stores."""
+    return S3Bucket(s3_endpoint, "source-kit")
+
+
+@pytest.fixture(scope="session")
+def http_root(tmp_path_factory):
+    """A read-only HTTP server on 127.0.0.1 (free port) serving a fresh directory:
+    ``(directory, base URL)``."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path_factory.mktemp("http")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as real servers: no reconnect per read
+
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import pickle
 from pathlib import Path
+from typing import ClassVar
 
 import dask.array as da
 import numpy as np
@@ -202,3 +203,74 @@ class TestCachedSource(SourceTests):
             "cache_hits": 1,
             "cached_bytes": 200 * N_FEATURES * 4,
         }
+
+
+class RemoteSourceTests(SourceTests):
+    """A store put once per table and class on a server (uploads are the slow part)."""
+
+    uploaded: ClassVar[dict[bytes, str]]
+
+    def publish(self, local: str) -> str:
+        raise NotImplementedError
+
+    def url_for(self, path: Path, table: np.ndarray) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(table.tobytes()).digest()
+        if digest not in self.uploaded:
+            self.uploaded[digest] = self.publish(_zarr(path, table, 128))
+        return self.uploaded[digest]
+
+
+class TestZarrOnS3(RemoteSourceTests):
+    """A Zarr store in a bucket of the test S3 server, opened by URL with its options."""
+
+    uploaded: ClassVar[dict[bytes, str]] = {}
+
+    @pytest.fixture(autouse=True)
+    def _bucket(self, s3_kit_bucket):
+        self.bucket = s3_kit_bucket
+
+    def publish(self, local):
+        import uuid
+
+        return self.bucket.put(local, f"{uuid.uuid4().hex}/t.zarr")
+
+    def make(self, path, table):
+        return sc.open_source(self.url_for(path, table), storage_options=self.bucket.options)
+
+
+class TestZarrOverHTTP(RemoteSourceTests):
+    """A Zarr store served read-only over HTTP."""
+
+    uploaded: ClassVar[dict[bytes, str]] = {}
+
+    @pytest.fixture(autouse=True)
+    def _server(self, http_root):
+        self.root, self.base = http_root
+
+    def publish(self, local):
+        import shutil
+        import uuid
+
+        name = f"{uuid.uuid4().hex}/t.zarr"
+        shutil.copytree(local, self.root / name)
+        return f"{self.base}/{name}"
+
+    def make(self, path, table):
+        return sc.open_source(self.url_for(path, table))
+
+
+class TestZarrInMemoryStore(SourceTests):
+    """A Zarr store at a ``memory://`` URL: in this process only, so read on the driver."""
+
+    in_memory = True
+
+    def make(self, path, table):
+        import uuid
+
+        import zarr
+
+        url = f"memory://{uuid.uuid4().hex}/t.zarr"
+        zarr.create_array(url, data=table, chunks=(128, table.shape[1]))
+        return sc.open_source(url)

@@ -3,8 +3,9 @@
 A :class:`Source` is a 2-D table of ``n_rows x n_features`` numbers that is
 read in row ranges (:mod:`.base`); one module per family of formats: arrays in
 memory or behind an array API (:mod:`.arrays`), files on disk (:mod:`.files`),
-Zarr stores (:mod:`.zarr_store`); :func:`open_source` opens any of them
-(:mod:`.opening`), and :mod:`.writers` writes new stores and files atomically.
+Zarr stores on disk or at a URL (:mod:`.zarr_store`; URLs and their options:
+:mod:`.remote`); :func:`open_source` opens any of them (:mod:`.opening`), and
+:mod:`.writers` writes new stores and files atomically.
 
 Every block is validated as it is read: it must be finite, and a Zarr store
 must have committed the rows and have intact chunks.
@@ -21,6 +22,7 @@ from .files import (
     read_batch_file,
 )
 from .opening import open_source
+from .remote import is_url, parse_storage_options, redact_options, redact_url
 from .writers import ArrayWriter, check_output, check_writable, write_array, write_zarr
 from .zarr_store import ZarrSource, is_zarr_array
 
@@ -41,10 +43,14 @@ __all__ = [
     "check_writable",
     "is_dask_array",
     "is_lazy_array",
+    "is_url",
     "is_zarr_array",
     "iter_csv_blocks",
     "open_source",
+    "parse_storage_options",
     "read_batch_file",
+    "redact_options",
+    "redact_url",
     "write_array",
     "write_zarr",
 ]

@@ -13,6 +13,7 @@ from ..exceptions import DataError, SourceError
 from .arrays import ArraySource, DaskSource, LazyArraySource, is_dask_array, is_lazy_array
 from .base import Source
 from .files import BatchDirSource, NpySource, RawSource
+from .remote import is_url, local_path
 from .zarr_store import ZarrSource, is_zarr_array, is_zarr_dir
 
 __all__ = ["open_source"]
@@ -26,16 +27,21 @@ def open_source(
     component: str | None = None,
     header: bool = False,
     block_rows: int | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Source:
     """Open anything streamclust can read as a :class:`Source`.
 
     Parameters
     ----------
-    data : Source, path, zarr.Array, dask array, ndarray or array-like
-        A path may name a Zarr store (directory with ``zarr.json`` or ``.zarray``,
-        optionally ``store.zarr/array``), a ``.npy`` file (memory-mapped), a raw
-        binary file (with ``dtype`` and ``shape``), or a directory of batch
-        files (``.npy``, ``.csv``, ``.parquet``). A ``zarr.Array`` (any store)
+    data : Source, path, URL, zarr.Array, dask array, ndarray or array-like
+        A URL (``s3://``, ``gs://``, ``az://``/``abfs://``, ``http(s)://``,
+        ``memory://``; ``file://`` is a local path) names a Zarr store in
+        object storage, read through zarr's fsspec store (an array inside a
+        group: ``s3://bucket/store.zarr/NAME``). A path may name a Zarr store
+        (directory with ``zarr.json`` or ``.zarray``, optionally
+        ``store.zarr/array``), a ``.npy`` file (memory-mapped), a raw binary
+        file (with ``dtype`` and ``shape``), or a directory of batch files
+        (``.npy``, ``.csv``, ``.parquet``). A ``zarr.Array`` (any store)
         is read chunk by chunk like its path; an array-like with ``shape``,
         ``dtype`` and ``__getitem__`` that is larger than a block (an
         ``h5py.Dataset``, say) is read by row slices, never converted whole.
@@ -47,6 +53,11 @@ def open_source(
         CSV batch files start with a header row.
     block_rows : int, optional
         Rows per block (default: whole Zarr chunks, or about 8 MiB).
+    storage_options : dict, optional
+        For a URL: passed to its filesystem (``endpoint_url``, ``key``,
+        ``secret``, ``token``, ``anon``...). Without them, the provider's usual
+        environment credentials apply. They are never shown: the source's
+        name hides any credentials in the URL.
 
     Examples
     --------
@@ -57,6 +68,16 @@ def open_source(
     """
     if isinstance(data, Source):
         return data
+    if is_url(data):
+        if storage_options is not None and not isinstance(storage_options, dict):
+            raise SourceError(
+                f"storage_options must be a dict, not {type(storage_options).__name__}"
+            )
+        return ZarrSource(
+            data, component=component, block_rows=block_rows, storage_options=storage_options
+        )
+    if isinstance(data, str):
+        data = local_path(data)
     if isinstance(data, (str, os.PathLike)):
         return _open_path(Path(data), dtype, shape, component, header, block_rows)
     if is_dask_array(data):

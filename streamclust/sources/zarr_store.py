@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import SourceError
+from ..exceptions import DependencyError, SourceError, StreamclustError
 from ..validation import check_finite_block, compute_dtype, row_span
 from .base import Source, check_2d, default_block_rows
+from .remote import check_url, is_url, redact_url, scheme_of
 
-__all__ = ["ZarrSource", "is_zarr_array", "is_zarr_dir"]
+__all__ = ["ZarrSource", "is_zarr_array", "is_zarr_dir", "open_error"]
 
 
 class ZarrSource(Source):
@@ -28,17 +29,29 @@ class ZarrSource(Source):
     """
 
     def __init__(
-        self, path: Any, component: str | None = None, block_rows: int | None = None
+        self,
+        path: Any,
+        component: str | None = None,
+        block_rows: int | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         self.array: Any = None
+        #: Passed to the store of a URL; pickled with the source for the workers, never
+        #: shown (:attr:`name` is the URL with any credentials in it hidden).
+        self.storage_options = dict(storage_options or {})
         if is_zarr_array(path):
             path, self.array = _zarr_array_location(path)
             # An array in this process's memory is read here and its blocks shipped,
             # as an ndarray's are: pickled for a worker, it would copy the whole store.
             self.in_memory = self.array is not None and "Memory" in type(self.array.store).__name__
         self.path = str(path)
+        if self.array is None and is_url(self.path):
+            check_url(self.path)
+            # memory:// lives in this process only: read here, blocks shipped.
+            self.in_memory = scheme_of(self.path) == "memory"
         self.component = component
-        self.name = self.path if component is None else f"{self.path}/{component}"
+        shown = redact_url(self.path)
+        self.name = shown if component is None else f"{shown}/{component}"
         arr = self._h_array()
         check_2d(arr, self.name)
         self.n_rows, self.n_features = (int(s) for s in arr.shape)
@@ -55,8 +68,9 @@ class ZarrSource(Source):
             if stop is not None:
                 raise SourceError(
                     f"{self.name}: its shape says {self.n_rows} rows, but its chunks stop at "
-                    f"row {stop} (the chunks after it do not exist); rewrite the store, or "
-                    "fix the shape in its metadata"
+                    f"row {stop} (the chunks after it do not exist, or held only the fill "
+                    "value, which zarr skips unless write_empty_chunks=True); rewrite the "
+                    "store, or fix the shape in its metadata"
                 )
         if block_rows is None:
             target = default_block_rows(self.n_features, self.dtype.itemsize)
@@ -68,12 +82,16 @@ class ZarrSource(Source):
         if arr is None:
             import zarr
 
-            if not os.path.exists(self.path) and "://" not in self.path:
+            remote = is_url(self.path)
+            if not remote and not os.path.exists(self.path):
                 raise SourceError(f"{self.path}: no such Zarr store; check the path")
             try:
-                node = zarr.open(self.path, mode="r")
+                if remote:
+                    node = zarr.open(self.path, mode="r", storage_options=self.storage_options)
+                else:
+                    node = zarr.open(self.path, mode="r")
             except Exception as exc:
-                raise SourceError(f"{self.path}: not a readable Zarr store ({exc})") from exc
+                raise open_error(self.name, exc, remote) from exc
             if isinstance(node, zarr.Group):
                 names = sorted(name for name, _ in node.arrays())
                 choice = self.component
@@ -84,14 +102,14 @@ class ZarrSource(Source):
                         choice = "X"
                     else:
                         raise SourceError(
-                            f"{self.path}: Zarr group holds arrays {names}; "
+                            f"{self.name}: Zarr group holds arrays {names}; "
                             "name one with component= (or path/NAME)"
                         )
                 if choice not in names:
-                    raise SourceError(f"{self.path}: no array {choice!r} in group; has {names}")
+                    raise SourceError(f"{self.name}: no array {choice!r} in group; has {names}")
                 node = node[choice]
             elif self.component is not None:
-                raise SourceError(f"{self.path}: is an array, not a group; drop component=")
+                raise SourceError(f"{self.name}: is an array, not a group; drop component=")
             arr = node
             self.__dict__["_h_arr"] = arr
         return arr
@@ -182,6 +200,34 @@ class ZarrSource(Source):
                 self.compute_dtype
             )
         return super().to_dask()
+
+
+def open_error(name: str, exc: Exception, remote: bool) -> StreamclustError:
+    """The one-line error for a Zarr store that cannot be opened. For a URL only the
+    error's kind is quoted (a provider's message can echo a request's headers)."""
+    if not remote:
+        return SourceError(f"{name}: not a readable Zarr store ({exc})")
+    if isinstance(exc, ImportError):
+        return DependencyError(f"{name}: {exc}; install the extra for this kind of URL")
+    kind = type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, PermissionError) or any(
+        word in text for word in ("AccessDenied", "Forbidden", "InvalidAccessKeyId", "Signature")
+    ):
+        return SourceError(
+            f"{name}: access denied ({kind}); check the credentials in storage_options "
+            "(CLI: --storage-option) or the environment"
+        )
+    if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
+        return SourceError(f"{name}: the bucket does not exist; check the URL")
+    if kind in ("GroupNotFoundError", "NodeNotFoundError", "ArrayNotFoundError") or isinstance(
+        exc, FileNotFoundError
+    ):
+        return SourceError(
+            f"{name}: no Zarr store there (no zarr.json or .zarray under this prefix, or no "
+            "such bucket); check the URL"
+        )
+    return SourceError(f"{name}: cannot open the store ({kind}); check the URL and the network")
 
 
 def _stored_rows(arr: Any) -> int | None:

@@ -1,0 +1,153 @@
+"""Data named by URL (``s3://``, ``gs://``, ``az://``, ``http(s)://``, ``memory://``):
+which package and extra each scheme needs, ``storage_options`` from the command
+line, and names and options with their secrets hidden for display."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..exceptions import DependencyError, ParameterError, SourceError
+
+__all__ = [
+    "LOCAL_SCHEMES",
+    "SCHEMES",
+    "check_url",
+    "is_url",
+    "local_path",
+    "parse_storage_options",
+    "redact_options",
+    "redact_url",
+    "scheme_of",
+]
+
+#: Scheme -> (the fsspec package it needs, the streamclust extra that installs it).
+SCHEMES: dict[str, tuple[str, str]] = {
+    "s3": ("s3fs", "s3"),
+    "s3a": ("s3fs", "s3"),
+    "gs": ("gcsfs", "gcs"),
+    "gcs": ("gcsfs", "gcs"),
+    "az": ("adlfs", "azure"),
+    "abfs": ("adlfs", "azure"),
+    "abfss": ("adlfs", "azure"),
+    "http": ("aiohttp", "http"),
+    "https": ("aiohttp", "http"),
+    "memory": ("fsspec", "cloud"),
+}
+#: Schemes that name this machine's files: opened as the local path.
+LOCAL_SCHEMES = ("file", "local")
+
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
+#: Option names whose values are secrets (matched anywhere in the key, any case).
+_SECRET_KEYS = re.compile(
+    r"secret|token|password|passwd|credential|key|sas|signature|connection_string|auth",
+    re.I,
+)
+#: Option names that look like secrets but are not (shown as they are).
+_PUBLIC_KEYS = {"key_prefix", "endpoint_url", "account_name"}
+
+
+def scheme_of(path: str) -> str | None:
+    """The URL scheme of ``path`` in lower case, or None for a plain path (a Windows
+    drive letter such as ``C:\\`` is a path, not a scheme)."""
+    match = _URL.match(path)
+    return match.group(1).lower() if match else None
+
+
+def is_url(path: Any) -> bool:
+    """True for a string naming data by URL (other than ``file://``)."""
+    if not isinstance(path, str):
+        return False
+    scheme = scheme_of(path)
+    return scheme is not None and scheme not in LOCAL_SCHEMES
+
+
+def local_path(path: str) -> str:
+    """``file:///data/x.zarr`` -> ``/data/x.zarr``; anything else unchanged."""
+    if scheme_of(path) in LOCAL_SCHEMES:
+        return urlsplit(path).path
+    return path
+
+
+def check_url(url: str) -> None:
+    """Refuse an unknown scheme, or one whose package is missing, in one line naming the
+    extra to install."""
+    scheme = scheme_of(url) or ""
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in ("s3", "gs", "az", "abfs", "http", "https", "file"))
+        raise SourceError(
+            f"{redact_url(url)}: unknown URL scheme '{scheme}://'; streamclust reads {known} "
+            "and local paths"
+        )
+    package, extra = SCHEMES[scheme]
+    if importlib.util.find_spec(package) is None:
+        raise DependencyError(
+            f"{redact_url(url)}: reading {scheme}:// needs the package {package}; install it "
+            f"with: pip install 'streamclust[{extra}]'"
+        )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any user/password and query string (a SAS token, a signature)
+    replaced by ``***``, so that it can be printed, logged or saved."""
+    if scheme_of(url) is None:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("://", 1)[0] + "://***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def redact_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``storage_options`` safe to print: every value under a key that names a
+    secret (``secret``, ``token``, ``password``, ``key``...) replaced by ``***``, nested
+    dicts included."""
+    out: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        if isinstance(value, dict):
+            out[key] = redact_options(value)
+        elif _SECRET_KEYS.search(str(key)) and str(key).lower() not in _PUBLIC_KEYS:
+            out[key] = "***"
+        else:
+            out[key] = value
+    return out
+
+
+def parse_storage_options(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``--storage-option``) as a ``storage_options`` dict.
+
+    A dotted key nests (``client_kwargs.region_name=eu-west-1``); a value that
+    reads as JSON (``true``, ``3``, ``{"a": 1}``) is that value, else the string.
+    """
+    options: dict[str, Any] = {}
+    for number, item in enumerate(items, 1):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            # Not quoted: a value pasted without its key may be a secret.
+            raise ParameterError(
+                f"--storage-option number {number} is not KEY=VALUE; write it as, e.g., "
+                "--storage-option endpoint_url=http://127.0.0.1:9000"
+            )
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        *parents, leaf = key.strip().split(".")
+        node = options
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ParameterError(
+                    f"--storage-option {key}: {name} is given both a value and sub-keys; "
+                    "give it one or the other"
+                )
+        node[leaf] = value
+    return options
