@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import runtime
 from .engine.plan import block_ranges
 from .exceptions import ParameterError
-from .inputs import as_source, is_out_of_core
+from .inputs import as_source, is_out_of_core, takes_storage_options
 from .kernels import quantile as Q
 from .persistence import model_from_parts, model_parts, register_model, save_model
 from .sources import ArrayWriter, open_source
@@ -86,9 +86,11 @@ class _Precomputed(BaseEstimator):
     def __init__(self) -> None:
         self.n_features_in_ = 1
 
+    @takes_storage_options
     def fit(self, X: Any, y: Any = None) -> _Precomputed:
         return self
 
+    @takes_storage_options
     def score_samples(self, X: Any) -> Any:
         if is_out_of_core(X):
             source = open_source(X)
@@ -241,6 +243,7 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
 
+    @takes_storage_options
     def fit(self, X: Any, y: Any = None) -> DensityAnomalyDetector:
         """Fit the model if it is not fitted, then the threshold over every row of ``X``."""
         self._check_params()
@@ -285,6 +288,7 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
                 "pass window=... or method='sketch'"
             )
 
+    @takes_storage_options
     def partial_fit(self, X: Any, y: Any = None) -> DensityAnomalyDetector:
         """Add one batch: update the model if the detector fitted it, then the threshold
         over the window of recent batches."""
@@ -313,6 +317,7 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ scoring
 
+    @takes_storage_options
     def score_samples(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """The model's score of every row (higher is more normal)."""
         check_is_fitted(self, "threshold_")
@@ -320,10 +325,12 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
             return self.model_.score_samples(X)
         return self.model_.score_samples(X, out=out, overwrite=overwrite)
 
+    @takes_storage_options
     def decision_function(self, X: Any) -> Any:
         """``score_samples(X) - threshold_``: negative for anomalies."""
         return self.score_samples(X) - self.threshold_
 
+    @takes_storage_options
     def predict(self, X: Any) -> Any:
         """-1 for anomalies, 1 for normal rows (as scikit-learn's outlier detectors)."""
         dec = self.decision_function(X)
@@ -336,6 +343,7 @@ class DensityAnomalyDetector(OutlierMixin, BaseEstimator):
         ``save``); ``streamclust.load`` gives them back, its stream window included."""
         save_model(self, path, overwrite=overwrite)
 
+    @takes_storage_options
     def detect(
         self, X: Any, out: Any = None, scores_out: Any = None, overwrite: bool = False
     ) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from .engine.caching import fit_cache
 from .engine.plan import block_ranges
 from .engine.seeds import draw_seed
 from .exceptions import DataError, ParameterError
-from .inputs import as_source, is_out_of_core
+from .inputs import as_source, is_out_of_core, takes_storage_options
 from .kernels import gmm as G
 from .kernels import online_em as O
 from .persistence import array_digest, fit_fingerprint, register_model, save_model
@@ -193,6 +193,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
 
+    @takes_storage_options
     def fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:
         """Fit on an array, dask array, Source or path."""
         self._check_params()
@@ -239,6 +240,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         self.read_stats_ = None if cache is None else cache.stats()
         return self
 
+    @takes_storage_options
     def partial_fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:
         """Online (stepwise) EM: update the model with new rows.
 
@@ -314,6 +316,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
     def _params_for(self, source: Source) -> G.Params:
         return self._params
 
+    @takes_storage_options
     def score_samples(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """Log-density ``log p(x)`` of every row (lazy for dask input; ``out`` streams)."""
         return apply_blocks(
@@ -325,18 +328,21 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self, "_params")
         return G.block_score, self._params
 
+    @takes_storage_options
     def predict_proba(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """Responsibilities, shape (n_samples, n_components)."""
         return apply_blocks(
             self, X, G.block_proba, self._params_for, np.float64, self.n_components, out, overwrite
         )
 
+    @takes_storage_options
     def predict(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """Most likely component of every row."""
         return apply_blocks(
             self, X, G.block_predict, self._params_for, np.int32, None, out, overwrite
         )
 
+    @takes_storage_options
     def fit_predict(self, X: Any, y: Any = None) -> Any:
         return self.fit(X).predict(X)
 
@@ -351,20 +357,24 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         )
         return float(np.sum(list(parts))), source.n_rows
 
+    @takes_storage_options
     def score(self, X: Any, y: Any = None) -> float:
         """Mean per-row log-likelihood of ``X``."""
         total, n = self._total_log_lik(X)
         return total / n
 
+    @takes_storage_options
     def information_criteria(self, X: Any) -> dict[str, float]:
         """Mean log-likelihood (``score``), ``bic`` and ``aic`` of ``X`` in one pass,
         with the total ``log_likelihood`` and ``n_samples``."""
         return criteria(self, *self._total_log_lik(X))
 
+    @takes_storage_options
     def bic(self, X: Any) -> float:
         """Bayesian information criterion on ``X`` (lower is better), in one pass."""
         return self.information_criteria(X)["bic"]
 
+    @takes_storage_options
     def aic(self, X: Any) -> float:
         """Akaike information criterion on ``X`` (lower is better), in one pass."""
         return self.information_criteria(X)["aic"]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from sklearn.utils.validation import validate_data
 
-from .exceptions import DataError
+from .exceptions import DataError, ParameterError
 from .sources import ArraySource, Source, is_dask_array, is_lazy_array, is_zarr_array, open_source
 from .validation import check_finite_block, check_n_features
 
-__all__ = ["as_source", "is_out_of_core"]
+__all__ = ["as_source", "is_out_of_core", "takes_storage_options", "with_storage_options"]
 
 
 def is_out_of_core(X: Any) -> bool:
@@ -24,6 +27,43 @@ def is_out_of_core(X: Any) -> bool:
         or is_zarr_array(X)
         or is_lazy_array(X)
     )
+
+
+def with_storage_options(X: Any, storage_options: dict[str, Any] | None) -> Any:
+    """``X``, or for a URL with ``storage_options`` the Source that opens it with them
+    (a Source passes on through every method unchanged)."""
+    if storage_options is None:
+        return X
+    if not isinstance(storage_options, dict):
+        raise ParameterError(
+            f"storage_options must be a dict, not {type(storage_options).__name__}"
+        )
+    if not isinstance(X, (str, os.PathLike)):
+        raise ParameterError(
+            f"storage_options apply to data named by URL, not to this {type(X).__name__}: "
+            "drop storage_options"
+        )
+    return open_source(os.fspath(X), storage_options=storage_options)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def takes_storage_options(method: F) -> F:
+    """Give a method that takes data ``X`` the keyword ``storage_options``: for ``X`` named
+    by URL, the options of its filesystem (credentials, ``endpoint_url``...), as
+    ``open_source(X, storage_options=...)`` takes them."""
+    sig = inspect.signature(method)
+    extra = inspect.Parameter("storage_options", inspect.Parameter.KEYWORD_ONLY, default=None)
+
+    @functools.wraps(method)
+    def wrapper(self: Any, X: Any, *args: Any, storage_options: Any = None, **kwargs: Any) -> Any:
+        return method(self, with_storage_options(X, storage_options), *args, **kwargs)
+
+    wrapper.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[*sig.parameters.values(), extra]
+    )
+    return wrapper  # type: ignore[return-value]
 
 
 def as_source(est: Any, X: Any, *, reset: bool) -> Any:

@@ -17,7 +17,7 @@ from .engine.caching import fit_cache
 from .engine.plan import BatchPlan, block_ranges
 from .engine.seeds import SEED_PARTIAL, child, root_seed
 from .exceptions import ParameterError
-from .inputs import as_source, is_out_of_core
+from .inputs import as_source, is_out_of_core, takes_storage_options
 from .kernels import kmeans as K
 from .persistence import fit_fingerprint, register_model, save_model
 from .sources import ArraySource, Source
@@ -240,6 +240,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
 
+    @takes_storage_options
     def fit(self, X: Any, y: Any = None) -> StreamingKMeans:
         """Fit on an array, dask array, Source or path (see the class docstring)."""
         n_init = self._check_params()
@@ -292,6 +293,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.read_stats_ = None if cache is None else cache.stats()
         return self
 
+    @takes_storage_options
     def partial_fit(self, X: Any, y: Any = None) -> StreamingKMeans:
         """Advance every candidate on new data.
 
@@ -346,6 +348,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def _centers_for(self, source: Source) -> np.ndarray:
         return self.cluster_centers_.astype(source.compute_dtype)
 
+    @takes_storage_options
     def predict(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """Index of the nearest center for every row.
 
@@ -358,12 +361,14 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             self, X, K.block_predict, self._centers_for, np.int32, None, out, overwrite
         )
 
+    @takes_storage_options
     def transform(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """Euclidean distance of every row to every center, shape (n_samples, n_clusters)."""
         return apply_blocks(
             self, X, K.block_transform, self._centers_for, None, self.n_clusters, out, overwrite
         )
 
+    @takes_storage_options
     def score_samples(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """Minus the squared distance of every row to its nearest center (float64):
         higher is more typical, as a density. Used by :class:`DensityAnomalyDetector`."""
@@ -376,11 +381,13 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self, "cluster_centers_")
         return K.block_score_samples, self.cluster_centers_
 
+    @takes_storage_options
     def fit_predict(self, X: Any, y: Any = None) -> Any:
         """Fit, then return the labels of ``X`` (``labels_`` for in-memory data)."""
         self.fit(X)
         return self.labels_ if hasattr(self, "labels_") else self.predict(X)
 
+    @takes_storage_options
     def score(self, X: Any, y: Any = None) -> float:
         """Negative exact inertia of ``X`` with the fitted centers (higher is better)."""
         check_is_fitted(self, "cluster_centers_")

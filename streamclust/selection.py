@@ -23,7 +23,7 @@ from .engine.plan import BatchPlan, logical_pass
 from .engine.seeds import draw_seed, root_seed
 from .exceptions import ParameterError
 from .gmm import StreamingGaussianMixture
-from .inputs import as_source
+from .inputs import as_source, with_storage_options
 from .kernels import gmm as G
 from .kernels import kmeans as K
 from .kmeans import (
@@ -173,6 +173,7 @@ def sweep_kmeans(
     silhouette_sample: int = 10_000,
     client: Any = None,
     progress: bool = True,
+    storage_options: dict[str, Any] | None = None,
     **params: Any,
 ) -> KMeansSweep:
     """Fit StreamingKMeans for every k in ``k`` in shared passes; inertia and silhouette.
@@ -185,6 +186,7 @@ def sweep_kmeans(
     (highest; every k must be >= 2) or ``"elbow"`` (the knee of the inertia
     curve; k may start at 1, whose silhouette is NaN) picks ``best_k``.
     """
+    X = with_storage_options(X, storage_options)
     check_option("criterion", criterion, ("silhouette", "elbow"))
     ks = _check_ks(k, low=2 if criterion == "silhouette" else 1)
     check_int("silhouette_sample", silhouette_sample, low=2)
@@ -314,6 +316,7 @@ def sweep_gmm(
     criterion: str = "bic",
     client: Any = None,
     progress: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> GMMSweep:
     """Fit a StreamingGaussianMixture for every k and covariance type in shared passes.
 
@@ -322,6 +325,7 @@ def sweep_gmm(
     pass serves every mixture still iterating. A last pass gives the exact BIC
     and AIC of each (equal to its ``bic(X)`` / ``aic(X)``).
     """
+    X = with_storage_options(X, storage_options)
     ks = _check_ks(k)
     covs = (covariance_type,) if isinstance(covariance_type, str) else tuple(covariance_type)
     for ct in covs:

@@ -14,7 +14,7 @@ import click
 
 from ..exceptions import ParameterError, SourceError
 from ..runtime import get_client, make_security
-from ..sources import Source, check_output, open_source
+from ..sources import Source, check_output, open_source, parse_storage_options
 
 __all__ = [
     "SCHEDULER_HELP",
@@ -49,12 +49,18 @@ def _parse_shape(value: str | None) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class DataOptions:
     """How to read DATA: --dtype and --shape (raw files), --component (Zarr groups),
-    --header (CSV batches)."""
+    --header (CSV batches), --storage-option (URLs)."""
 
     dtype: str | None = None
     shape: str | None = None
     component: str | None = None
     header: bool = False
+    storage_option: tuple[str, ...] = ()
+
+    @property
+    def storage_options(self) -> dict[str, Any] | None:
+        """The ``--storage-option KEY=VALUE`` given, as ``storage_options`` (None if none)."""
+        return parse_storage_options(self.storage_option) if self.storage_option else None
 
     def open(self, data: str) -> Source:
         return open_source(
@@ -63,6 +69,7 @@ class DataOptions:
             shape=_parse_shape(self.shape),
             component=self.component,
             header=self.header,
+            storage_options=self.storage_options,
         )
 
 
@@ -104,9 +111,16 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def command(
-        *args: Any, dtype: Any, shape: Any, component: Any, header: bool, **kwargs: Any
+        *args: Any,
+        dtype: Any,
+        shape: Any,
+        component: Any,
+        header: bool,
+        storage_option: tuple[str, ...],
+        **kwargs: Any,
     ) -> Any:
-        return fn(*args, data_opts=DataOptions(dtype, shape, component, header), **kwargs)
+        opts = DataOptions(dtype, shape, component, header, tuple(storage_option))
+        return fn(*args, data_opts=opts, **kwargs)
 
     for option in reversed(
         [
@@ -116,6 +130,15 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option("--component", default=None, help="Array inside a Zarr group."),
             click.option("--header", is_flag=True, help="CSV batch files start with a header row."),
+            click.option(
+                "--storage-option",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="For DATA named by URL (s3://, gs://, az://, https://): an option of its "
+                "filesystem, e.g. endpoint_url=http://127.0.0.1:9000 or anon=true; repeatable; "
+                "dotted keys nest (client_kwargs.region_name=eu-west-1). Credentials also come "
+                "from the provider's usual environment variables.",
+            ),
         ]
     ):
         command = option(command)

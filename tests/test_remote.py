@@ -1,0 +1,245 @@
+"""Data in object storage: Zarr stores read by URL from an S3 server and an HTTP
+server that the tests start on 127.0.0.1, with the same results as from disk."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from conftest import S3Bucket, cli_json, run_cli
+
+import streamclust as sc
+from streamclust.exceptions import DependencyError, ParameterError, SourceError
+from streamclust.sources import parse_storage_options, redact_options, redact_url, remote
+
+KM = {"n_clusters": 16, "n_init": 3, "batch_size": 1024, "random_state": 0, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def s3_blobs(s3_endpoint, blobs_zarr):
+    """The blobs store in a bucket of the S3 server: (bucket, URL)."""
+
+    bucket = S3Bucket(s3_endpoint, f"blobs-{uuid.uuid4().hex[:8]}")
+    return bucket, bucket.put(blobs_zarr, "data/blobs.zarr")
+
+
+@pytest.fixture(scope="module")
+def http_blobs(http_root, blobs_zarr) -> str:
+    root, base = http_root
+    name = f"{uuid.uuid4().hex}/blobs.zarr"
+    shutil.copytree(blobs_zarr, root / name)
+    return f"{base}/{name}"
+
+
+def test_a_fit_from_s3_http_and_memory_is_bit_identical_to_disk(blobs_zarr, s3_blobs, http_blobs):
+    bucket, url = s3_blobs
+    local = sc.StreamingKMeans(**KM).fit(blobs_zarr)
+    memory = f"memory://{uuid.uuid4().hex}/blobs.zarr"
+    zarr.create_array(memory, data=zarr.open_array(blobs_zarr, mode="r")[:], chunks=(3_000, 8))
+    fits = {
+        "s3": sc.StreamingKMeans(**KM).fit(url, storage_options=bucket.options),
+        "http": sc.StreamingKMeans(**KM).fit(http_blobs),
+        "memory": sc.StreamingKMeans(**KM).fit(memory),
+    }
+    for name, km in fits.items():
+        np.testing.assert_array_equal(km.cluster_centers_, local.cluster_centers_, err_msg=name)
+        assert km.inertia_ == local.inertia_, name
+    # The other methods that take data take the URL and its options too.
+    km = fits["s3"]
+    np.testing.assert_array_equal(
+        km.predict(url, storage_options=bucket.options), local.predict(blobs_zarr)
+    )
+    assert km.score(url, storage_options=bucket.options) == local.score(blobs_zarr)
+
+
+def test_gmm_and_detector_read_s3(blobs_zarr, s3_blobs):
+    bucket, url = s3_blobs
+    params = {"n_components": 4, "max_iter": 100, "random_state": 0, "progress": False}
+    local = sc.StreamingGaussianMixture(**params).fit(blobs_zarr)
+    gm = sc.StreamingGaussianMixture(**params).fit(url, storage_options=bucket.options)
+    np.testing.assert_array_equal(gm.means_, local.means_)
+    assert gm.bic(url, storage_options=bucket.options) == local.bic(blobs_zarr)
+    det = sc.DensityAnomalyDetector(model=gm, percentile=4).fit(url, storage_options=bucket.options)
+    assert (
+        det.threshold_
+        == sc.DensityAnomalyDetector(model=local, percentile=4).fit(blobs_zarr).threshold_
+    )
+
+
+def test_cli_fit_from_s3_with_storage_options(tmp_path, blobs_zarr, s3_blobs, capsys):
+    bucket, url = s3_blobs
+    args = "--k 16 --n-init 3 --batch-size 1024 --random-state 0"
+    remote_out = cli_json(
+        ["fit", url, *bucket.cli_options(), args, "--out", tmp_path / "r"], capsys
+    )
+    local_out = cli_json(["fit", blobs_zarr, args, "--out", tmp_path / "l"], capsys)
+    assert remote_out["inertia"] == local_out["inertia"]
+    np.testing.assert_array_equal(
+        sc.load(tmp_path / "r").cluster_centers_, sc.load(tmp_path / "l").cluster_centers_
+    )
+
+
+def test_zarr_objects_and_groups_on_s3(blobs32, s3_blobs):
+    bucket, url = s3_blobs
+    arr = zarr.open_array(url, mode="r", storage_options=bucket.options)
+    from_object = sc.StreamingKMeans(**KM).fit(arr)
+    from_url = sc.StreamingKMeans(**KM).fit(url, storage_options=bucket.options)
+    np.testing.assert_array_equal(from_object.cluster_centers_, from_url.cluster_centers_)
+    group = zarr.open_group(bucket.url("group.zarr"), mode="w", storage_options=bucket.options)
+    group.create_array("X", data=blobs32[:500], chunks=(100, 8))
+    group.create_array("y", data=np.ones((500, 1)), chunks=(100, 1))
+    source = sc.open_source(bucket.url("group.zarr"), storage_options=bucket.options)
+    np.testing.assert_array_equal(source.read(0, 500), blobs32[:500])  # X, by its name
+    inside = sc.open_source(bucket.url("group.zarr/y"), storage_options=bucket.options)
+    assert inside.shape == (500, 1)
+
+
+# ---------------------------------------------------------------- one-line errors
+
+
+def test_unknown_scheme_and_missing_extra_are_one_line(monkeypatch, tmp_path, capsys):
+    with pytest.raises(SourceError, match=r"unknown URL scheme 'ftp://'; streamclust reads s3://"):
+        sc.open_source("ftp://host/x.zarr")
+    monkeypatch.setitem(remote.SCHEMES, "gs", ("streamclust_no_such_package", "gcs"))
+    with pytest.raises(DependencyError, match=r"pip install 'streamclust\[gcs\]'"):
+        sc.StreamingKMeans(n_clusters=2).fit("gs://bucket/x.zarr")
+    code, _, err = run_cli(
+        ["fit", "gs://bucket/x.zarr", "--k", "2", "--out", tmp_path / "m"], capsys
+    )
+    assert code == 2 and err.count("\n") == 1 and "streamclust[gcs]" in err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("nothing/here.zarr", "no Zarr store there"),
+        ("notes.txt", "no Zarr store there"),
+    ],
+)
+def test_a_key_that_is_not_a_store_is_one_line(s3_bucket, tmp_path, key, message):
+    (tmp_path / "notes.txt").write_text("not zarr")
+    s3_bucket.put(tmp_path / "notes.txt", "notes.txt")
+    with pytest.raises(SourceError, match=message) as info:
+        sc.open_source(s3_bucket.url(key), storage_options=s3_bucket.options)
+    assert "\n" not in str(info.value)
+
+
+def test_a_bucket_that_does_not_exist_is_one_line(s3_bucket, tmp_path, capsys):
+    url = f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/x.zarr"
+    with pytest.raises(SourceError, match="no-such-bucket") as info:
+        sc.open_source(url, storage_options=s3_bucket.options)
+    assert "\n" not in str(info.value)
+    out = tmp_path / "m"
+    code, _, err = run_cli(["fit", url, *s3_bucket.cli_options(), "--k", "2", "--out", out], capsys)
+    assert code == 2 and err.count("\n") == 1 and not out.exists()
+
+
+def test_storage_options_are_checked(blobs32, tmp_path, capsys):
+    with pytest.raises(ParameterError, match="not to this ndarray: drop storage_options"):
+        sc.StreamingKMeans(n_clusters=2).fit(blobs32, storage_options={"anon": True})
+    with pytest.raises(ParameterError, match="storage_options must be a dict, not str"):
+        sc.StreamingKMeans(n_clusters=2).fit("s3://b/x.zarr", storage_options="anon")
+    code, _, err = run_cli(
+        [
+            "fit",
+            "s3://b/x.zarr",
+            "--storage-option",
+            "hunter2",
+            "--k",
+            "2",
+            "--out",
+            tmp_path / "m",
+        ],
+        capsys,
+    )
+    assert code == 2 and err.count("\n") == 1 and "KEY=VALUE" in err
+    assert "hunter2" not in err  # a value pasted without its key may be a secret
+    assert not (tmp_path / "m").exists()
+
+
+def test_storage_options_from_the_command_line():
+    assert parse_storage_options(
+        [
+            "endpoint_url=http://127.0.0.1:9000",
+            "anon=true",
+            "client_kwargs.region_name=eu-west-1",
+            "key=a=b",
+            "retries=3",
+        ]
+    ) == {
+        "endpoint_url": "http://127.0.0.1:9000",
+        "anon": True,
+        "client_kwargs": {"region_name": "eu-west-1"},
+        "key": "a=b",
+        "retries": 3,
+    }
+
+
+def test_names_and_options_hide_their_secrets():
+    assert redact_url("https://user:pw@host/x.zarr?sig=abc&se=1") == "https://***@host/x.zarr?***"
+    assert redact_url("s3://bucket/x.zarr") == "s3://bucket/x.zarr"
+    assert redact_options(
+        {
+            "key": "AKIA",
+            "secret": "s",
+            "token": "t",
+            "endpoint_url": "http://h",
+            "client_kwargs": {"aws_session_token": "x", "region_name": "r"},
+            "anon": False,
+        }
+    ) == {
+        "key": "***",
+        "secret": "***",
+        "token": "***",
+        "endpoint_url": "http://h",
+        "client_kwargs": {"aws_session_token": "***", "region_name": "r"},
+        "anon": False,
+    }
+
+
+# ---------------------------------------------------------------- secrets stay secret
+
+PLANTED = "planted-SECRET-7f3a9c"
+
+
+def _files_holding(root: Path, needle: str) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+def test_a_secret_in_storage_options_is_never_written_or_printed(
+    tmp_path, s3_blobs, http_blobs, capsys
+):
+    bucket, url = s3_blobs
+    secret = [f"--storage-option=secret={PLANTED}"]
+    options = [o for o in bucket.cli_options() if "secret=" not in o] + secret
+    outputs = []
+    for args in (
+        ["fit", url, *options, "--k", "4", "--out", tmp_path / "m", "--checkpoint", tmp_path / "c"],
+        ["fit", url, *options, "--k", "4", "--out", tmp_path / "g", "--model", "gmm", "--json"],
+        ["predict", url, "--model-dir", tmp_path / "m", *options, "--out", tmp_path / "p.npy"],
+        ["score", url, "--model-dir", tmp_path / "g", *options, "--json"],
+        ["fit", url + "-missing", *options, "--k", "4", "--out", tmp_path / "x"],
+    ):
+        code, out, err = run_cli([*args, "--scheduler", "sync"], capsys)
+        outputs.append(out + err)
+        assert code == (2 if "-missing" in str(args[1]) else 0), err
+    assert (tmp_path / "m").exists() and (tmp_path / "p.npy").exists()
+    assert not any(PLANTED in text for text in outputs)
+    assert _files_holding(tmp_path, PLANTED) == []
+    # In Python: the source's name and repr, a fitted model's repr and its saved files.
+    opts = {**bucket.options, "secret": PLANTED}
+    source = sc.open_source(url, storage_options=opts)
+    assert PLANTED not in repr(source) + source.name + source.token()
+    with_password = http_blobs.replace("http://", f"http://user:{PLANTED}@")
+    km = sc.StreamingKMeans(n_clusters=4, progress=False).fit(with_password)
+    assert PLANTED not in sc.open_source(with_password).name
+    km.save(tmp_path / "py")
+    assert _files_holding(tmp_path, PLANTED) == []
+    with pytest.raises(SourceError) as info:
+        sc.open_source(with_password + "-missing")
+    assert PLANTED not in str(info.value)
