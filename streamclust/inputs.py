@@ -12,7 +12,15 @@ import numpy as np
 from sklearn.utils.validation import validate_data
 
 from .exceptions import DataError, ParameterError
-from .sources import ArraySource, Source, is_dask_array, is_lazy_array, is_zarr_array, open_source
+from .sources import (
+    ArraySource,
+    Source,
+    is_dask_array,
+    is_lazy_array,
+    is_zarr_array,
+    open_source,
+    storage_options_for_outputs,
+)
 from .validation import check_finite_block, check_n_features
 
 __all__ = ["as_source", "is_out_of_core", "takes_storage_options", "with_storage_options"]
@@ -52,13 +60,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 def takes_storage_options(method: F) -> F:
     """Give a method that takes data ``X`` the keyword ``storage_options``: for ``X`` named
     by URL, the options of its filesystem (credentials, ``endpoint_url``...), as
-    ``open_source(X, storage_options=...)`` takes them."""
+    ``open_source(X, storage_options=...)`` takes them; an ``out=`` URL is written
+    with the same options."""
     sig = inspect.signature(method)
     extra = inspect.Parameter("storage_options", inspect.Parameter.KEYWORD_ONLY, default=None)
 
     @functools.wraps(method)
     def wrapper(self: Any, X: Any, *args: Any, storage_options: Any = None, **kwargs: Any) -> Any:
-        return method(self, with_storage_options(X, storage_options), *args, **kwargs)
+        if storage_options is None:  # (an enclosing call's options stay in force)
+            return method(self, X, *args, **kwargs)
+        X = with_storage_options(X, storage_options)
+        with storage_options_for_outputs(storage_options):  # for an out= URL
+            return method(self, X, *args, **kwargs)
 
     wrapper.__signature__ = sig.replace(  # type: ignore[attr-defined]
         parameters=[*sig.parameters.values(), extra]

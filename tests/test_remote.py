@@ -3,6 +3,7 @@ server that the tests start on 127.0.0.1, with the same results as from disk."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from pathlib import Path
@@ -14,7 +15,13 @@ from conftest import S3Bucket, cli_json, run_cli
 
 import streamclust as sc
 from streamclust.exceptions import DependencyError, ParameterError, SourceError
-from streamclust.sources import parse_storage_options, redact_options, redact_url, remote
+from streamclust.sources import (
+    ArrayWriter,
+    parse_storage_options,
+    redact_options,
+    redact_url,
+    remote,
+)
 
 KM = {"n_clusters": 16, "n_init": 3, "batch_size": 1024, "random_state": 0, "progress": False}
 
@@ -243,3 +250,83 @@ def test_a_secret_in_storage_options_is_never_written_or_printed(
     with pytest.raises(SourceError) as info:
         sc.open_source(with_password + "-missing")
     assert PLANTED not in str(info.value)
+
+
+# ---------------------------------------------------------------- writing to a URL
+
+
+def test_write_zarr_to_s3_publishes_when_complete(s3_bucket, blobs32):
+    url, opts = s3_bucket.url("out/x.zarr"), s3_bucket.options
+    written = sc.write_zarr(blobs32, url, block_rows=3_000, storage_options=opts)
+    assert written.name == url and written.committed_rows == len(blobs32)
+    np.testing.assert_array_equal(sc.open_source(url, storage_options=opts)[:], blobs32)
+    with pytest.raises(SourceError, match="already exists; pass overwrite=True") as info:
+        sc.write_zarr(blobs32[:10], url, storage_options=opts)
+    assert "\n" not in str(info.value)
+    sc.write_zarr(blobs32[:10], url, storage_options=opts, overwrite=True)
+    assert sc.open_source(url, storage_options=opts).shape == (10, 8)
+    # A prefix of other objects is never replaced; http(s) and .npy are not written.
+    s3_bucket.fs.pipe(f"{s3_bucket.name}/logs.zarr/readme.txt", b"not a store")
+    with pytest.raises(SourceError, match="holds objects that are not a Zarr store"):
+        sc.write_zarr(blobs32, s3_bucket.url("logs.zarr"), storage_options=opts, overwrite=True)
+    with pytest.raises(SourceError, match="http:// is read-only"):
+        sc.write_zarr(blobs32, "http://127.0.0.1:9/x.zarr")
+    with pytest.raises(SourceError, match=r"an output at a URL must be a \.zarr store"):
+        ArrayWriter(s3_bucket.url("x.npy"), n_rows=3, storage_options=opts)
+
+
+def test_an_unfinished_remote_store_is_unreadable_and_a_failed_one_removed(s3_bucket, blobs32):
+    url, opts = s3_bucket.url("half.zarr"), s3_bucket.options
+    writer = ArrayWriter(url, chunk_rows=1_000, storage_options=opts)
+    writer.append(blobs32[:2_500])  # a writer that dies here leaves its chunks unpublished
+    with pytest.raises(SourceError, match="lie past committed_rows=0: the store was not comp"):
+        sc.open_source(url, storage_options=opts).read(0, 10)
+    bad = blobs32[:3_000].copy()
+    bad[2_100, 3] = np.nan
+    with pytest.raises(sc.DataError, match="row index 2100"):
+        sc.write_zarr(
+            iter([bad[:2_000], bad[2_000:]]), s3_bucket.url("bad.zarr"), storage_options=opts
+        )
+    assert not s3_bucket.fs.exists(f"{s3_bucket.name}/bad.zarr")
+
+
+def test_predict_and_convert_write_to_s3(tmp_path, blobs_zarr, s3_blobs, s3_bucket, capsys):
+    bucket, url = s3_blobs
+    km = sc.StreamingKMeans(**KM).fit(blobs_zarr)
+    out = s3_bucket.url("labels.zarr")
+    # The data's storage_options reach the output (here both in the same server).
+    assert km.predict(url, out=out, storage_options=bucket.options) == out
+    labels = zarr.open_array(out, mode="r", storage_options=bucket.options)[:]
+    np.testing.assert_array_equal(labels, km.predict(blobs_zarr))
+    det = sc.DensityAnomalyDetector(km, percentile=4).fit(blobs_zarr)
+    flags_url = s3_bucket.url("flags.zarr")
+    summary = det.detect(url, out=flags_url, storage_options=bucket.options)
+    flags = zarr.open_array(flags_url, mode="r", storage_options=bucket.options)[:]
+    assert (
+        summary["anomalies"]
+        == int((flags == -1).sum())
+        == int((det.predict(blobs_zarr) == -1).sum())
+    )
+    km.save(tmp_path / "m")
+    cli_out = s3_bucket.url("cli-labels.zarr")
+    cli_json(
+        ["predict", url, "--model-dir", tmp_path / "m", *bucket.cli_options(), "--out", cli_out],
+        capsys,
+    )
+    np.testing.assert_array_equal(
+        zarr.open_array(cli_out, mode="r", storage_options=bucket.options)[:], labels
+    )
+    # convert: S3 -> S3 and S3 -> disk, then back.
+    copy = s3_bucket.url("copy.zarr")
+    code, out, err = run_cli(["convert", url, copy, *bucket.cli_options(), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["rows"] == 20_000 and json.loads(out)["dst"] == copy
+    code, _, err = run_cli(
+        ["convert", copy, tmp_path / "local.zarr", *bucket.cli_options()], capsys
+    )
+    assert code == 0, err
+    np.testing.assert_array_equal(
+        sc.open_source(tmp_path / "local.zarr")[:], sc.open_source(blobs_zarr)[:]
+    )
+    code, _, err = run_cli(["convert", blobs_zarr, copy, *bucket.cli_options()], capsys)
+    assert code == 2 and "already exists; pass --overwrite" in err and err.count("\n") == 1

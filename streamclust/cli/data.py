@@ -16,9 +16,23 @@ from sklearn.cluster import KMeans
 from ..datasets import CHAPTER_LOOP, make_chapter_blobs, write_blobs_zarr
 from ..exceptions import ParameterError, SourceError
 from ..kmeans import StreamingKMeans
-from ..sources import iter_csv_blocks, open_source, write_zarr
+from ..sources import (
+    iter_csv_blocks,
+    open_source,
+    parse_storage_options,
+    redact_url,
+    storage_options_for_outputs,
+    write_zarr,
+)
 from .group import cli
-from .options import SCHEDULER_HELP, check_new_output, emit, json_option, overwrite_option
+from .options import (
+    SCHEDULER_HELP,
+    check_new_output,
+    emit,
+    json_option,
+    overwrite_option,
+    storage_option_option,
+)
 
 __all__ = ["convert", "demo"]
 
@@ -33,6 +47,7 @@ __all__ = ["convert", "demo"]
 @click.option(
     "--dtype", default=None, help="Output dtype (default: float32 stays, others float64)."
 )
+@storage_option_option
 @overwrite_option
 @json_option
 def convert(
@@ -41,15 +56,31 @@ def convert(
     block_rows: int | None,
     header: bool,
     dtype: str | None,
+    storage_option: tuple[str, ...],
     overwrite: bool,
     as_json: bool,
 ) -> None:
-    """Convert SRC (.npy, .csv, a batch directory, a Zarr store) to the Zarr store DST."""
+    """Convert SRC (.npy, .csv, a batch directory, a Zarr store; a path or URL) to the Zarr
+    store DST (a path or URL)."""
+    options = parse_storage_options(storage_option) if storage_option else None
+    with storage_options_for_outputs(options):
+        _convert(src, dst, block_rows, header, dtype, options, overwrite, as_json)
 
+
+def _convert(
+    src: str,
+    dst: str,
+    block_rows: int | None,
+    header: bool,
+    dtype: str | None,
+    options: dict[str, Any] | None,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
     if block_rows is not None and block_rows < 1:
         raise ParameterError(f"--block-rows {block_rows} must be >= 1")
-    if not dst.endswith(".zarr"):
-        raise SourceError(f"{dst}: the output store's name must end in .zarr")
+    if not dst.rstrip("/").endswith(".zarr"):
+        raise SourceError(f"{redact_url(dst)}: the output store's name must end in .zarr")
     check_new_output(dst, overwrite)
     if dtype is not None:
         try:
@@ -62,12 +93,14 @@ def convert(
             raise SourceError(f"{src}: no such file; check the path")
         data: Any = iter_csv_blocks(src, block_rows or 65536, header=header)
     else:
-        data = open_source(src, header=header)
-    out = write_zarr(data, dst, block_rows=block_rows, dtype=dtype, overwrite=overwrite)
+        data = open_source(src, header=header, storage_options=options)
+    out = write_zarr(
+        data, dst, block_rows=block_rows, dtype=dtype, overwrite=overwrite, storage_options=options
+    )
     seconds = time.perf_counter() - t0
     summary = {
-        "src": src,
-        "dst": dst,
+        "src": redact_url(src),
+        "dst": redact_url(dst),
         "rows": out.n_rows,
         "features": out.n_features,
         "dtype": str(out.dtype),
@@ -76,7 +109,7 @@ def convert(
     emit(
         as_json,
         summary,
-        [f"wrote {out.n_rows} rows x {out.n_features} {out.dtype} to {dst} in {seconds:.2f} s"],
+        [f"wrote {out.n_rows} x {out.n_features} {out.dtype} to {out.name} in {seconds:.2f} s"],
     )
 
 

@@ -11,7 +11,7 @@ import click
 from ..anomaly import DensityAnomalyDetector
 from ..exceptions import SourceError
 from ..persistence import check_model_output, load
-from ..sources import check_writable
+from ..sources import check_writable, redact_url
 from .group import cli
 from .kinds import KINDS, build_estimator, estimator_options, kind_of
 from .options import (
@@ -66,7 +66,7 @@ def fit(
     model.save(out, overwrite=overwrite)
     summary = {
         "model": model_kind,
-        "data": data,
+        "data": redact_url(data),
         "rows": source.n_rows,
         "features": source.n_features,
         "seconds": seconds,
@@ -113,8 +113,13 @@ def predict(
     t0 = time.perf_counter()
     model.predict(source, out=out, overwrite=overwrite)
     seconds = time.perf_counter() - t0
-    summary = {"data": data, "rows": source.n_rows, "out": out, "seconds": seconds}
-    run.emit(summary, [f"wrote {source.n_rows} labels to {out} in {seconds:.2f} s"])
+    summary = {
+        "data": redact_url(data),
+        "rows": source.n_rows,
+        "out": redact_url(out),
+        "seconds": seconds,
+    }
+    run.emit(summary, [f"wrote {source.n_rows} labels to {redact_url(out)} in {seconds:.2f} s"])
 
 
 @cli.command()
@@ -146,7 +151,7 @@ def score(
     source = data_opts.open(data)
     model.set_params(client=run.client(), progress=run.progress)
     summary, lines = kind.score(model, source, out, overwrite)
-    run.emit({"data": data, **summary}, lines)
+    run.emit({"data": redact_url(data), **summary}, lines)
 
 
 @cli.command()
@@ -190,7 +195,11 @@ def detect(
     t0 = time.perf_counter()
     det.fit(source)
     summary = det.detect(source, out=out, scores_out=scores_out, overwrite=overwrite)
-    summary |= {"data": data, "passes": det.n_passes_ + 1, "seconds": time.perf_counter() - t0}
+    summary |= {
+        "data": redact_url(data),
+        "passes": det.n_passes_ + 1,
+        "seconds": time.perf_counter() - t0,
+    }
     lines = [
         f"threshold {det.threshold_:.10g} ({percentile:g}th percentile, {method}): "
         f"{summary['anomalies']} anomalies in {summary['rows']} rows ({summary['rate']:.2%})"

@@ -14,7 +14,13 @@ import click
 
 from ..exceptions import ParameterError, SourceError
 from ..runtime import get_client, make_security
-from ..sources import Source, check_output, open_source, parse_storage_options
+from ..sources import (
+    Source,
+    check_output,
+    open_source,
+    parse_storage_options,
+    storage_options_for_outputs,
+)
 
 __all__ = [
     "SCHEDULER_HELP",
@@ -27,6 +33,7 @@ __all__ = [
     "json_option",
     "overwrite_option",
     "run_options",
+    "storage_option_option",
 ]
 
 SCHEDULER_HELP = (
@@ -106,6 +113,17 @@ def emit(as_json: bool, summary: dict[str, Any], lines: list[str]) -> None:
             click.echo(line)
 
 
+storage_option_option = click.option(
+    "--storage-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="For data named by URL (s3://, gs://, az://, https://), read or written: an option "
+    "of its filesystem, e.g. endpoint_url=http://127.0.0.1:9000 or anon=true; repeatable; "
+    "dotted keys nest (client_kwargs.region_name=eu-west-1). Credentials also come from the "
+    "provider's usual environment variables.",
+)
+
+
 def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add the options that say how to read DATA; the command gets ``data_opts``."""
 
@@ -120,7 +138,8 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         **kwargs: Any,
     ) -> Any:
         opts = DataOptions(dtype, shape, component, header, tuple(storage_option))
-        return fn(*args, data_opts=opts, **kwargs)
+        with storage_options_for_outputs(opts.storage_options):  # --out URLs too
+            return fn(*args, data_opts=opts, **kwargs)
 
     for option in reversed(
         [
@@ -130,15 +149,7 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option("--component", default=None, help="Array inside a Zarr group."),
             click.option("--header", is_flag=True, help="CSV batch files start with a header row."),
-            click.option(
-                "--storage-option",
-                multiple=True,
-                metavar="KEY=VALUE",
-                help="For DATA named by URL (s3://, gs://, az://, https://): an option of its "
-                "filesystem, e.g. endpoint_url=http://127.0.0.1:9000 or anon=true; repeatable; "
-                "dotted keys nest (client_kwargs.region_name=eu-west-1). Credentials also come "
-                "from the provider's usual environment variables.",
-            ),
+            storage_option_option,
         ]
     ):
         command = option(command)

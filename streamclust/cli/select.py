@@ -11,6 +11,7 @@ import click
 
 from ..exceptions import ParameterError, SourceError
 from ..plotting import require_matplotlib
+from ..sources import redact_url
 from .group import cli
 from .kinds import KINDS, model_option
 from .options import (
@@ -122,7 +123,7 @@ def select(
         lines.append(f"saved {plot_path}")
     summary = {
         "model": model_kind,
-        "data": data,
+        "data": redact_url(data),
         "rows": source.n_rows,
         "table": res.table(),
         "best": best,

@@ -22,7 +22,13 @@ from .files import (
     read_batch_file,
 )
 from .opening import open_source
-from .remote import is_url, parse_storage_options, redact_options, redact_url
+from .remote import (
+    is_url,
+    parse_storage_options,
+    redact_options,
+    redact_url,
+    storage_options_for_outputs,
+)
 from .writers import ArrayWriter, check_output, check_writable, write_array, write_zarr
 from .zarr_store import ZarrSource, is_zarr_array
 
@@ -51,6 +57,7 @@ __all__ = [
     "read_batch_file",
     "redact_options",
     "redact_url",
+    "storage_options_for_outputs",
     "write_array",
     "write_zarr",
 ]

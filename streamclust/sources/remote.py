@@ -7,6 +7,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,14 +17,19 @@ from ..exceptions import DependencyError, ParameterError, SourceError
 
 __all__ = [
     "LOCAL_SCHEMES",
+    "READ_ONLY_SCHEMES",
     "SCHEMES",
     "check_url",
+    "explain_failure",
+    "filesystem",
     "is_url",
     "local_path",
     "parse_storage_options",
     "redact_options",
     "redact_url",
+    "output_storage_options",
     "scheme_of",
+    "storage_options_for_outputs",
 ]
 
 #: Scheme -> (the fsspec package it needs, the streamclust extra that installs it).
@@ -39,6 +47,13 @@ SCHEMES: dict[str, tuple[str, str]] = {
 }
 #: Schemes that name this machine's files: opened as the local path.
 LOCAL_SCHEMES = ("file", "local")
+#: Schemes read but never written.
+READ_ONLY_SCHEMES = ("http", "https")
+
+#: The storage_options of the call in progress, for the URLs it writes (``out=``).
+_OUTPUT_OPTIONS: ContextVar[dict[str, Any] | None] = ContextVar(
+    "streamclust_output_storage_options", default=None
+)
 
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
 #: Option names whose values are secrets (matched anywhere in the key, any case).
@@ -151,3 +166,50 @@ def parse_storage_options(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
                 )
         node[leaf] = value
     return options
+
+
+def filesystem(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+    """The fsspec filesystem of ``url`` and the path inside it."""
+    check_url(url)
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url, **(storage_options or {}))
+    except Exception as exc:  # a bad option: its kind only, its message may quote values
+        raise SourceError(
+            f"{redact_url(url)}: cannot set up its filesystem ({type(exc).__name__}); check "
+            "storage_options (CLI: --storage-option)"
+        ) from exc
+
+
+def explain_failure(exc: BaseException) -> str | None:
+    """Why a request to object storage failed, when it is a known reason: denied
+    credentials, or a bucket that does not exist (None otherwise)."""
+    kind = type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, PermissionError) or any(
+        word in text for word in ("AccessDenied", "Forbidden", "InvalidAccessKeyId", "Signature")
+    ):
+        return (
+            f"access denied ({kind}); check the credentials in storage_options "
+            "(CLI: --storage-option) or the environment"
+        )
+    if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
+        return "the bucket does not exist; check the URL"
+    return None
+
+
+@contextmanager
+def storage_options_for_outputs(options: dict[str, Any] | None) -> Iterator[None]:
+    """Within this block, URLs written (an estimator method's ``out=``) use ``options``,
+    the same as the data read in the call."""
+    token = _OUTPUT_OPTIONS.set(options)
+    try:
+        yield
+    finally:
+        _OUTPUT_OPTIONS.reset(token)
+
+
+def output_storage_options() -> dict[str, Any] | None:
+    """The options set by :func:`storage_options_for_outputs` around this call, if any."""
+    return _OUTPUT_OPTIONS.get()

@@ -13,7 +13,7 @@ import numpy as np
 from ..exceptions import DependencyError, SourceError, StreamclustError
 from ..validation import check_finite_block, compute_dtype, row_span
 from .base import Source, check_2d, default_block_rows
-from .remote import check_url, is_url, redact_url, scheme_of
+from .remote import check_url, explain_failure, is_url, redact_url, scheme_of
 
 __all__ = ["ZarrSource", "is_zarr_array", "is_zarr_dir", "open_error"]
 
@@ -209,17 +209,10 @@ def open_error(name: str, exc: Exception, remote: bool) -> StreamclustError:
         return SourceError(f"{name}: not a readable Zarr store ({exc})")
     if isinstance(exc, ImportError):
         return DependencyError(f"{name}: {exc}; install the extra for this kind of URL")
+    reason = explain_failure(exc)
+    if reason is not None:
+        return SourceError(f"{name}: {reason}")
     kind = type(exc).__name__
-    text = str(exc)
-    if isinstance(exc, PermissionError) or any(
-        word in text for word in ("AccessDenied", "Forbidden", "InvalidAccessKeyId", "Signature")
-    ):
-        return SourceError(
-            f"{name}: access denied ({kind}); check the credentials in storage_options "
-            "(CLI: --storage-option) or the environment"
-        )
-    if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
-        return SourceError(f"{name}: the bucket does not exist; check the URL")
     if kind in ("GroupNotFoundError", "NodeNotFoundError", "ArrayNotFoundError") or isinstance(
         exc, FileNotFoundError
     ):
