@@ -124,8 +124,8 @@ def test_unknown_scheme_and_missing_extra_are_one_line(monkeypatch, tmp_path, ca
 @pytest.mark.parametrize(
     ("key", "message"),
     [
-        ("nothing/here.zarr", "no Zarr store there"),
-        ("notes.txt", "no Zarr store there"),
+        ("nothing/here.zarr", "no Zarr store and no Parquet files there"),
+        ("notes.txt", "no Zarr store and no Parquet files there"),
     ],
 )
 def test_a_key_that_is_not_a_store_is_one_line(s3_bucket, tmp_path, key, message):

@@ -274,3 +274,50 @@ class TestZarrInMemoryStore(SourceTests):
         url = f"memory://{uuid.uuid4().hex}/t.zarr"
         zarr.create_array(url, data=table, chunks=(128, table.shape[1]))
         return sc.open_source(url)
+
+
+def _parquet_dir(path: Path, table: np.ndarray) -> Path:
+    """The table in three Parquet files of several row groups, with a string column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.mkdir(parents=True, exist_ok=True)
+    for i, (lo, hi) in enumerate(itertools.pairwise([0, 400, 401, N_ROWS])):
+        columns = {f"x{j}": table[lo:hi, j] for j in range(table.shape[1])}
+        columns["site"] = np.array(["a"] * (hi - lo))
+        pq.write_table(pa.table(columns), path / f"part-{i}.parquet", row_group_size=150)
+    (path / "_SUCCESS").write_text("")
+    return path
+
+
+class TestParquetSource(SourceTests):
+    """A directory of Parquet files: row groups are the blocks, string columns left out."""
+
+    def make(self, path, table):
+        source = sc.open_source(_parquet_dir(path / "pq", table))
+        assert isinstance(source, sc.ParquetSource)
+        assert source.columns == [f"x{j}" for j in range(N_FEATURES)]
+        return source
+
+
+class TestParquetOnS3(RemoteSourceTests):
+    """The same files under a prefix of the test S3 server."""
+
+    uploaded: ClassVar[dict[bytes, str]] = {}
+
+    @pytest.fixture(autouse=True)
+    def _bucket(self, s3_kit_bucket):
+        self.bucket = s3_kit_bucket
+
+    def url_for(self, path, table):
+        import hashlib
+        import uuid
+
+        digest = hashlib.sha256(table.tobytes()).digest()
+        if digest not in self.uploaded:
+            local = _parquet_dir(path / "pq", table)
+            self.uploaded[digest] = self.bucket.put(local, f"{uuid.uuid4().hex}/landing")
+        return self.uploaded[digest]
+
+    def make(self, path, table):
+        return sc.open_source(self.url_for(path, table) + "/", storage_options=self.bucket.options)

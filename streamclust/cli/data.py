@@ -28,6 +28,7 @@ from .group import cli
 from .options import (
     SCHEDULER_HELP,
     check_new_output,
+    columns_option,
     emit,
     json_option,
     overwrite_option,
@@ -48,6 +49,7 @@ __all__ = ["convert", "demo"]
     "--dtype", default=None, help="Output dtype (default: float32 stays, others float64)."
 )
 @storage_option_option
+@columns_option
 @overwrite_option
 @json_option
 def convert(
@@ -57,14 +59,16 @@ def convert(
     header: bool,
     dtype: str | None,
     storage_option: tuple[str, ...],
+    columns: str | None,
     overwrite: bool,
     as_json: bool,
 ) -> None:
-    """Convert SRC (.npy, .csv, a batch directory, a Zarr store; a path or URL) to the Zarr
-    store DST (a path or URL)."""
+    """Convert SRC (.npy, .csv, Parquet, a batch directory, a Zarr store; a path or URL) to
+    the Zarr store DST (a path or URL)."""
     options = parse_storage_options(storage_option) if storage_option else None
+    chosen = None if columns is None else columns.split(",")
     with storage_options_for_outputs(options):
-        _convert(src, dst, block_rows, header, dtype, options, overwrite, as_json)
+        _convert(src, dst, block_rows, header, dtype, options, chosen, overwrite, as_json)
 
 
 def _convert(
@@ -74,6 +78,7 @@ def _convert(
     header: bool,
     dtype: str | None,
     options: dict[str, Any] | None,
+    columns: list[str] | None,
     overwrite: bool,
     as_json: bool,
 ) -> None:
@@ -93,7 +98,7 @@ def _convert(
             raise SourceError(f"{src}: no such file; check the path")
         data: Any = iter_csv_blocks(src, block_rows or 65536, header=header)
     else:
-        data = open_source(src, header=header, storage_options=options)
+        data = open_source(src, header=header, storage_options=options, columns=columns)
     out = write_zarr(
         data, dst, block_rows=block_rows, dtype=dtype, overwrite=overwrite, storage_options=options
     )

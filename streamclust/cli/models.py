@@ -11,7 +11,7 @@ import click
 from ..anomaly import DensityAnomalyDetector
 from ..exceptions import SourceError
 from ..persistence import check_model_output, load
-from ..sources import check_writable, redact_url
+from ..sources import ParquetSource, check_writable, redact_url
 from .group import cli
 from .kinds import KINDS, build_estimator, estimator_options, kind_of
 from .options import (
@@ -79,6 +79,9 @@ def fit(
     found, line = KINDS[model_kind].fit_summary(model)
     summary |= found
     lines.append(line)
+    if isinstance(source, ParquetSource):  # the columns chosen (all numeric by default)
+        summary["columns"] = source.columns
+        lines.append(f"features: the columns {', '.join(source.columns)}")
     reads = model.read_stats_
     if reads is not None:
         summary["reads"] = reads

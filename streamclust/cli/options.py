@@ -32,6 +32,7 @@ __all__ = [
     "emit",
     "json_option",
     "overwrite_option",
+    "columns_option",
     "run_options",
     "storage_option_option",
 ]
@@ -56,13 +57,14 @@ def _parse_shape(value: str | None) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class DataOptions:
     """How to read DATA: --dtype and --shape (raw files), --component (Zarr groups),
-    --header (CSV batches), --storage-option (URLs)."""
+    --header (CSV batches), --storage-option (URLs), --columns (Parquet)."""
 
     dtype: str | None = None
     shape: str | None = None
     component: str | None = None
     header: bool = False
     storage_option: tuple[str, ...] = ()
+    columns: str | None = None
 
     @property
     def storage_options(self) -> dict[str, Any] | None:
@@ -77,6 +79,7 @@ class DataOptions:
             component=self.component,
             header=self.header,
             storage_options=self.storage_options,
+            columns=None if self.columns is None else self.columns.split(","),
         )
 
 
@@ -124,6 +127,14 @@ storage_option_option = click.option(
 )
 
 
+columns_option = click.option(
+    "--columns",
+    default=None,
+    metavar="A,B,...",
+    help="Parquet: the feature columns (default: every numeric column).",
+)
+
+
 def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add the options that say how to read DATA; the command gets ``data_opts``."""
 
@@ -135,9 +146,10 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         component: Any,
         header: bool,
         storage_option: tuple[str, ...],
+        columns: str | None,
         **kwargs: Any,
     ) -> Any:
-        opts = DataOptions(dtype, shape, component, header, tuple(storage_option))
+        opts = DataOptions(dtype, shape, component, header, tuple(storage_option), columns)
         with storage_options_for_outputs(opts.storage_options):  # --out URLs too
             return fn(*args, data_opts=opts, **kwargs)
 
@@ -150,6 +162,7 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--component", default=None, help="Array inside a Zarr group."),
             click.option("--header", is_flag=True, help="CSV batch files start with a header row."),
             storage_option_option,
+            columns_option,
         ]
     ):
         command = option(command)

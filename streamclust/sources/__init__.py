@@ -22,6 +22,7 @@ from .files import (
     read_batch_file,
 )
 from .opening import open_source
+from .parquet import ParquetSource
 from .remote import (
     is_url,
     parse_storage_options,
@@ -42,6 +43,7 @@ __all__ = [
     "DaskSource",
     "LazyArraySource",
     "NpySource",
+    "ParquetSource",
     "RawSource",
     "Source",
     "ZarrSource",

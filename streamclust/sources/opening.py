@@ -4,6 +4,7 @@ array, an ndarray or array-like) as a :class:`Source`."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import numpy as np
 from ..exceptions import DataError, SourceError
 from .arrays import ArraySource, DaskSource, LazyArraySource, is_dask_array, is_lazy_array
 from .base import Source
-from .files import BatchDirSource, NpySource, RawSource
-from .remote import is_url, local_path
+from .files import BATCH_SUFFIXES, BatchDirSource, NpySource, RawSource
+from .parquet import ParquetSource
+from .remote import is_url, local_path, redact_url
 from .zarr_store import ZarrSource, is_zarr_array, is_zarr_dir
 
 __all__ = ["open_source"]
@@ -28,6 +30,7 @@ def open_source(
     header: bool = False,
     block_rows: int | None = None,
     storage_options: dict[str, Any] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Source:
     """Open anything streamclust can read as a :class:`Source`.
 
@@ -37,10 +40,12 @@ def open_source(
         A URL (``s3://``, ``gs://``, ``az://``/``abfs://``, ``http(s)://``,
         ``memory://``; ``file://`` is a local path) names a Zarr store in
         object storage, read through zarr's fsspec store (an array inside a
-        group: ``s3://bucket/store.zarr/NAME``). A path may name a Zarr store
+        group: ``s3://bucket/store.zarr/NAME``), or a Parquet file or a prefix
+        of Parquet files. A path may name a Zarr store
         (directory with ``zarr.json`` or ``.zarray``, optionally
         ``store.zarr/array``), a ``.npy`` file (memory-mapped), a raw binary
-        file (with ``dtype`` and ``shape``), or a directory of batch files
+        file (with ``dtype`` and ``shape``), a ``.parquet`` file or a directory
+        of them (row groups are the blocks), or a directory of batch files
         (``.npy``, ``.csv``, ``.parquet``). A ``zarr.Array`` (any store)
         is read chunk by chunk like its path; an array-like with ``shape``,
         ``dtype`` and ``__getitem__`` that is larger than a block (an
@@ -53,6 +58,8 @@ def open_source(
         CSV batch files start with a header row.
     block_rows : int, optional
         Rows per block (default: whole Zarr chunks, or about 8 MiB).
+    columns : list of str, optional
+        Parquet: the feature columns (default: every numeric column).
     storage_options : dict, optional
         For a URL: passed to its filesystem (``endpoint_url``, ``key``,
         ``secret``, ``token``, ``anon``...). Without them, the provider's usual
@@ -73,13 +80,18 @@ def open_source(
             raise SourceError(
                 f"storage_options must be a dict, not {type(storage_options).__name__}"
             )
-        return ZarrSource(
-            data, component=component, block_rows=block_rows, storage_options=storage_options
-        )
+        return _open_url(data, component, block_rows, storage_options, columns)
     if isinstance(data, str):
         data = local_path(data)
     if isinstance(data, (str, os.PathLike)):
-        return _open_path(Path(data), dtype, shape, component, header, block_rows)
+        path = Path(data)
+        if path.suffix.lower() == ".parquet" or (
+            path.is_dir() and not is_zarr_dir(path) and _only_parquet(path)
+        ):
+            return ParquetSource(path, columns=columns)
+        if columns is not None:
+            raise SourceError(f"{path}: columns= applies to Parquet data only; drop it")
+        return _open_path(path, dtype, shape, component, header, block_rows)
     if is_dask_array(data):
         return DaskSource(data)
     if is_zarr_array(data):
@@ -95,6 +107,37 @@ def open_source(
     raise SourceError(
         f"cannot read {type(data).__name__}; pass a path, an ndarray, a dask array or a Source"
     )
+
+
+def _open_url(
+    url: str,
+    component: str | None,
+    block_rows: int | None,
+    storage_options: dict[str, Any] | None,
+    columns: Sequence[str] | None,
+) -> Source:
+    """A Zarr store, or a Parquet file or prefix of Parquet files, at a URL."""
+    if url.rstrip("/").lower().endswith(".parquet") or columns is not None:
+        return ParquetSource(url, columns=columns, storage_options=storage_options)
+    try:
+        return ZarrSource(
+            url, component=component, block_rows=block_rows, storage_options=storage_options
+        )
+    except SourceError as exc:
+        if "no Zarr store there" not in str(exc):
+            raise
+        try:
+            return ParquetSource(url, storage_options=storage_options)
+        except SourceError:
+            raise SourceError(
+                f"{redact_url(url)}: no Zarr store and no Parquet files there; check the URL"
+            ) from exc
+
+
+def _only_parquet(path: Path) -> bool:
+    """A directory whose data files are all ``.parquet`` (one at least)."""
+    names = [n for n in os.listdir(path) if n.endswith(BATCH_SUFFIXES) and not n.startswith(".")]
+    return bool(names) and all(n.endswith(".parquet") for n in names)
 
 
 def _open_path(
@@ -117,7 +160,7 @@ def _open_path(
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return NpySource(path, block_rows=block_rows)
-    if suffix in (".csv", ".parquet"):
+    if suffix == ".csv":
         raise SourceError(
             f"{path}: a single {suffix} file is read by 'streamclust convert {path} out.zarr' "
             "or as part of a batch directory; convert it first"
