@@ -277,6 +277,7 @@ class DistributedRunner(Runner):
         #: The workers the last ``placement``/``replace`` placed chains among.
         self.placed_among = self._workers()
         self.n_workers = max(1, len(self.placed_among))
+        self._reads = 0  # blocks a scan has read: the reads rotate over the workers
 
     def reconnect(self, deadline: float) -> bool:
         """A new client once the scheduler and a worker are back; False at ``deadline``.
@@ -403,15 +404,19 @@ class DistributedRunner(Runner):
             load[idlest] += 1
 
     def read_ahead(self, source: Source, lo: int, hi: int, places: list[str | None]) -> list[Any]:
-        # Each worker reads the block itself, once for all the chains placed on it:
-        # shipping an 8 MiB block from the worker that read it to the others costs
-        # as much as reading it again, and it would draw every chain onto the reader.
+        # One read of the block for every chain: the workers of the other chains get
+        # it from the reader by Dask's worker-to-worker transfer. Reading it again on
+        # each worker would cost a pass W reads of the data (and W times the requests
+        # object storage bills), so that more workers never sped up an I/O-bound fit.
+        # The reads rotate over the chains' workers, spreading the I/O.
+        workers = list(dict.fromkeys(places))
+        reader = workers[self._reads % len(workers)]
+        self._reads += 1
         if source.in_memory:
-            data = source.read(lo, hi)
-            handles = {w: self.scatter(data, w) for w in places}
+            handle = self.scatter(source.read(lo, hi), reader)
         else:
-            handles = {w: self.submit(_read_task, source, lo, hi, worker=w) for w in places}
-        return [handles[w] for w in places]
+            handle = self.submit(_read_task, source, lo, hi, worker=reader)
+        return [handle] * len(places)
 
 
 def block_of(handle: Any) -> np.ndarray:
