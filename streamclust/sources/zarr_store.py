@@ -53,6 +53,11 @@ class ZarrSource(Source):
         shown = redact_url(self.path)
         self.name = shown if component is None else f"{shown}/{component}"
         arr = self._h_array()
+        if is_url(self.path):
+            # Kept, and pickled with the source: a worker's task then reads chunks at
+            # once, without requests for the store's metadata (each one a round trip
+            # to object storage) in every task.
+            self.array = arr
         check_2d(arr, self.name)
         self.n_rows, self.n_features = (int(s) for s in arr.shape)
         self.dtype = np.dtype(arr.dtype)
