@@ -285,6 +285,57 @@ def test_kubernetes_job_args_run_against_a_real_scheduler(dask_processes, tmp_pa
     assert "Receive client connection" in log  # the fit did run on that scheduler
 
 
+def test_s3_daskjob_reads_the_bucket_with_the_secrets_credentials(
+    dask_processes, tmp_path, s3_endpoint, blobs32, monkeypatch
+):
+    """s3-daskjob.yaml: job and workers take the credentials of s3-secret.yaml from their
+    environment and the workers mount no volume. Its job command runs here against a
+    real scheduler and worker, with the Secret's variables (and the test S3 server as
+    AWS_ENDPOINT_URL) in their environment."""
+    import boto3
+
+    (secret,) = load_yaml(DEPLOY / "kubernetes" / "s3-secret.yaml")
+    (job,) = load_yaml(DEPLOY / "kubernetes" / "s3-daskjob.yaml")
+    assert secret["kind"] == "Secret" and {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(
+        secret["stringData"]
+    )
+    refs = [{"secretRef": {"name": secret["metadata"]["name"]}}]
+    pods = {
+        "job": job["spec"]["job"]["spec"],
+        "worker": job["spec"]["cluster"]["spec"]["worker"]["spec"],
+    }
+    for role, pod in pods.items():
+        assert container(pod, role)["envFrom"] == refs
+    assert "volumes" not in pods["worker"]  # the workers read the bucket, no shared volume
+    text = (DEPLOY / "kubernetes" / "s3-daskjob.yaml").read_text()
+    assert "AWS_SECRET_ACCESS_KEY" not in text and "--storage-option" not in text
+    args = container(pods["job"], "job")["args"]
+    url = args[2]
+    assert args[:2] == ["streamclust", "fit"] and url.startswith("s3://")
+
+    env = {**secret["stringData"], "AWS_ENDPOINT_URL": s3_endpoint}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)  # for the worker, started below
+    bucket = url.split("/")[2]
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    if bucket not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket=bucket)
+    sc.write_zarr(blobs32, url, overwrite=True)
+    dask_processes.start()
+    run_job(shlex.join(args), tmp_path, {"DASK_SCHEDULER_ADDRESS": dask_processes.address})
+    params = {
+        "n_clusters": int(option(args, "--k")),
+        "n_init": int(option(args, "--n-init")),
+        "batch_size": int(option(args, "--batch-size")),
+        "random_state": int(option(args, "--random-state")),
+    }
+    ref = sc.StreamingKMeans(**params, client="sync", progress=False).fit(blobs32)
+    model = sc.load(str(tmp_path / "model-blobs64"))
+    np.testing.assert_array_equal(model.cluster_centers_, ref.cluster_centers_)
+    log = Path(dask_processes.log.name).read_text(errors="replace")
+    assert "Receive client connection" in log
+
+
 # --------------------------------------------------------------------------- slurm
 
 
