@@ -330,3 +330,23 @@ def test_predict_and_convert_write_to_s3(tmp_path, blobs_zarr, s3_blobs, s3_buck
     )
     code, _, err = run_cli(["convert", blobs_zarr, copy, *bucket.cli_options()], capsys)
     assert code == 2 and "already exists; pass --overwrite" in err and err.count("\n") == 1
+
+
+def test_convert_a_csv_file_in_a_bucket(tmp_path, s3_bucket, capsys):
+    X = np.arange(60, dtype=float).reshape(20, 3)
+    np.savetxt(tmp_path / "x.csv", X, delimiter=",")
+    url = s3_bucket.put(tmp_path / "x.csv", "in/x.csv")
+    code, _, err = run_cli(["convert", url, tmp_path / "x.zarr", *s3_bucket.cli_options()], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(sc.open_source(tmp_path / "x.zarr")[:], X)
+    (tmp_path / "bad.csv").write_text("1,2,3\n4,x,6\n")
+    bad = s3_bucket.put(tmp_path / "bad.csv", "in/bad.csv")
+    for src, message in (
+        (bad, "row index 1, column index 1 holds 'x'"),
+        (s3_bucket.url("in/missing.csv"), "no such file"),
+    ):
+        code, _, err = run_cli(
+            ["convert", src, tmp_path / "y.zarr", *s3_bucket.cli_options()], capsys
+        )
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "y.zarr").exists()

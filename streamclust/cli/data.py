@@ -17,6 +17,7 @@ from ..datasets import CHAPTER_LOOP, make_chapter_blobs, write_blobs_zarr
 from ..exceptions import ParameterError, SourceError
 from ..kmeans import StreamingKMeans
 from ..sources import (
+    is_url,
     iter_csv_blocks,
     open_source,
     parse_storage_options,
@@ -94,9 +95,11 @@ def _convert(
             raise ParameterError(f"--dtype {dtype!r} is not a NumPy dtype; try float32") from exc
     t0 = time.perf_counter()
     if src.lower().endswith(".csv"):
-        if not os.path.isfile(src):
+        if not is_url(src) and not os.path.isfile(src):
             raise SourceError(f"{src}: no such file; check the path")
-        data: Any = iter_csv_blocks(src, block_rows or 65536, header=header)
+        data: Any = iter_csv_blocks(
+            src, block_rows or 65536, header=header, storage_options=options
+        )
     else:
         data = open_source(src, header=header, storage_options=options, columns=columns)
     out = write_zarr(

@@ -13,6 +13,7 @@ import numpy as np
 from ..exceptions import DataError, SourceError
 from ..validation import compute_dtype, row_span
 from .base import Source, check_2d, default_block_rows
+from .remote import explain_failure, filesystem, is_url, redact_url
 
 __all__ = [
     "BATCH_SUFFIXES",
@@ -297,12 +298,26 @@ def _read_parquet(path: str) -> np.ndarray:
     )
 
 
-def iter_csv_blocks(path: str, block_rows: int, header: bool = False) -> Iterator[np.ndarray]:
-    """Parse a CSV file in blocks of ``block_rows`` lines (bounded memory)."""
+def iter_csv_blocks(
+    path: str,
+    block_rows: int,
+    header: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> Iterator[np.ndarray]:
+    """Parse a CSV file (a path or URL) in blocks of ``block_rows`` lines (bounded memory)."""
+    name = redact_url(path)
     try:
-        fh = open(path)
+        if is_url(path):
+            fs, inside = filesystem(path, storage_options)
+            fh = fs.open(inside, "rt")
+        else:
+            fh = open(path)
     except FileNotFoundError as exc:
-        raise SourceError(f"{path}: no such file; check the path") from exc
+        raise SourceError(f"{name}: no such file; check the path") from exc
+    except OSError as exc:
+        reason = explain_failure(exc) or f"cannot be read ({type(exc).__name__})"
+        raise SourceError(f"{name}: {reason}") from exc
+    path = name
     with fh:
         if header:
             next(fh, None)
