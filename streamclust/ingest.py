@@ -1,9 +1,11 @@
-"""Exactly-once streaming ingest of batch files that land in a directory.
+"""Exactly-once streaming ingest of batch files that land in a directory or a prefix.
 
 The producer's contract: write a batch under a temporary name ending in
 ``.tmp`` (or any name not ending in ``.npy``, ``.csv`` or ``.parquet``), then
 rename it to its final name in the same directory. A rename is atomic, so a
-file with a final name is complete; nothing else is ever read.
+file with a final name is complete; nothing else is ever read. In object
+storage (``s3://bucket/incoming/``) a PUT is atomic: an object is complete once
+listed, and the ledger records its size and ETag (see :mod:`.landing`).
 
 Batches are applied in name order (name them so that this is their time
 order, e.g. ``2026-11-23T10-00-05_000123.npy``). Each batch is read, checked,
@@ -19,7 +21,9 @@ and re-applies, in the same order, the batches after it: the result is
 bit-identical to an uninterrupted run, and no batch is skipped or counted
 twice. A batch that cannot be used (unreadable, wrong width, NaN or inf,
 empty) is moved to ``state/rejected/`` next to a ``.reason`` file, and the
-stream goes on.
+stream goes on (an object stays in its bucket unless asked to be moved, and
+is not tried again until it is uploaded anew). An object uploaded again under
+a name already applied is refused with a reason, never applied twice.
 
 On a Dask cluster (``client``), each batch is read and checked on the driver
 and its update runs as one task on a worker. If the scheduler
@@ -43,9 +47,10 @@ import numpy as np
 
 from . import runtime
 from .anomaly import DensityAnomalyDetector, flags, update_and_score
-from .exceptions import DataError, ParameterError, SchedulerError, SourceError, StreamclustError
+from .exceptions import DataError, ParameterError, SchedulerError, StreamclustError
+from .landing import Batch, open_landing
 from .persistence import write_atomic
-from .sources import BATCH_SUFFIXES, read_batch_file
+from .sources import is_url
 from .stream_state import Ledger, StreamState, new_detector
 from .validation import check_finite_block
 
@@ -94,15 +99,21 @@ class Ingest:
         client: Any = "sync",
         reconnect_timeout: float = 60.0,
         wait_lock: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        move_rejected: bool = False,
     ) -> None:
         if checkpoint_every < 1:
             raise ParameterError(
                 f"checkpoint_every={checkpoint_every} must be >= 1; pass 1 to checkpoint "
                 "after every batch"
             )
-        self.incoming = Path(incoming)
-        if not self.incoming.is_dir():
-            raise SourceError(f"{self.incoming}: no such directory to watch; create it first")
+        if is_url(os.fspath(state)):
+            raise ParameterError(
+                f"--state {os.fspath(state).split('://')[0]}://...: the state must be a local "
+                "directory (it is locked and renamed into; object storage can do neither); "
+                "the batches may be in a bucket"
+            )
+        self.landing = open_landing(incoming, storage_options, move_rejected)
         self.state = StreamState(state)
         self.config = config
         self.checkpoint_every = checkpoint_every
@@ -131,6 +142,8 @@ class Ingest:
             self.ledger, self.model = loaded
         self._done = set(self.ledger.batches)
         self._since_checkpoint = 0
+        #: Refusals found while listing (objects uploaded again), for the next report.
+        self.rejections: list[BatchResult] = []
 
     def close(self) -> None:
         """Let another process use the state."""
@@ -146,36 +159,58 @@ class Ingest:
     def detecting(self) -> bool:
         return self.config.get("percentile") is not None
 
-    def pending(self) -> list[Path]:
-        """Complete batch files not applied yet, in name order."""
-        names = sorted(
-            p.name
-            for p in self.incoming.iterdir()
-            if p.suffix.lower() in BATCH_SUFFIXES and p.is_file() and p.name not in self._done
+    def pending(self) -> list[Batch]:
+        """Complete batches not applied yet, in name order. An object under a name already
+        applied but with another ETag is refused here, once, with its reason."""
+        todo = []
+        for batch in self.landing.batches():
+            if batch.name in self._done:
+                applied = self.ledger.objects.get(batch.name)
+                if applied and batch.etag is not None and applied["etag"] != batch.etag:
+                    self._refuse_reupload(batch, applied["etag"])
+                continue
+            if self._set_aside(batch):
+                continue
+            todo.append(batch)
+        return todo
+
+    def _set_aside(self, batch: Batch) -> bool:
+        """An object rejected before, still in its bucket (not tried again unless it is
+        uploaded anew, with another ETag)."""
+        if batch.etag is None:
+            return False
+        record = self.state.rejected / f"{batch.name}.etag"
+        return record.exists() and record.read_text().strip() == batch.etag
+
+    def _refuse_reupload(self, batch: Batch, applied: str) -> None:
+        name = f"{batch.name}.reupload-{_safe(batch.etag)}.reason"
+        if (self.state.rejected / name).exists():
+            return
+        reason = (
+            f"{self.landing.where(batch)}: uploaded again (ETag {batch.etag}) after it was "
+            f"applied (ETag {applied}); not applied twice: give new data a new name"
         )
-        return [self.incoming / n for n in names]
-
-    def _reject(self, path: Path, reason: str) -> BatchResult:
         self.state.rejected.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.state.rejected / f"{path.name}.reason", (reason + "\n").encode())
-        os.replace(path, self.state.rejected / path.name)
-        return BatchResult(path.name, 0, rejected=reason)
+        write_atomic(self.state.rejected / name, (reason + "\n").encode())
+        self.rejections.append(BatchResult(batch.name, 0, rejected=reason))
 
-    def _read(self, path: Path) -> np.ndarray:
-        if path.is_symlink():
-            target = path.resolve()
-            if not target.is_relative_to(self.incoming.resolve()):
-                raise SourceError(
-                    f"{path}: is a link to {target}, outside the landing directory; "
-                    "copy the batch into it instead"
-                )
-        data = read_batch_file(str(path), self.header)
+    def _reject(self, batch: Batch, reason: str) -> BatchResult:
+        self.state.rejected.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.state.rejected / f"{batch.name}.reason", (reason + "\n").encode())
+        self.landing.set_aside(batch, self.state.rejected)
+        if batch.etag is not None:
+            write_atomic(self.state.rejected / f"{batch.name}.etag", (batch.etag + "\n").encode())
+        return BatchResult(batch.name, 0, rejected=reason)
+
+    def _read(self, batch: Batch) -> np.ndarray:
+        data = self.landing.read(batch, self.header)
+        where = self.landing.where(batch)
         if data.shape[0] == 0:
-            raise DataError(f"{path}: has no rows")
-        check_finite_block(data, 0, str(path))
+            raise DataError(f"{where}: has no rows")
+        check_finite_block(data, 0, where)
         width = getattr(self._estimator(), "n_features_in_", None)
         if width is not None and data.shape[1] != width:
-            raise DataError(f"{path}: has {data.shape[1]} columns; the stream has {width}")
+            raise DataError(f"{where}: has {data.shape[1]} columns; the stream has {width}")
         return data
 
     def _estimator(self) -> Any:
@@ -183,12 +218,12 @@ class Ingest:
             return getattr(self.model, "model_", None)
         return self.model
 
-    def apply(self, path: Path) -> BatchResult:
+    def apply(self, batch: Batch) -> BatchResult:
         """Read, check and apply one batch (not yet checkpointed)."""
         try:
-            data = self._read(path)
+            data = self._read(batch)
         except StreamclustError as exc:
-            return self._reject(path, " ".join(str(exc).split()))
+            return self._reject(batch, " ".join(str(exc).split()))
         model = self.model
         if model is None:
             model = self._make_model()
@@ -198,7 +233,7 @@ class Ingest:
                 # rejected for them. Stop before moving anything.
                 raise ParameterError(
                     f"k={k} is more than the {data.shape[0]} rows of the first batch "
-                    f"{path.name}, which the model starts from; lower --k, or send larger batches"
+                    f"{batch.name}, which the model starts from; lower --k, or send larger batches"
                 )
             if self.detecting:
                 model = new_detector(model, self.config)
@@ -215,18 +250,20 @@ class Ingest:
         except SchedulerError:
             raise
         except StreamclustError as exc:  # e.g. a first batch too small to initialize from
-            return self._reject(path, " ".join(str(exc).split()))
-        result = BatchResult(path.name, int(data.shape[0]))
+            return self._reject(batch, " ".join(str(exc).split()))
+        result = BatchResult(batch.name, int(data.shape[0]))
         if scores is not None:
             marks = flags(scores, self.model.threshold_)
-            _write_npy(self.state.scores / f"{path.stem}.npy", scores)
-            _write_npy(self.state.flags / f"{path.stem}.npy", marks)
+            _write_npy(self.state.scores / f"{batch.stem}.npy", scores)
+            _write_npy(self.state.flags / f"{batch.stem}.npy", marks)
             result.anomalies = int((marks < 0).sum())
             self.ledger.anomalies += result.anomalies
             self.ledger.threshold = float(self.model.threshold_)
-        self.ledger.batches.append(path.name)
+        self.ledger.batches.append(batch.name)
+        if batch.etag is not None:
+            self.ledger.objects[batch.name] = {"size": batch.size, "etag": batch.etag}
         self.ledger.rows += result.rows
-        self._done.add(path.name)
+        self._done.add(batch.name)
         self._since_checkpoint += 1
         if self._since_checkpoint >= self.checkpoint_every:
             self.checkpoint()
@@ -252,13 +289,17 @@ class Ingest:
         # leaves the last checkpoint (a later run re-applies the rest).
         while True:
             batch = self.pending()
-            for path in batch:
+            for refused in self.rejections:
+                if report is not None:
+                    report(refused, self)
+            self.rejections.clear()
+            for one in batch:
                 try:
-                    result = self.apply(path)
+                    result = self.apply(one)
                 except SchedulerError as exc:
                     self.checkpoint()
                     raise SchedulerError(
-                        f"{exc}, while applying {path.name}; {len(self.ledger.batches)} batches "
+                        f"{exc}, while applying {one.name}; {len(self.ledger.batches)} batches "
                         f"are checkpointed in {self.state.root}: rerun the same command to resume"
                     ) from exc
                 if report is not None:
@@ -272,6 +313,11 @@ class Ingest:
                 if once:
                     return self.ledger
                 time.sleep(poll_interval)
+
+
+def _safe(etag: str | None) -> str:
+    """An ETag as part of a file name."""
+    return "".join(c for c in str(etag) if c.isalnum())[:40]
 
 
 def _update(model: Any, detecting: bool, data: np.ndarray) -> tuple[Any, np.ndarray | None]:

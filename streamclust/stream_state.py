@@ -68,6 +68,8 @@ class Ledger:
     rows: int = 0
     anomalies: int = 0
     threshold: float | None = None
+    #: Applied objects of a prefix in object storage: name -> {"size", "etag"}.
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -78,6 +80,7 @@ class Ledger:
                 "rows": self.rows,
                 "anomalies": self.anomalies,
                 "threshold": self.threshold,
+                **({"objects": self.objects} if self.objects else {}),
             },
             indent=0,
         )
@@ -98,7 +101,13 @@ class Ledger:
             raise ValueError("its threshold is not a number")
         if not isinstance(config, dict):
             raise ValueError("its options are missing")
-        return cls(config, batches, rows, anomalies, threshold)
+        objects = raw.get("objects", {})
+        if not (
+            isinstance(objects, dict)
+            and all(isinstance(v, dict) and "etag" in v for v in objects.values())
+        ):
+            raise ValueError("its objects are not a map of names to sizes and ETags")
+        return cls(config, batches, rows, anomalies, threshold, objects)
 
 
 class _Refused(Exception):

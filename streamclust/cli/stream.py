@@ -11,9 +11,10 @@ import click
 
 from ..anomaly import DensityAnomalyDetector, validate_stream_params
 from ..ingest import Ingest
+from ..sources import parse_storage_options
 from .group import cli
 from .kinds import KINDS, build_estimator, estimator_options
-from .options import RunOptions, run_options
+from .options import RunOptions, run_options, storage_option_option
 
 __all__ = ["stream"]
 
@@ -50,6 +51,13 @@ __all__ = ["stream"]
     is_flag=True,
     help="If another stream uses --state, wait for it to finish (default: exit at once).",
 )
+@storage_option_option
+@click.option(
+    "--move-rejected",
+    is_flag=True,
+    help="INCOMING a URL prefix: move rejected objects out of the bucket into --state "
+    "(default: leave them, their reasons in --state/rejected).",
+)
 @run_options
 def stream(
     incoming: str,
@@ -65,14 +73,19 @@ def stream(
     header: bool,
     reconnect_timeout: float,
     wait_lock: bool,
+    storage_option: tuple[str, ...],
+    move_rejected: bool,
     run: RunOptions,
     **params: Any,
 ) -> None:
     """Apply the batch files landing in INCOMING to a model, exactly once.
 
     Producers write NAME.tmp and rename it to NAME.npy, .csv or .parquet;
-    batches are applied in name order. Killed at any point, the same command
-    resumes from the last checkpoint in --state with the same result.
+    batches are applied in name order. INCOMING may be a prefix in object
+    storage (s3://bucket/incoming/): an object is complete once listed (names
+    ending .tmp are ignored), and one uploaded again under a name already
+    applied is refused. Killed at any point, the same command resumes from the
+    last checkpoint in --state (a local directory) with the same result.
 
     Batches are applied in this process unless --scheduler (or DASK_SCHEDULER_ADDRESS)
     names a cluster: then each update runs on a worker, and a lost scheduler is waited
@@ -103,6 +116,8 @@ def stream(
         client=run.client(),
         reconnect_timeout=reconnect_timeout,
         wait_lock=wait_lock,
+        storage_options=parse_storage_options(storage_option) if storage_option else None,
+        move_rejected=move_rejected,
     )
     for note in job.state.notes:  # what resuming had to work around, a line each
         click.echo(f"streamclust: {note}", err=True)

@@ -3,6 +3,7 @@ batch files (``.npy``, ``.csv``, ``.parquet``), with the parsing of one batch fi
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 from collections.abc import Iterable, Iterator
@@ -194,17 +195,26 @@ def _batch_file_shape(path: str, header: bool) -> tuple[int, int, np.dtype]:
     return data.shape[0], data.shape[1], data.dtype
 
 
-def read_batch_file(path: str, header: bool = False) -> np.ndarray:
-    """Read one batch file (``.npy`` without pickle, ``.csv``, ``.parquet``) as a 2-D array."""
+def read_batch_file(path: str, header: bool = False, data: bytes | None = None) -> np.ndarray:
+    """Read one batch file (``.npy`` without pickle, ``.csv``, ``.parquet``) as a 2-D array;
+    with ``data``, parse those bytes (an object fetched from storage) named ``path``."""
+    content = None if data is None else io.BytesIO(data)
     try:
         if path.endswith(".npy"):
             # Mapped first: a header that claims more rows than the file holds fails
             # here, before anything of that size is allocated.
-            data = np.array(np.load(path, mmap_mode="r", allow_pickle=False))
+            if content is None:
+                array = np.array(np.load(path, mmap_mode="r", allow_pickle=False))
+            else:
+                array = np.load(content, allow_pickle=False)
         elif path.endswith(".csv"):
-            data = _read_csv(path, header)
+            if content is None:
+                array = _read_csv(path, header)
+            else:
+                lines = io.TextIOWrapper(content, encoding="utf-8")
+                array = _parse_csv_lines(path, lines, header, 0)
         elif path.endswith(".parquet"):
-            data = _read_parquet(path)
+            array = _read_parquet(path if content is None else content, path)
         else:
             raise SourceError(f"{path}: unknown batch file type; use .npy, .csv or .parquet")
     except FileNotFoundError as exc:
@@ -227,13 +237,13 @@ def read_batch_file(path: str, header: bool = False) -> np.ndarray:
         raise SourceError(
             f"{path}: does not fit in memory ({exc}); split it into smaller batches"
         ) from exc
-    if data.ndim == 1 and path.endswith(".csv"):
-        data = data.reshape(-1, 1) if data.size else data.reshape(0, 0)
-    if data.ndim != 2:
-        raise DataError(f"{path}: holds a {data.ndim}-D array; batch files must be 2-D")
-    if data.dtype.kind not in "biuf":
-        raise DataError(f"{path}: dtype {data.dtype} is not numeric; write numbers only")
-    return data
+    if array.ndim == 1 and path.endswith(".csv"):
+        array = array.reshape(-1, 1) if array.size else array.reshape(0, 0)
+    if array.ndim != 2:
+        raise DataError(f"{path}: holds a {array.ndim}-D array; batch files must be 2-D")
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{path}: dtype {array.dtype} is not numeric; write numbers only")
+    return array
 
 
 def _read_csv(path: str, header: bool) -> np.ndarray:
@@ -283,14 +293,15 @@ def _csv_problem(path: str, lines: list[str], first_row: int, exc: Exception) ->
     return f"{path}: not comma-separated numbers ({exc}); CSV cells must be numbers"
 
 
-def _read_parquet(path: str) -> np.ndarray:
+def _read_parquet(file: Any, path: str) -> np.ndarray:
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise SourceError(
-            f"{path}: reading .parquet needs pyarrow; pip install pyarrow or convert to .npy"
+            f"{path}: reading .parquet needs pyarrow; pip install 'streamclust[parquet]' or "
+            "convert to .npy"
         ) from exc
-    table = pq.read_table(path)
+    table = pq.read_table(file)
     return (
         np.column_stack([c.to_numpy() for c in table.columns])
         if table.num_columns
