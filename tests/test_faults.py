@@ -53,10 +53,17 @@ class KillAt:
             self.killed.append(kill_a_worker(self.client, np.random.default_rng(0)))
 
 
-def test_worker_killed_mid_fit_gives_the_same_model(blobs_zarr, nanny_client, monkeypatch):
+@pytest.mark.parametrize("where", ["disk", pytest.param("s3", marks=pytest.mark.slow)])
+def test_worker_killed_mid_fit_gives_the_same_model(
+    blobs_zarr, nanny_client, monkeypatch, request, where
+):
     params = dict(n_clusters=16, n_init=4, batch_size=500, max_passes=2, random_state=1)
     logical_blocks_of(monkeypatch, 2_000, batch_size=500, n_features=8)
     source = sc.open_source(blobs_zarr)  # 10 blocks, 10 tasks per chain
+    if where == "s3":  # the same store in a bucket: the workers read it from there
+        bucket = request.getfixturevalue("s3_bucket")
+        url = bucket.put(blobs_zarr, "blobs.zarr")
+        source = sc.open_source(url, storage_options=bucket.options)
     ref = sc.StreamingKMeans(**params, client="sync", progress=False).fit(source)
     before = set(worker_pids(nanny_client).values())
     killer = KillAt(nanny_client, 0.5)
@@ -320,11 +327,17 @@ def crash_after(blocks: int):
     return count
 
 
-@pytest.mark.parametrize("client", ["sync", "threads"])
-def test_fit_resumes_from_its_checkpoint_bit_identical(blobs_zarr, tmp_path, monkeypatch, client):
+@pytest.mark.parametrize("client", ["sync", "threads", "threads-s3"])
+def test_fit_resumes_from_its_checkpoint_bit_identical(
+    blobs_zarr, tmp_path, monkeypatch, request, client
+):
     params = dict(n_clusters=8, n_init=3, batch_size=400, max_passes=3, random_state=4)
     logical_blocks_of(monkeypatch, 3_200, batch_size=400, n_features=8)
     data = sc.open_source(blobs_zarr)  # 7 blocks a pass
+    if client == "threads-s3":  # the same store in a bucket
+        bucket = request.getfixturevalue("s3_bucket")
+        data = sc.open_source(bucket.put(blobs_zarr, "b.zarr"), storage_options=bucket.options)
+        client = "threads"
     ref = sc.StreamingKMeans(**params, client="sync", progress=False).fit(data)
     ckpt = tmp_path / "ckpt"
     # Die at several points: during the first pass, at a pass boundary, in the last pass.
