@@ -502,6 +502,7 @@ def test_select_plot_without_matplotlib_fails_before_computing(cli_dir, capsys, 
     assert snapshot(cli_dir) == before
 
 
+@pytest.mark.slow  # 8-9 s: keeps the default run under 3 minutes
 def test_errors_inside_worker_processes_are_the_same_one_line(tmp_path, blobs32):
     """On a cluster of worker processes, a NaN or a corrupt chunk read by a worker
     reaches the user as the one line it is in-process: no remote traceback, no log."""

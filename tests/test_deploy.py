@@ -285,6 +285,7 @@ def test_kubernetes_job_args_run_against_a_real_scheduler(dask_processes, tmp_pa
     assert "Receive client connection" in log  # the fit did run on that scheduler
 
 
+@pytest.mark.slow  # 8-9 s: keeps the default run under 3 minutes
 def test_s3_daskjob_reads_the_bucket_with_the_secrets_credentials(
     dask_processes, tmp_path, s3_endpoint, blobs32, monkeypatch
 ):

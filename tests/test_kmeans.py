@@ -175,6 +175,7 @@ def test_in_memory_on_cluster_matches_sync(blobs32, cluster_client):
     np.testing.assert_array_equal(a.labels_, b.labels_)
 
 
+@pytest.mark.slow  # 8-9 s: keeps the default run under 3 minutes
 def test_fit_memory_does_not_grow_with_rows(tmp_path, monkeypatch):
     """Peak Python-heap memory of a fit over 8x more rows stays the same."""
     from streamclust.datasets import write_blobs_zarr
