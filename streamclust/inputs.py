@@ -17,6 +17,7 @@ from .sources import (
     Source,
     is_dask_array,
     is_lazy_array,
+    is_xarray,
     is_zarr_array,
     open_source,
     storage_options_for_outputs,
@@ -34,6 +35,7 @@ def is_out_of_core(X: Any) -> bool:
         or is_dask_array(X)
         or is_zarr_array(X)
         or is_lazy_array(X)
+        or is_xarray(X)
     )
 
 

@@ -321,3 +321,34 @@ class TestParquetOnS3(RemoteSourceTests):
 
     def make(self, path, table):
         return sc.open_source(self.url_for(path, table) + "/", storage_options=self.bucket.options)
+
+
+def _xarray(path: Path, table: np.ndarray, chunks: object) -> object:
+    """The table as variable X of a Zarr dataset written by xarray, opened again."""
+    xr = pytest.importorskip("xarray")
+    path.mkdir(parents=True, exist_ok=True)
+    xr.Dataset({"X": (("row", "feature"), table)}).to_zarr(
+        path / "ds.zarr", mode="w", consolidated=False, encoding={"X": {"chunks": (300, 6)}}
+    )
+    return xr.open_zarr(path / "ds.zarr", chunks=chunks, consolidated=False)["X"]
+
+
+class TestXarrayOverDask(SourceTests):
+    """A DataArray backed by dask (xarray's default for Zarr): read through its dask array."""
+
+    def make(self, path, table):
+        source = sc.open_source(_xarray(path, table, {}))
+        assert isinstance(source, sc.DaskSource)
+        return source
+
+
+class TestXarrayLazy(SourceTests):
+    """A DataArray without dask (``chunks=None``): read by row slices, never loaded whole."""
+
+    in_memory = True
+
+    def make(self, path, table):
+        array = _xarray(path, table, None)
+        source = sc.open_source(array)
+        assert isinstance(source, sc.LazyArraySource) and not array.variable._in_memory
+        return source

@@ -11,7 +11,14 @@ Every block is validated as it is read: it must be finite, and a Zarr store
 must have committed the rows and have intact chunks.
 """
 
-from .arrays import ArraySource, DaskSource, LazyArraySource, is_dask_array, is_lazy_array
+from .arrays import (
+    ArraySource,
+    DaskSource,
+    LazyArraySource,
+    is_dask_array,
+    is_lazy_array,
+    is_xarray,
+)
 from .base import TARGET_BLOCK_BYTES, BlockRanges, Source
 from .files import (
     BATCH_SUFFIXES,
@@ -52,6 +59,7 @@ __all__ = [
     "is_dask_array",
     "is_lazy_array",
     "is_url",
+    "is_xarray",
     "is_zarr_array",
     "iter_csv_blocks",
     "open_source",

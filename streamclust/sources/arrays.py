@@ -14,7 +14,15 @@ from ..exceptions import DataError
 from ..validation import compute_dtype
 from .base import TARGET_BLOCK_BYTES, Source, check_2d, default_block_rows
 
-__all__ = ["ArraySource", "DaskSource", "LazyArraySource", "is_dask_array", "is_lazy_array"]
+__all__ = [
+    "ArraySource",
+    "DaskSource",
+    "LazyArraySource",
+    "is_dask_array",
+    "is_lazy_array",
+    "is_xarray",
+    "xarray_source",
+]
 
 
 class ArraySource(Source):
@@ -115,3 +123,21 @@ class DaskSource(Source):
 def is_dask_array(obj: Any) -> bool:
     """True for a ``dask.array.Array``."""
     return type(obj).__module__.startswith("dask.array") and hasattr(obj, "chunks")
+
+
+def is_xarray(obj: Any) -> bool:
+    """True for an ``xarray.DataArray``."""
+    return type(obj).__module__.startswith("xarray") and type(obj).__name__ == "DataArray"
+
+
+def xarray_source(data: Any, block_rows: int | None = None) -> Source:
+    """A 2-D ``xarray.DataArray`` read lazily: its dask array when it has one, else by
+    row slices (an array opened from Zarr or netCDF loads only the rows asked for)."""
+    if data.ndim != 2:
+        raise DataError(
+            f"DataArray {data.name!r} has dims {data.dims}; a dataset is 2-D (rows, features): "
+            "select or stack to two dims first"
+        )
+    if data.chunks is not None:
+        return DaskSource(data.data)
+    return LazyArraySource(data, block_rows=block_rows)

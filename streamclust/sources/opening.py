@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import DataError, SourceError
-from .arrays import ArraySource, DaskSource, LazyArraySource, is_dask_array, is_lazy_array
+from .arrays import (
+    ArraySource,
+    DaskSource,
+    LazyArraySource,
+    is_dask_array,
+    is_lazy_array,
+    is_xarray,
+    xarray_source,
+)
 from .base import Source
 from .files import BATCH_SUFFIXES, BatchDirSource, NpySource, RawSource
 from .parquet import ParquetSource
@@ -49,7 +57,8 @@ def open_source(
         (``.npy``, ``.csv``, ``.parquet``). A ``zarr.Array`` (any store)
         is read chunk by chunk like its path; an array-like with ``shape``,
         ``dtype`` and ``__getitem__`` that is larger than a block (an
-        ``h5py.Dataset``, say) is read by row slices, never converted whole.
+        ``h5py.Dataset``, say) is read by row slices, never converted whole;
+        a 2-D ``xarray.DataArray`` through its dask array, or else by row slices.
     dtype, shape : optional
         Required for raw binary files; ``shape=(-1, n_features)`` infers rows.
     component : str, optional
@@ -92,6 +101,8 @@ def open_source(
         if columns is not None:
             raise SourceError(f"{path}: columns= applies to Parquet data only; drop it")
         return _open_path(path, dtype, shape, component, header, block_rows)
+    if is_xarray(data):
+        return xarray_source(data, block_rows)
     if is_dask_array(data):
         return DaskSource(data)
     if is_zarr_array(data):
