@@ -350,3 +350,87 @@ def test_convert_a_csv_file_in_a_bucket(tmp_path, s3_bucket, capsys):
         )
         assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "y.zarr").exists()
+
+
+@pytest.fixture(scope="module")
+def strict_s3():
+    """An S3 server that checks credentials (moto with IAM auth, in its own process):
+    ``(endpoint, good storage_options)``; its first 4 requests set up a user and a bucket."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import boto3
+    from conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, "no S3 server"
+            time.sleep(0.1)
+    endpoint = f"http://127.0.0.1:{port}"
+    anyone = {"aws_access_key_id": "x", "aws_secret_access_key": "x", "region_name": "us-east-1"}
+    iam = boto3.client("iam", endpoint_url=endpoint, **anyone)
+    iam.create_user(UserName="reader")
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+    }
+    iam.put_user_policy(UserName="reader", PolicyName="all", PolicyDocument=json.dumps(policy))
+    good = {
+        "endpoint_url": endpoint,
+        "key": key["AccessKeyId"],
+        "secret": key["SecretAccessKey"],
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=good["key"],
+        aws_secret_access_key=good["secret"],
+        region_name="us-east-1",
+    ).create_bucket(Bucket="strict")
+    yield endpoint, good
+    proc.terminate()
+    proc.wait()
+
+
+def test_wrong_credentials_are_one_line(strict_s3, blobs32, tmp_path, capsys):
+    endpoint, good = strict_s3
+    sc.write_zarr(blobs32[:1_000], "s3://strict/x.zarr", storage_options=good, overwrite=True)
+    assert sc.open_source("s3://strict/x.zarr", storage_options=good).shape == (1_000, 8)
+    wrong = {**good, "secret": "not-the-secret"}
+    with pytest.raises(SourceError, match="access denied") as info:
+        sc.open_source("s3://strict/x.zarr", storage_options=wrong)
+    assert "\n" not in str(info.value) and "not-the-secret" not in str(info.value)
+    with pytest.raises(SourceError, match="access denied"):
+        sc.write_zarr(blobs32[:10], "s3://strict/y.zarr", storage_options=wrong)
+    args = [
+        "fit",
+        "s3://strict/x.zarr",
+        "--k",
+        "2",
+        "--out",
+        tmp_path / "m",
+        f"--storage-option=endpoint_url={endpoint}",
+        f"--storage-option=key={good['key']}",
+        "--storage-option=secret=not-the-secret",
+    ]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and err.count("\n") == 1 and "access denied" in err
+    assert "not-the-secret" not in err and not (tmp_path / "m").exists()
+
