@@ -434,3 +434,25 @@ def test_wrong_credentials_are_one_line(strict_s3, blobs32, tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "access denied" in err
     assert "not-the-secret" not in err and not (tmp_path / "m").exists()
 
+
+def test_s3_goes_through_obstore_by_default_and_fsspec_on_request(s3_blobs, blobs_zarr):
+    bucket, url = s3_blobs
+    chosen = {
+        backend: sc.open_source(url, storage_options={**bucket.options, "backend": backend})
+        for backend in ("obstore", "fsspec")
+    }
+    default = sc.open_source(url, storage_options=bucket.options)
+    assert type(default.array.store).__name__ == "ObjectStore"  # one request per chunk
+    assert type(chosen["fsspec"].array.store).__name__ == "FsspecStore"
+    for source in chosen.values():
+        km = sc.StreamingKMeans(**KM).fit(source)
+        np.testing.assert_array_equal(
+            km.cluster_centers_, sc.StreamingKMeans(**KM).fit(blobs_zarr).cluster_centers_
+        )
+    # An option obstore does not take: fsspec serves it, unless obstore is asked for.
+    extra = {**bucket.options, "config_kwargs": {"max_pool_connections": 20}}
+    assert type(sc.open_source(url, storage_options=extra).array.store).__name__ == "FsspecStore"
+    with pytest.raises(ParameterError, match="backend='obstore' does not take the option"):
+        sc.open_source(url, storage_options={**extra, "backend": "obstore"})
+    with pytest.raises(ParameterError, match=r"backend='nope' is not one of \['obstore'"):
+        sc.open_source(url, storage_options={**bucket.options, "backend": "nope"})

@@ -47,7 +47,8 @@ def open_source(
     data : Source, path, URL, zarr.Array, dask array, ndarray or array-like
         A URL (``s3://``, ``gs://``, ``az://``/``abfs://``, ``http(s)://``,
         ``memory://``; ``file://`` is a local path) names a Zarr store in
-        object storage, read through zarr's fsspec store (an array inside a
+        object storage, read through zarr's own stores: obstore's for
+        ``s3://`` (when installed), fsspec's otherwise (an array inside a
         group: ``s3://bucket/store.zarr/NAME``), or a Parquet file or a prefix
         of Parquet files. A path may name a Zarr store
         (directory with ``zarr.json`` or ``.zarray``, optionally
@@ -70,10 +71,13 @@ def open_source(
     columns : list of str, optional
         Parquet: the feature columns (default: every numeric column).
     storage_options : dict, optional
-        For a URL: passed to its filesystem (``endpoint_url``, ``key``,
-        ``secret``, ``token``, ``anon``...). Without them, the provider's usual
-        environment credentials apply. They are never shown: the source's
-        name hides any credentials in the URL.
+        For a URL: fsspec's options of its filesystem (``endpoint_url``,
+        ``key``, ``secret``, ``token``, ``anon``...), given to obstore in its
+        terms for ``s3://``; an option obstore does not take, or credentials
+        left to a profile, make it fsspec. ``backend="obstore"`` or
+        ``"fsspec"`` chooses. Without options, the provider's usual environment
+        credentials apply. They are never shown: the source's name hides any
+        credentials in the URL.
 
     Examples
     --------

@@ -32,6 +32,7 @@ from .remote import (
     output_storage_options,
     redact_url,
     scheme_of,
+    zarr_location,
 )
 from .zarr_store import ZarrSource, is_zarr_dir
 
@@ -196,7 +197,9 @@ class ArrayWriter:
             store: Any = str(self.tmp)
             extra: dict[str, Any] = {}
             if self.url is not None:  # in place: no rename in object storage
-                store, extra = self.url, {"storage_options": self.options}
+                store, inside, extra = zarr_location(self.url, self.options, False)
+                if inside is not None:
+                    extra["name"] = inside
                 if self.overwrite:
                     self._remove_remote()
             self.arr = zarr.create_array(

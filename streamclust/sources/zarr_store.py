@@ -13,7 +13,7 @@ import numpy as np
 from ..exceptions import DependencyError, SourceError, StreamclustError
 from ..validation import check_finite_block, compute_dtype, row_span
 from .base import Source, check_2d, default_block_rows
-from .remote import check_url, explain_failure, is_url, redact_url, scheme_of
+from .remote import check_url, explain_failure, is_url, redact_url, scheme_of, zarr_location
 
 __all__ = ["ZarrSource", "is_zarr_array", "is_zarr_dir", "open_error"]
 
@@ -92,9 +92,12 @@ class ZarrSource(Source):
                 raise SourceError(f"{self.path}: no such Zarr store; check the path")
             try:
                 if remote:
-                    node = zarr.open(self.path, mode="r", storage_options=self.storage_options)
+                    store, inside, extra = zarr_location(self.path, self.storage_options, True)
+                    node = zarr.open(store=store, path=inside, mode="r", **extra)
                 else:
                     node = zarr.open(self.path, mode="r")
+            except StreamclustError:
+                raise
             except Exception as exc:
                 raise open_error(self.name, exc, remote) from exc
             if isinstance(node, zarr.Group):
