@@ -14,6 +14,8 @@ cluster workers included):
   store on local disk, threads (the default runner);
 - s3: the same fit from the S3 server, directly;
 - s3+latency: the same fit through the proxy;
+- s3+latency-fsspec: the same through zarr's fsspec store (storage option
+  ``backend="fsspec"``) instead of the default, obstore (zarr's ``ObjectStore``);
 - cluster: the same fit through the proxy on a 2-worker LocalCluster;
 - cluster-score: one ``score`` pass (exactly one pass over the data) on it.
 
@@ -38,7 +40,7 @@ from pathlib import Path
 from _harness import add_child_arguments, ensure_data, machine, run_child, write_result
 
 K, N_INIT, BATCH = 64, 10, 4096
-METHODS = ["local", "s3", "s3+latency", "cluster", "cluster-score"]
+METHODS = ["local", "s3", "s3+latency", "s3+latency-fsspec", "cluster", "cluster-score"]
 BUCKET = "bench"
 KEY, SECRET = "bench-key", "bench-secret"
 
@@ -174,6 +176,8 @@ def run_method(method: str, path: Path, endpoint: str) -> dict:
     )
     data = str(path) if method == "local" else f"s3://{BUCKET}/{path.name}"
     opts = None if method == "local" else options(endpoint)
+    if method.endswith("fsspec"):
+        opts = {**options(endpoint), "backend": "fsspec"}
     if method == "cluster-score":
         import numpy as np
 
@@ -248,6 +252,7 @@ def print_table(results: dict, rows: int, stored: int, latency_ms: float) -> Non
         "local": "local disk (threads)",
         "s3": "S3 server (threads)",
         "s3+latency": f"S3 server + {latency_ms:g} ms per request (threads)",
+        "s3+latency-fsspec": "the same through fsspec instead of obstore",
         "cluster": f"S3 server + {latency_ms:g} ms, LocalCluster of 2 workers",
         "cluster-score": "the same cluster: one score pass",
     }
