@@ -19,6 +19,7 @@ from .sources import (
     is_lazy_array,
     is_xarray,
     is_zarr_array,
+    is_zarr_group,
     open_source,
     storage_options_for_outputs,
 )
@@ -34,6 +35,7 @@ def is_out_of_core(X: Any) -> bool:
         isinstance(X, (str, os.PathLike, Source))
         or is_dask_array(X)
         or is_zarr_array(X)
+        or is_zarr_group(X)
         or is_lazy_array(X)
         or is_xarray(X)
     )

@@ -103,6 +103,14 @@ def test_zarr_objects_and_groups_on_s3(blobs32, s3_blobs):
     np.testing.assert_array_equal(source.read(0, 500), blobs32[:500])  # X, by its name
     inside = sc.open_source(bucket.url("group.zarr/y"), storage_options=bucket.options)
     assert inside.shape == (500, 1)
+    # The Group object itself, as it is: its X, or the array named by component=.
+    opened = zarr.open_group(bucket.url("group.zarr"), mode="r", storage_options=bucket.options)
+    np.testing.assert_array_equal(sc.open_source(opened)[:], blobs32[:500])
+    assert sc.open_source(opened, component="y").shape == (500, 1)
+    km = sc.StreamingKMeans(n_clusters=3, random_state=0, progress=False).fit(opened)
+    assert km.n_features_in_ == 8
+    with pytest.raises(SourceError, match="no array 'z' in group; has \\['X', 'y'\\]"):
+        sc.open_source(opened, component="z")
 
 
 # ---------------------------------------------------------------- one-line errors

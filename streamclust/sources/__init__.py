@@ -38,7 +38,7 @@ from .remote import (
     storage_options_for_outputs,
 )
 from .writers import ArrayWriter, check_output, check_writable, write_array, write_zarr
-from .zarr_store import ZarrSource, is_zarr_array
+from .zarr_store import ZarrSource, is_zarr_array, is_zarr_group
 
 __all__ = [
     "BATCH_SUFFIXES",
@@ -61,6 +61,7 @@ __all__ = [
     "is_url",
     "is_xarray",
     "is_zarr_array",
+    "is_zarr_group",
     "iter_csv_blocks",
     "open_source",
     "parse_storage_options",

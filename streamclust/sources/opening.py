@@ -24,7 +24,7 @@ from .base import Source
 from .files import BATCH_SUFFIXES, BatchDirSource, NpySource, RawSource
 from .parquet import ParquetSource
 from .remote import is_url, local_path, redact_url
-from .zarr_store import ZarrSource, is_zarr_array, is_zarr_dir
+from .zarr_store import ZarrSource, is_zarr_array, is_zarr_dir, is_zarr_group, pick_array
 
 __all__ = ["open_source"]
 
@@ -56,7 +56,8 @@ def open_source(
         file (with ``dtype`` and ``shape``), a ``.parquet`` file or a directory
         of them (row groups are the blocks), or a directory of batch files
         (``.npy``, ``.csv``, ``.parquet``). A ``zarr.Array`` (any store)
-        is read chunk by chunk like its path; an array-like with ``shape``,
+        is read chunk by chunk like its path (a ``zarr.Group``: its array
+        ``component``, its only one, or ``X``); an array-like with ``shape``,
         ``dtype`` and ``__getitem__`` that is larger than a block (an
         ``h5py.Dataset``, say) is read by row slices, never converted whole;
         a 2-D ``xarray.DataArray`` through its dask array, or else by row slices.
@@ -109,6 +110,9 @@ def open_source(
         return xarray_source(data, block_rows)
     if is_dask_array(data):
         return DaskSource(data)
+    if is_zarr_group(data):
+        data = pick_array(data, component, f"zarr.Group at {data.store_path}")
+        return ZarrSource(data, block_rows=block_rows)
     if is_zarr_array(data):
         return ZarrSource(data, block_rows=block_rows)
     if is_lazy_array(data):

@@ -15,7 +15,14 @@ from ..validation import check_finite_block, compute_dtype, row_span
 from .base import Source, check_2d, default_block_rows
 from .remote import check_url, explain_failure, is_url, redact_url, scheme_of, zarr_location
 
-__all__ = ["ZarrSource", "is_zarr_array", "is_zarr_dir", "open_error"]
+__all__ = [
+    "ZarrSource",
+    "is_zarr_array",
+    "is_zarr_dir",
+    "is_zarr_group",
+    "open_error",
+    "pick_array",
+]
 
 
 class ZarrSource(Source):
@@ -100,24 +107,7 @@ class ZarrSource(Source):
                 raise
             except Exception as exc:
                 raise open_error(self.name, exc, remote) from exc
-            if isinstance(node, zarr.Group):
-                names = sorted(name for name, _ in node.arrays())
-                choice = self.component
-                if choice is None:
-                    if len(names) == 1:
-                        choice = names[0]
-                    elif "X" in names:
-                        choice = "X"
-                    else:
-                        raise SourceError(
-                            f"{self.name}: Zarr group holds arrays {names}; "
-                            "name one with component= (or path/NAME)"
-                        )
-                if choice not in names:
-                    raise SourceError(f"{self.name}: no array {choice!r} in group; has {names}")
-                node = node[choice]
-            elif self.component is not None:
-                raise SourceError(f"{self.name}: is an array, not a group; drop component=")
+            node = pick_array(node, self.component, self.name)
             arr = node
             self.__dict__["_h_arr"] = arr
         return arr
@@ -210,6 +200,29 @@ class ZarrSource(Source):
         return super().to_dask()
 
 
+def pick_array(node: Any, component: str | None, name: str) -> Any:
+    """The array of a Zarr node: ``node`` itself, or in a group the array ``component``
+    (by default its only array, or the one named ``X``)."""
+    if not is_zarr_group(node):
+        if component is not None:
+            raise SourceError(f"{name}: is an array, not a group; drop component=")
+        return node
+    names = sorted(n for n, _ in node.arrays())
+    choice = component
+    if choice is None:
+        if len(names) == 1:
+            choice = names[0]
+        elif "X" in names:
+            choice = "X"
+        else:
+            raise SourceError(
+                f"{name}: Zarr group holds arrays {names}; name one with component= (or path/NAME)"
+            )
+    if choice not in names:
+        raise SourceError(f"{name}: no array {choice!r} in group; has {names}")
+    return node[choice]
+
+
 def open_error(name: str, exc: Exception, remote: bool) -> StreamclustError:
     """The one-line error for a Zarr store that cannot be opened. For a URL only the
     error's kind is quoted (a provider's message can echo a request's headers)."""
@@ -267,6 +280,11 @@ def _stored_rows(arr: Any) -> int | None:
 def is_zarr_array(obj: Any) -> bool:
     """True for a ``zarr.Array`` (v2 or v3 format, any store)."""
     return type(obj).__module__.startswith("zarr.") and type(obj).__name__ == "Array"
+
+
+def is_zarr_group(obj: Any) -> bool:
+    """True for a ``zarr.Group`` (any store)."""
+    return type(obj).__module__.startswith("zarr.") and type(obj).__name__ == "Group"
 
 
 def _zarr_array_location(arr: Any) -> tuple[str, Any]:
