@@ -464,3 +464,16 @@ def test_s3_goes_through_obstore_by_default_and_fsspec_on_request(s3_blobs, blob
         sc.open_source(url, storage_options={**extra, "backend": "obstore"})
     with pytest.raises(ParameterError, match=r"backend='nope' is not one of \['obstore'"):
         sc.open_source(url, storage_options={**bucket.options, "backend": "nope"})
+
+
+def test_no_credentials_at_all_is_one_line_with_the_ways_to_give_them(
+    s3_endpoint, tmp_path, monkeypatch
+):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(SourceError, match=r"no credentials found .* or pass anon=true") as info:
+        sc.open_source("s3://any-bucket/x.zarr", storage_options={"endpoint_url": s3_endpoint})
+    assert "\n" not in str(info.value)

@@ -199,6 +199,12 @@ def explain_failure(exc: BaseException) -> str | None:
         )
     if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
         return "the bucket does not exist; check the URL"
+    if kind == "NoCredentialsError" or "Unable to locate credentials" in text:
+        return (
+            f"no credentials found ({kind}); give them in storage_options (CLI: "
+            "--storage-option key=... --storage-option secret=...) or the provider's "
+            "environment variables, or pass anon=true for a public bucket"
+        )
     return None
 
 
