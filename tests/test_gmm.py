@@ -268,3 +268,49 @@ def test_partial_fit_bad_input(mixture_X, tmp_path):
         gm.partial_fit(str(tmp_path / "bad.zarr"))
     np.testing.assert_array_equal(gm.means_, means)
     assert gm.n_iter_ == 1
+
+
+# ---------------------------------------------------------------- scikit-learn parity
+
+
+@pytest.mark.parametrize(
+    ("covariance_type", "precisions", "message"),
+    [
+        ("diag", -np.ones((2, 2)), "'diag precision' should be positive"),
+        ("spherical", np.array([1.0, -1.0]), "'spherical precision' should be positive"),
+        ("full", np.array([[[1.0, 2.0], [0.0, 1.0]]] * 2), "should be symmetric, positive-def"),
+        ("full", -np.stack([np.eye(2)] * 2), "'full precision' should be symmetric, positive"),
+        ("tied", np.array([[1.0, 0.0], [0.0, -1.0]]), "'tied precision' should be symmetric"),
+    ],
+)
+def test_invalid_precisions_init_are_refused_as_scikit_learn_does(
+    mixture_X, covariance_type, precisions, message
+):
+    """They used to give all-NaN means with only a RuntimeWarning."""
+    X = mixture_X[:, :2]
+    gm = sc.StreamingGaussianMixture(
+        2, covariance_type=covariance_type, precisions_init=precisions, **QUIET
+    )
+    with pytest.raises(sc.ParameterError, match=message) as info:
+        gm.fit(X)
+    assert "\n" not in str(info.value)
+    # scikit-learn refuses the same, with the same words.
+    ref = GaussianMixture(2, covariance_type=covariance_type, precisions_init=precisions)
+    with pytest.raises(ValueError, match=message.split("'")[-1].strip() or message):
+        ref.fit(X)
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ([0.5, 0.6], "should be normalized, but got sum"),
+        ([1.5, -0.5], r"should be in the range \[0, 1\]"),
+        ([1.0], r"should have the shape of \(2,\), but got \(1,\)"),
+    ],
+)
+def test_invalid_weights_init_use_scikit_learns_words(mixture_X, weights, message):
+    gm = sc.StreamingGaussianMixture(2, weights_init=weights, **QUIET)
+    with pytest.raises(sc.ParameterError, match=message):
+        gm.fit(mixture_X)
+    with pytest.raises(ValueError, match=message):
+        GaussianMixture(2, weights_init=weights).fit(mixture_X)

@@ -88,25 +88,43 @@ class MixtureInit:
     precisions_init: Any = None
 
     def check(self, d: int) -> None:
-        """The overrides fit ``n_components`` components of ``d`` features."""
+        """The overrides fit ``n_components`` components of ``d`` features, and are
+        valid as scikit-learn's ``GaussianMixture`` checks them (its message fragments
+        kept: "should be normalized", "should be positive"...)."""
         K, ct = self.n_components, self.covariance_type
         if self.weights_init is not None:
-            w = np.asarray(self.weights_init, dtype=np.float64)
-            if w.shape != (K,) or np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+            w = _init_array("weights", self.weights_init, (K,), "weights_init")
+            if np.any(w < 0.0) or np.any(w > 1.0):
                 raise ParameterError(
-                    f"weights_init must be {K} non-negative weights summing to 1; got {w}"
+                    f"The parameter 'weights' should be in the range [0, 1], but got max value "
+                    f"{w.max():.5f}, min value {w.min():.5f} (weights_init)"
                 )
-        if self.means_init is not None and np.shape(self.means_init) != (K, d):
-            raise ParameterError(
-                f"means_init has shape {np.shape(self.means_init)}; pass ({K}, {d})"
-            )
+            atol = 1e-6 if np.asarray(self.weights_init).dtype == np.float32 else 1e-8
+            if not np.allclose(np.abs(1.0 - w.sum()), 0.0, atol=atol):
+                raise ParameterError(
+                    f"The parameter 'weights' should be normalized, but got sum(weights) = "
+                    f"{w.sum():.5f} (weights_init)"
+                )
+        if self.means_init is not None:
+            _init_array("means", self.means_init, (K, d), "means_init")
         if self.precisions_init is not None:
             want = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ct]
-            if np.shape(self.precisions_init) != want:
-                raise ParameterError(
-                    f"precisions_init has shape {np.shape(self.precisions_init)}; "
-                    f"covariance_type={ct!r} needs {want}"
-                )
+            prec = _init_array(f"{ct} precision", self.precisions_init, want, "precisions_init")
+            if ct in ("diag", "spherical"):
+                if np.any(prec <= 0.0):
+                    raise ParameterError(
+                        f"'{ct} precision' should be positive (precisions_init); pass "
+                        "positive precisions"
+                    )
+            else:
+                for matrix in prec if ct == "full" else [prec]:
+                    if not (
+                        np.allclose(matrix, matrix.T) and np.all(np.linalg.eigvalsh(matrix) > 0.0)
+                    ):
+                        raise ParameterError(
+                            f"'{ct} precision' should be symmetric, positive-definite "
+                            "(precisions_init)"
+                        )
 
     def apply(self, p: G.Params) -> G.Params:
         """``p`` with the user's overrides."""
@@ -119,6 +137,19 @@ class MixtureInit:
             prec = np.asarray(self.precisions_init, dtype=np.float64)
             pc = G.prec_chol_from_precisions(prec, p.cov_type)
         return G.Params(log_w, means, pc, p.cov_type)
+
+
+def _init_array(what: str, value: Any, shape: tuple[int, ...], param: str) -> np.ndarray:
+    """The parameter ``param`` as a finite float array of ``shape`` (scikit-learn's words)."""
+    array = np.asarray(value, dtype=np.float64)
+    if array.shape != shape:
+        raise ParameterError(
+            f"The parameter '{what}' should have the shape of {shape}, but got {array.shape} "
+            f"({param})"
+        )
+    if not np.isfinite(array).all():
+        raise ParameterError(f"{param} contains NaN or inf; pass finite values")
+    return array
 
 
 def initial_candidates(
