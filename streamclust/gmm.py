@@ -223,7 +223,8 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         settings = EM.EMSettings(
             self.tol, self.max_iter, self.reg_covar, self.batch_size, self.progress
         )
-        result = EM.fit_em(candidates, source, runner, settings, saver)
+        lower = float(self.lower_bound_) if warm else -np.inf  # type: ignore[has-type]
+        result = EM.fit_em(candidates, source, runner, settings, saver, lower)
         best = int(np.argmax(result.lower))  # as scikit-learn: the first of the highest
         if not result.converged[best]:
             warnings.warn(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from sklearn.mixture import GaussianMixture
@@ -314,3 +316,30 @@ def test_invalid_weights_init_use_scikit_learns_words(mixture_X, weights, messag
         gm.fit(mixture_X)
     with pytest.raises(ValueError, match=message):
         GaussianMixture(2, weights_init=weights).fit(mixture_X)
+
+
+def test_warm_start_with_one_iteration_converges_as_scikit_learn_does():
+    """Each warm-started fit of max_iter=1 is compared with the lower bound of the fit
+    before it: the fits converge after a few calls, and the bound never goes down."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2))])
+    ours = sc.StreamingGaussianMixture(2, warm_start=True, max_iter=1, random_state=0, **QUIET)
+    ref = GaussianMixture(2, warm_start=True, max_iter=1, random_state=0)
+    fits: dict[str, int] = {}
+    bounds = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for name, model in (("ours", ours), ("sklearn", ref)):
+            for i in range(1, 201):
+                model.fit(X)
+                if name == "ours":
+                    bounds.append(model.lower_bound_)
+                if model.converged_:
+                    fits[name] = i
+                    break
+    assert "ours" in fits and fits["ours"] <= fits["sklearn"] + 2, fits
+    assert all(b >= a - 1e-12 for a, b in itertools.pairwise(bounds))

@@ -260,9 +260,11 @@ class EMProgress:
     partial: list[G.Stats | None] = field(default_factory=list)
 
     @classmethod
-    def start(cls, candidates: list[G.Params]) -> EMProgress:
+    def start(cls, candidates: list[G.Params], lower: float = -np.inf) -> EMProgress:
+        """Progress before the first iteration; ``lower`` is the bound the first
+        iteration's is compared with (a warm start's: the previous fit's)."""
         n = len(candidates)
-        return cls(list(candidates), np.full(n, -np.inf), np.zeros(n, int), np.zeros(n, bool))
+        return cls(list(candidates), np.full(n, lower), np.zeros(n, int), np.zeros(n, bool))
 
 
 class EMResult(NamedTuple):
@@ -346,12 +348,15 @@ def fit_em(
     runner: runtime.Runner,
     settings: EMSettings,
     checkpoint: EMCheckpoint | None = None,
+    lower: float = -np.inf,
 ) -> EMResult:
     """Exact EM from the candidates ``start()`` gives, or from where the fit that
-    wrote ``checkpoint`` stopped (then ``start`` is not called)."""
+    wrote ``checkpoint`` stopped (then ``start`` is not called). ``lower``: the lower
+    bound the first iteration is compared with (a warm start carries the last one, as
+    scikit-learn does, so that one iteration per fit still converges)."""
     done = None if checkpoint is None else checkpoint.load_progress()
     if done is None:
-        done = EMProgress.start(start())
+        done = EMProgress.start(start(), lower)
         if checkpoint is not None:
             checkpoint.save_progress(done)
     return run_em(done, source, runner, settings, checkpoint)
