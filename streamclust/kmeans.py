@@ -83,8 +83,9 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     n_clusters : int, default=8
     init : {"k-means++", "random"} or array of shape (n_clusters, n_features)
         An array starts the (single) candidate from those centers.
-    n_init : int, default=3
-        Number of candidates advanced in lockstep.
+    n_init : int or "auto", default=3
+        Number of candidates advanced in lockstep; ``"auto"`` as scikit-learn's
+        ``MiniBatchKMeans``: 1 for k-means++ (or an array), 3 for random.
     batch_size : int, default=1024
         Rows per mini-batch step.
     init_size : int, default=None
@@ -199,7 +200,11 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def _check_params(self) -> int:
         """Validate parameters before any I/O; return the effective n_init."""
         check_int("n_clusters", self.n_clusters, low=1)
-        check_int("n_init", self.n_init, low=1)
+        auto = isinstance(self.n_init, str)
+        if auto and self.n_init != "auto":
+            raise ParameterError(f"n_init={self.n_init!r} must be an int >= 1 or 'auto'")
+        if not auto:
+            check_int("n_init", self.n_init, low=1)
         check_int("batch_size", self.batch_size, low=1)
         check_int("init_size", self.init_size, low=1, allow_none=True)
         check_int("max_passes", self.max_passes, low=1)
@@ -220,6 +225,8 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             )
         if isinstance(self.init, str):
             check_option("init", self.init, ("k-means++", "random"))
+            if auto:
+                return 3 if self.init == "random" else 1
             return int(self.n_init)
         init = np.asarray(self.init)
         if init.ndim != 2 or init.shape[0] != self.n_clusters:
@@ -229,7 +236,7 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             )
         if not np.isfinite(init).all():
             raise ParameterError("init contains NaN or inf; pass finite initial centers")
-        if self.n_init != 1:
+        if not auto and self.n_init != 1:
             warnings.warn(
                 f"Explicit initial center position passed: performing only one init "
                 f"instead of n_init={self.n_init}.",

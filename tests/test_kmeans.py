@@ -424,3 +424,19 @@ def test_threads_hold_only_the_blocks_in_flight(tmp_path, monkeypatch):
         gc.enable()
     data_bytes = 960_000 * 16 * 4
     assert peak < data_bytes / 5, (peak, data_bytes)
+
+
+@pytest.mark.parametrize(("init", "candidates"), [("k-means++", 1), ("random", 3)])
+def test_n_init_auto_means_what_it_means_in_scikit_learn(blobs32, init, candidates):
+    """MiniBatchKMeans' n_init="auto": one candidate for k-means++ (or an array), 3 for
+    random; the same model as that n_init given as a number."""
+    params = {"n_clusters": 8, "init": init, "batch_size": 1024, "random_state": 0}
+    auto = sc.StreamingKMeans(n_init="auto", progress=False, **params).fit(blobs32)
+    same = sc.StreamingKMeans(n_init=candidates, progress=False, **params).fit(blobs32)
+    assert len(auto.init_scores_) == candidates
+    np.testing.assert_array_equal(auto.cluster_centers_, same.cluster_centers_)
+    centers = blobs32[:8]
+    one = sc.StreamingKMeans(8, init=centers, n_init="auto", progress=False).fit(blobs32)
+    assert len(one.init_scores_) == 1  # and no warning about n_init
+    with pytest.raises(sc.ParameterError, match="n_init='many' must be an int >= 1 or 'auto'"):
+        sc.StreamingKMeans(8, n_init="many").fit(blobs32)

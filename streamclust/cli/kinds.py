@@ -94,8 +94,9 @@ class KMeansKind(ModelKind):
             "n_steps": model.n_steps_,
             "n_passes": model.n_passes_,
         }
+        n = len(model.init_scores_)
         line = (
-            f"inertia {model.inertia_:.6g} (candidate {model.best_init_} of {model.n_init}, "
+            f"inertia {model.inertia_:.6g} (candidate {model.best_init_} of {n}, "
             f"{model.n_steps_} steps)"
         )
         return summary, line
