@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from . import runtime
+from . import runtime, sklearn_mixture
 from .engine import em as EM
 from .engine.apply import apply_blocks
 from .engine.caching import fit_cache
@@ -33,9 +33,6 @@ from .validation import (
 )
 
 __all__ = ["StreamingGaussianMixture", "criteria", "set_fitted", "validate_params"]
-
-#: Parameters with the same name and meaning in scikit-learn's GaussianMixture.
-_SHARED_PARAMS = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init")
 
 
 class StreamingGaussianMixture(DensityMixin, BaseEstimator):
@@ -433,44 +430,16 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
 
     def to_sklearn(self) -> Any:
         """A fitted scikit-learn ``GaussianMixture`` with the same parameters."""
-        from sklearn.mixture import GaussianMixture
-
-        check_is_fitted(self, "_params")
-        gm = GaussianMixture(
-            **{name: getattr(self, name) for name in _SHARED_PARAMS},
-            random_state=self.random_state,
-        )
-        for name in (
-            "weights_",
-            "means_",
-            "covariances_",
-            "precisions_",
-            "precisions_cholesky_",
-            "converged_",
-            "n_iter_",
-            "lower_bound_",
-            "n_features_in_",
-        ):
-            setattr(gm, name, getattr(self, name))
-        return gm
+        return sklearn_mixture.to_sklearn(self)
 
     @classmethod
     def from_sklearn(cls, gm: Any, **params: Any) -> StreamingGaussianMixture:
         """A StreamingGaussianMixture with a fitted scikit-learn model's parameters."""
-        check_is_fitted(gm)
-        new = cls(**{name: getattr(gm, name) for name in _SHARED_PARAMS}, **params)
-        new.n_features_in_ = int(gm.means_.shape[1])
-        new._set_params(
-            G.Params(
-                np.log(gm.weights_),
-                np.asarray(gm.means_, np.float64),
-                np.asarray(gm.precisions_cholesky_, np.float64),
-                gm.covariance_type,
-            )
-        )
-        new.converged_ = bool(gm.converged_)
-        new.n_iter_ = int(gm.n_iter_)
-        new.lower_bound_ = float(gm.lower_bound_)
+        shared, mixture, fitted = sklearn_mixture.from_sklearn(gm)
+        new = cls(**shared, **params)
+        new._set_params(mixture)
+        for name, value in fitted.items():
+            setattr(new, name, value)
         return new
 
 
