@@ -174,20 +174,20 @@ class ParquetSource(Source):
         pq = _pyarrow()
         fs, _ = self._fs()
         parts = []
-        bounds = self._storage_bounds()
         k = bisect.bisect_right(self.group_starts, start) - 1
-        while k < len(self.groups) and bounds[k][0] < stop:
+        while k < len(self.groups) and self.group_starts[k] < stop:
             i, g, lo = self.groups[k]
+            hi = self.group_starts[k + 1] if k + 1 < len(self.groups) else self.n_rows
             path = self.files[i]
             try:
                 table = self._file(pq, fs, path).read_row_group(g, columns=self.columns)
             except Exception as exc:
                 reason = explain_failure(exc) or f"cannot be read ({type(exc).__name__})"
                 raise SourceError(
-                    f"{self._show(path)}: row group {g} ({row_span(*bounds[k])}): {reason}"
+                    f"{self._show(path)}: row group {g} ({row_span(lo, hi)}): {reason}"
                 ) from exc
             block = self._to_numpy(table, path, lo - self.file_offsets[i])
-            parts.append(block[max(start, lo) - lo : min(stop, bounds[k][1]) - lo])
+            parts.append(block[max(start, lo) - lo : min(stop, hi) - lo])
             k += 1
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
