@@ -169,12 +169,12 @@ class Ingest:
                 if applied and batch.etag is not None and applied["etag"] != batch.etag:
                     self._refuse_reupload(batch, applied["etag"])
                 continue
-            if self._set_aside(batch):
+            if self._rejected_before(batch):
                 continue
             todo.append(batch)
         return todo
 
-    def _set_aside(self, batch: Batch) -> bool:
+    def _rejected_before(self, batch: Batch) -> bool:
         """An object rejected before, still in its bucket (not tried again unless it is
         uploaded anew, with another ETag)."""
         if batch.etag is None:
