@@ -276,3 +276,18 @@ def http_root(tmp_path_factory):
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Skip, with its reason, every case a ported scikit-learn suite calls not applicable."""
+    for item in items:
+        judge = getattr(getattr(item, "module", None), "not_applicable", None)
+        if callable(judge):
+            reason = judge(item)
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=f"not applicable: {reason}"))
+        known = getattr(getattr(item, "module", None), "known_failure", None)
+        if callable(known):
+            reason = known(item)
+            if reason is not None:
+                item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
