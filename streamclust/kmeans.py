@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+)
 from sklearn.utils.validation import check_is_fitted
 
 from . import runtime
@@ -16,19 +19,11 @@ from .engine.apply import apply_blocks
 from .engine.caching import fit_cache
 from .engine.plan import BatchPlan, block_ranges
 from .engine.seeds import SEED_PARTIAL, child, root_seed
-from .exceptions import ParameterError
 from .inputs import as_source, is_out_of_core, takes_storage_options
 from .kernels import kmeans as K
+from .kmeans_params import check_params
 from .persistence import fit_fingerprint, register_model, save_model
-from .sources import ArraySource, Source
-from .sources.cache import check_cache_mb
-from .validation import (
-    check_checkpoint,
-    check_float,
-    check_int,
-    check_option,
-    check_seed,
-)
+from .sources import ArraySource, Source, with_weights
 
 __all__ = [
     "StreamingKMeans",
@@ -39,7 +34,9 @@ __all__ = [
 ]
 
 
-class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+class StreamingKMeans(
+    ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator
+):
     """Mini-batch K-Means over data larger than memory, with lockstep initializations.
 
     ``n_init`` candidates are initialized independently and then advance in
@@ -81,16 +78,20 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     Parameters
     ----------
     n_clusters : int, default=8
-    init : {"k-means++", "random"} or array of shape (n_clusters, n_features)
-        An array starts the (single) candidate from those centers.
+    init : {"k-means++", "random"}, callable or array of shape (n_clusters, n_features)
+        An array starts the (single) candidate from those centers; a callable
+        ``init(X_sample, n_clusters, random_state)`` returns each candidate's
+        centers from the initialization sample.
     n_init : int or "auto", default=3
         Number of candidates advanced in lockstep; ``"auto"`` as scikit-learn's
-        ``MiniBatchKMeans``: 1 for k-means++ (or an array), 3 for random.
+        ``MiniBatchKMeans``: 1 for k-means++ (or an array), 3 for random or a
+        callable.
     batch_size : int, default=1024
         Rows per mini-batch step.
     init_size : int, default=None
-        Rows sampled for initialization; ``3 * batch_size`` when None (at
-        least ``3 * n_clusters``), clamped to the number of rows.
+        Rows sampled for initialization; ``3 * batch_size`` when None. Below
+        ``n_clusters`` it warns and ``3 * n_clusters`` is used; it is clamped to
+        the number of rows (scikit-learn's rules).
     max_passes : int, default=1
         Passes over the data when ``max_steps`` is None.
     max_steps : int, default=None
@@ -195,71 +196,32 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.checkpoint = checkpoint
         self.cache_mb = cache_mb
 
-    # ------------------------------------------------------------------ validation
-
-    def _check_params(self) -> int:
-        """Validate parameters before any I/O; return the effective n_init."""
-        check_int("n_clusters", self.n_clusters, low=1)
-        auto = isinstance(self.n_init, str)
-        if auto and self.n_init != "auto":
-            raise ParameterError(f"n_init={self.n_init!r} must be an int >= 1 or 'auto'")
-        if not auto:
-            check_int("n_init", self.n_init, low=1)
-        check_int("batch_size", self.batch_size, low=1)
-        check_int("init_size", self.init_size, low=1, allow_none=True)
-        check_int("max_passes", self.max_passes, low=1)
-        check_int("max_steps", self.max_steps, low=1, allow_none=True)
-        check_int("last_n", self.last_n, low=1)
-        check_option("selection", self.selection, ("last_n", "full"))
-        check_int("refine", self.refine, low=0)
-        check_float("reassignment_ratio", self.reassignment_ratio, low=0.0, high=1.0)
-        check_seed(self.random_state)
-        if not isinstance(self.shuffle, (bool, np.bool_)):
-            raise ParameterError(f"shuffle={self.shuffle!r} must be True or False")
-        check_checkpoint(self.checkpoint, self.random_state)
-        check_cache_mb(self.cache_mb)
-        if self.init_size is not None and self.init_size < self.n_clusters:
-            raise ParameterError(
-                f"init_size={self.init_size} is smaller than n_clusters={self.n_clusters}; "
-                f"pass init_size >= {self.n_clusters} (or leave it None)"
-            )
-        if isinstance(self.init, str):
-            check_option("init", self.init, ("k-means++", "random"))
-            if auto:
-                return 3 if self.init == "random" else 1
-            return int(self.n_init)
-        init = np.asarray(self.init)
-        if init.ndim != 2 or init.shape[0] != self.n_clusters:
-            raise ParameterError(
-                f"init has shape {init.shape}; an array init needs shape "
-                f"(n_clusters={self.n_clusters}, n_features)"
-            )
-        if not np.isfinite(init).all():
-            raise ParameterError("init contains NaN or inf; pass finite initial centers")
-        if not auto and self.n_init != 1:
-            warnings.warn(
-                f"Explicit initial center position passed: performing only one init "
-                f"instead of n_init={self.n_init}.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return 1
-
     # ------------------------------------------------------------------ fitting
 
     @takes_storage_options
-    def fit(self, X: Any, y: Any = None) -> StreamingKMeans:
-        """Fit on an array, dask array, Source or path (see the class docstring)."""
-        n_init = self._check_params()
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> StreamingKMeans:
+        """Fit on an array, dask array, Source or path (see the class docstring).
+
+        ``sample_weight`` (one weight >= 0 per row; None: all 1) weighs each row in
+        the initialization, the center updates and the inertias; integer weights
+        act as repeated rows. Out of core it is a second source of the same rows
+        (an array, a ``.npy`` or Zarr path or URL, a zarr or dask array), read
+        block by block alongside ``X``.
+        """
+        n_init = check_params(self)
         source = as_source(self, X, reset=True)
+        in_memory = isinstance(source, ArraySource)
+        source = with_weights(source, sample_weight)
         runner = runtime.resolve_runner(self.client, source)
         checkpoint = None
         if self.checkpoint is not None:
             checkpoint = E.KMeansCheckpoint(self.checkpoint, fit_fingerprint(self, source))
-        in_memory = isinstance(source, ArraySource)
         source, cache = fit_cache(source, runner, self.cache_mb)
+        spec = chain_spec(self, n_init)
+        # (scikit-learn's private names, which its tests and some users read)
+        self._n_init, self._init_size = n_init, spec.init_rows(self.batch_size, source.n_rows)
         fitted = E.fit_kmeans_chains(
-            [chain_spec(self, n_init)],
+            [spec],
             batch_plan(self),
             source,
             runner,
@@ -289,31 +251,24 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             self.labels_ = chosen.labels
         elif hasattr(self, "labels_"):
             del self.labels_
-        distinct = int(np.count_nonzero(chosen.sizes))
-        if distinct < self.n_clusters:
-            warnings.warn(
-                f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
-                f"({self.n_clusters}). Possibly due to duplicate points in X.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
         self.read_stats_ = None if cache is None else cache.stats()
         return self
 
     @takes_storage_options
-    def partial_fit(self, X: Any, y: Any = None) -> StreamingKMeans:
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> StreamingKMeans:
         """Advance every candidate on new data.
 
         An in-memory ``X`` is one mini-batch step (as scikit-learn's
         ``partial_fit``); a Source, path or dask array is read once in storage
         order and cut into steps of ``batch_size`` rows. The first call
         initializes every candidate from a sample of ``X``. ``cluster_centers_``
-        is then the candidate with the lowest ``init_scores_``.
+        is then the candidate with the lowest ``init_scores_``. ``sample_weight``
+        as in :meth:`fit`.
         """
         fitted = hasattr(self, "_state")
         if not fitted:
-            n_init = self._check_params()
-        source = as_source(self, X, reset=not fitted)
+            n_init = check_params(self)
+        source = with_weights(as_source(self, X, reset=not fitted), sample_weight)
         out_of_core = is_out_of_core(X)
         runner = runtime.resolve_runner(self.client if out_of_core else "sync", source)
         if not fitted:
@@ -321,8 +276,9 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             spec = chain_spec(self, n_init)
             ranges = block_ranges(source, self.batch_size)
             size = spec.init_rows(self.batch_size, source.n_rows)
+            self._n_init, self._init_size = n_init, size
             pool = E.init_pool(source, ranges, runner, child(root, SEED_PARTIAL), size)
-            self._state = E.init_candidates(spec, pool, root, runner)
+            self._state = E.init_candidates(spec, pool, root, runner, source.n_features)
             self.n_steps_ = 0
             self.n_passes_ = 0
         state = self._state
@@ -383,22 +339,33 @@ class StreamingKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             self, X, K.block_score_samples, self._centers_for, np.float64, None, out, overwrite
         )
 
+    @property
+    def _n_features_out(self) -> int:
+        """Columns of :meth:`transform` (scikit-learn's hook for ``get_feature_names_out``)."""
+        return int(self.cluster_centers_.shape[0])
+
     def score_kernel(self) -> tuple[Any, Any]:
         """The per-block task of :meth:`score_samples` and its model argument."""
         check_is_fitted(self, "cluster_centers_")
         return K.block_score_samples, self.cluster_centers_
 
     @takes_storage_options
-    def fit_predict(self, X: Any, y: Any = None) -> Any:
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
         """Fit, then return the labels of ``X`` (``labels_`` for in-memory data)."""
-        self.fit(X)
+        self.fit(X, sample_weight=sample_weight)
         return self.labels_ if hasattr(self, "labels_") else self.predict(X)
 
     @takes_storage_options
-    def score(self, X: Any, y: Any = None) -> float:
-        """Negative exact inertia of ``X`` with the fitted centers (higher is better)."""
+    def fit_transform(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
+        """Fit, then return the distances of ``X`` to the centers (see :meth:`transform`)."""
+        return self.fit(X, sample_weight=sample_weight).transform(X)
+
+    @takes_storage_options
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Negative exact inertia of ``X`` with the fitted centers (higher is better),
+        each row's squared distance weighted by its ``sample_weight``."""
         check_is_fitted(self, "cluster_centers_")
-        source = as_source(self, X, reset=False)
+        source = with_weights(as_source(self, X, reset=False), sample_weight)
         centers = self.cluster_centers_.astype(source.compute_dtype)[None]
         runner = runtime.resolve_runner(self.client, source)
         _, inertia, _ = E.labels_inertia(
@@ -488,7 +455,7 @@ def batch_plan(model: StreamingKMeans) -> BatchPlan:
 def validate_params(model: StreamingKMeans) -> int:
     """Check ``model``'s parameters as ``fit`` does, before any I/O; the effective
     ``n_init`` (1 for an array ``init``)."""
-    return model._check_params()
+    return check_params(model)
 
 
 register_model(StreamingKMeans, StreamingKMeans._to_state, StreamingKMeans._from_state)

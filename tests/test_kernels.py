@@ -7,6 +7,7 @@ import pytest
 from sklearn.cluster import kmeans_plusplus
 
 from streamclust.kernels import kmeans as K
+from streamclust.kernels import seeding
 from streamclust.kernels.online_em import stats_from_params
 
 
@@ -54,10 +55,10 @@ def test_kmeans_plusplus_lockstep():
     means = rng.standard_normal((20, 6)) * 8
     pool = (means[rng.integers(20, size=4000)] + rng.standard_normal((4000, 6))).astype(np.float32)
     seeds = [11, 22, 33, 44, 55, 66]
-    stacked = K.kmeans_plusplus(pool, 20, seeds)
+    stacked = seeding.kmeans_plusplus(pool, 20, seeds)
     assert stacked.shape == (6, 20, 6) and stacked.dtype == np.float32
     # Candidate i depends only on seeds[i], not on the candidates beside it.
-    np.testing.assert_array_equal(K.kmeans_plusplus(pool, 20, [33])[0], stacked[2])
+    np.testing.assert_array_equal(seeding.kmeans_plusplus(pool, 20, [33])[0], stacked[2])
     # Centers are distinct rows of the pool.
     for cand in stacked:
         assert len({tuple(r) for r in cand}) == 20

@@ -41,19 +41,8 @@ def not_applicable(item):
 #: Cases that fail still, each with what is missing (strict: a fixed case must leave).
 KNOWN_FAILING: dict[str, str] = {
     r".*(sparse|X_csr).*": "sparse input",
-    r"test_all_init\[.*callable.*\]|test_minibatch_kmeans_partial_fit_init\[callable\]": (
-        "callable init"
-    ),
-    r"test_kmeans_init_auto_with_initial_centroids.*|test_n_init_auto.*": "_n_init",
-    r"test_minibatch_kmeans_init_size|test_minibatch_kmeans_warning_init_size": "init_size",
     r"test_minibatch_(kmeans_verbose|with_many_reassignments)": "verbose",
-    r"test_minibatch_sensible_reassign": "distinct-cluster warning on a short fit",
     r"test_minibatch_declared_convergence.*|test_minibatch_iter_steps": "early stopping",
-    r"test_(unit_weights_vs_no_weights|scaled_weights|sample_weight_unchanged).*": (
-        "sample_weight"
-    ),
-    r"test_wrong_params.*": "scikit-learn's message fragments",
-    r"test_feature_names_out.*": "get_feature_names_out",
 }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from .. import runtime
 from ..exceptions import DataError
 from ..kernels import kmeans as K
+from ..kernels import seeding
 from ..persistence import FitCheckpoint
 from ..sources import Source
 from .plan import BatchPlan, Step, block_ranges, logical_pass, pass_steps
@@ -33,6 +34,7 @@ __all__ = [
     "choose_candidate",
     "fit_kmeans_chains",
     "init_candidates",
+    "check_centers_width",
     "init_pool",
     "labels_inertia",
     "lloyd",
@@ -53,11 +55,12 @@ class ChainSpec:
     last_n: int = 10
 
     def init_rows(self, batch_size: int, n_rows: int) -> int:
-        """Rows sampled for initialization: ``init_size``, else ``3 * batch_size``
-        (at least ``3 * n_clusters``), clamped to the data."""
-        size = self.init_size
-        if size is None:
-            size = max(3 * batch_size, 3 * self.n_clusters)
+        """Rows sampled for initialization, as scikit-learn's MiniBatchKMeans takes
+        them: ``init_size``, else ``3 * batch_size``; ``3 * n_clusters`` when that is
+        below ``n_clusters``; clamped to the data."""
+        size = 3 * batch_size if self.init_size is None else self.init_size
+        if size < self.n_clusters:
+            size = 3 * self.n_clusters
         return min(size, n_rows)
 
 
@@ -87,7 +90,7 @@ def init_pool(
     pool = np.concatenate(
         list(
             runtime.map_blocks(
-                K.sample_block_rows, source, per_block, by_start, runner=runner, ranges=picked
+                seeding.sample_block_rows, source, per_block, by_start, runner=runner, ranges=picked
             )
         )
     )
@@ -96,24 +99,52 @@ def init_pool(
     return pool
 
 
+def check_centers_width(shape: tuple[int, ...], n_features: int) -> None:
+    """Refuse initial centers whose width is not the data's (scikit-learn's words)."""
+    if len(shape) != 2 or shape[1] != n_features:
+        raise DataError(
+            f"The shape of the initial centers {shape} does not match the number of "
+            f"features of the data {n_features}; pass centers of the data's width"
+        )
+
+
+def _called_init(init: Any, pool: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The centers a callable ``init(X, n_clusters, random_state)`` gives, checked."""
+    centers = np.asarray(init(pool, k, random_state=np.random.RandomState(seed % 2**32)))
+    if centers.ndim != 2 or centers.shape[0] != k:
+        raise DataError(
+            f"The shape of the initial centers {centers.shape} does not match the number "
+            f"of clusters {k}; the callable init must return (n_clusters, n_features)"
+        )
+    check_centers_width(centers.shape, pool.shape[1])
+    if not np.isfinite(centers).all():
+        raise DataError("the callable init returned NaN or inf; return finite centers")
+    return centers.astype(pool.dtype)
+
+
 def init_candidates(
-    spec: ChainSpec, pool: np.ndarray, root: np.random.SeedSequence, runner: runtime.Runner
+    spec: ChainSpec,
+    pool: np.ndarray,
+    root: np.random.SeedSequence,
+    runner: runtime.Runner,
+    n_features: int,
 ) -> K.Chain:
-    """A chain of ``spec.n_init`` candidates started from ``pool``, each with its own seed."""
+    """A chain of ``spec.n_init`` candidates started from ``pool``, each with its own seed
+    (a pool one column wider than ``n_features`` carries the rows' weights)."""
     k, n_init = spec.n_clusters, spec.n_init
+    pool, weights = seeding.split_weights(pool, n_features)
     if pool.shape[0] < k:
         raise DataError(
-            f"n_clusters={k} exceeds the {pool.shape[0]} rows seen at initialization "
-            f"(n_samples={pool.shape[0]}); pass more rows or lower n_clusters"
+            f"n_samples={pool.shape[0]} should be >= n_clusters={k}: the initialization "
+            f"saw {pool.shape[0]} rows; pass more rows or lower n_clusters"
         )
-    if not isinstance(spec.init, str) and np.shape(spec.init)[1] != pool.shape[1]:
-        raise DataError(
-            f"init has {np.shape(spec.init)[1]} features but the data has {pool.shape[1]}; "
-            "pass centers of the data's width"
-        )
+    if not isinstance(spec.init, str) and not callable(spec.init):
+        check_centers_width(np.shape(spec.init), pool.shape[1])
     seeds = [child(root, SEED_CANDIDATE, c).spawn(2) for c in range(n_init)]
     states = [dict(np.random.PCG64(rng_ss).state) for _, rng_ss in seeds]
-    if not isinstance(spec.init, str):
+    if callable(spec.init):
+        centers = np.stack([_called_init(spec.init, pool, k, seed_int(s)) for s, _ in seeds])
+    elif not isinstance(spec.init, str):
         centers = np.repeat(np.asarray(spec.init, dtype=pool.dtype)[None], n_init, axis=0)
     elif spec.init == "k-means++":
         # A task per group of candidates, on workers or pool threads (one BLAS thread
@@ -123,7 +154,12 @@ def init_candidates(
         with runner.parallel():
             tasks = [
                 functools.partial(
-                    runner.submit, K.kmeans_plusplus, pool, k, [seed_ints[i] for i in group]
+                    runner.submit,
+                    seeding.kmeans_plusplus,
+                    pool,
+                    k,
+                    [seed_ints[i] for i in group],
+                    weights,
                 )
                 for group in groups
             ]
@@ -134,7 +170,7 @@ def init_candidates(
     else:
         centers = np.stack(
             [
-                pool[np.random.default_rng(init_ss).choice(len(pool), size=k, replace=False)]
+                seeding.random_rows(pool, k, np.random.default_rng(init_ss), weights)
                 for init_ss, _ in seeds
             ]
         )
@@ -192,7 +228,7 @@ def fit_kmeans_chains(
             size = spec.init_rows(plan.batch_size, source.n_rows)
             if size not in pools:  # the same sample for every spec of the same size
                 pools[size] = init_pool(source, ranges, runner, root, size)
-            merged = init_candidates(spec, pools[size], root, runner)
+            merged = init_candidates(spec, pools[size], root, runner, source.n_features)
             groups = K.split_chain(merged, runner.chain_groups(spec.n_init, len(specs)))
             chains += groups
             owner += [s_idx] * len(groups)

@@ -15,7 +15,7 @@ from .. import runtime
 from ..exceptions import DataError, ParameterError
 from ..kernels import gmm as G
 from ..kernels import online_em as O
-from ..kernels.kmeans import kmeans_plusplus
+from ..kernels.seeding import kmeans_plusplus
 from ..persistence import FitCheckpoint, fingerprint
 from ..sources import Source
 from .chains import ChainSpec, KMeansCheckpoint, fit_kmeans_chains, init_pool

@@ -10,6 +10,11 @@ chain's centers in the data's dtype (``|c|^2`` rides in the GEMM as an extra
 column). Each entry of that GEMM does not depend on which other centers are
 stacked with it, so splitting candidates into chains (one per worker) changes
 nothing in the result.
+
+A block may carry sample weights as one more, last column (see
+:func:`~streamclust.kernels.seeding.split_weights`): each row then counts with
+its weight in the center updates, the counts and the inertias. Unit weights
+give exactly the results of no weights.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
+
+from .seeding import split_weights
 
 #: Rows per sub-chunk when assigning a whole block (bounds the distance matrix).
 ASSIGN_CHUNK_ROWS = 4096
@@ -200,7 +207,7 @@ class Workspace:
         self.labels = np.empty(max_rows * g, np.int32)
         self.dist = np.empty(max_rows * g, dtype)
         self.xx = np.empty(max_rows, dtype)
-        self.batch = np.empty(max_rows * d, dtype)
+        self.batch = np.empty(max_rows * (d + 1), dtype)  # (rows and their weights)
         self.ones = np.ones(max_rows * g, dtype)
         self.indptr = np.arange(0, max_rows * g + 1, g, dtype=np.int32)
         self.sums64 = np.empty((g, k, d), np.float64)
@@ -257,9 +264,12 @@ def minibatch_step(
     the rows it has absorbed (learning rate ``n_batch / count``), and when a
     center's count is 0 or every ``10 * k`` rows, centers whose count is below
     ``reassignment_ratio * max(count)`` are moved onto random rows of the batch.
-    The batch inertia recorded is computed before the update.
+    The batch inertia recorded is computed before the update. A weighted batch
+    (weights as a last column) moves each center to the weighted running mean, its
+    count being the weight it absorbed, as scikit-learn's weighted update does.
     """
     g, k, d = chain.centers.shape
+    X, w = split_weights(X, d)
     b = X.shape[0]
     if ws is None or not ws.fits(g, k, d, b):
         ws = Workspace(g, k, d, b, X.dtype)
@@ -269,16 +279,23 @@ def minibatch_step(
     chain.since_reassign[reassign] = 0
 
     labels, dist = assign(X, chain.centers, ws)
+    if w is not None:
+        dist = dist * w  # (unit weights: the same values)
     chain.recent[:, chain.n_recorded % chain.recent.shape[1]] = dist.sum(axis=1, dtype=np.float64)
     chain.n_recorded += 1
 
     labels += (np.arange(g, dtype=np.int32) * k)[None, :]
     glabels = labels.ravel()
-    # Column j of this (g*k, b) matrix has a 1 at each candidate's label of row j:
-    # built in CSC form without sorting; S @ X sums the rows per (candidate, center).
-    S = sp.csc_matrix((ws.ones[: b * g], glabels, ws.indptr[: b + 1]), shape=(g * k, b))
+    # Column j of this (g*k, b) matrix has a 1 (row j's weight) at each candidate's
+    # label of row j: built in CSC form without sorting; S @ X sums the rows per
+    # (candidate, center).
+    ones = ws.ones[: b * g] if w is None else np.repeat(w, g)
+    S = sp.csc_matrix((ones, glabels, ws.indptr[: b + 1]), shape=(g * k, b))
     sums = (S @ X).reshape(g, k, d)
-    n_new = np.bincount(glabels, minlength=g * k).reshape(g, k)
+    if w is None:
+        n_new = np.bincount(glabels, minlength=g * k).reshape(g, k)
+    else:
+        n_new = np.bincount(glabels, weights=ones, minlength=g * k).reshape(g, k)
     total = chain.counts + n_new
     # New center = (old * count + sum of new rows) / new count, in float64; centers
     # that absorbed no row stay as they are.
@@ -334,12 +351,14 @@ def scan_block(chain: Chain, block: np.ndarray, start: int, arg: StepArg) -> Cha
     order = None if perm_seed is None else np.random.default_rng(perm_seed).permutation(rows)
     g, k, d = chain.centers.shape
     ws = Workspace(g, k, d, min(batch_size, rows), block.dtype)
+    width = block.shape[1]  # d, or d + 1 with weights
     for i in range(n_batches):
         lo, hi = i * batch_size, min((i + 1) * batch_size, rows)
         if order is None:
             X = block[lo:hi]
         else:
-            X = np.take(block, order[lo:hi], axis=0, out=_flat(ws.batch, hi - lo, d), mode="clip")
+            out = _flat(ws.batch, hi - lo, width)
+            X = np.take(block, order[lo:hi], axis=0, out=out, mode="clip")
         minibatch_step(chain, X, ratio, ws)
     return chain
 
@@ -372,16 +391,19 @@ def block_labels_inertia(
     block: np.ndarray, start: int, centers: np.ndarray, want_labels: bool
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Task: labels (b, g), exact float64 inertia (g,) and the rows nearest to each
-    center (g, k) of each candidate on one block."""
+    center (g, k) of each candidate on one block (the inertia weighted, with weights)."""
     g, k, d = centers.shape
+    block, weights = split_weights(block, d)
     inertia = np.zeros(g, np.float64)
     sizes = np.zeros((g, k), np.int64)
     out = np.empty((block.shape[0], g), np.int32) if want_labels else None
     centers64 = centers.astype(np.float64)
     buf = np.empty((min(ASSIGN_CHUNK_ROWS, block.shape[0]), d), np.float64)
     for lo, X, labels in _assigned_chunks(block, centers):
+        w = None if weights is None else weights[lo : lo + len(X)]
         for c in range(g):
-            inertia[c] += exact_sq_distances(X, centers64[c], labels[:, c], buf).sum()
+            sq = exact_sq_distances(X, centers64[c], labels[:, c], buf)
+            inertia[c] += (sq if w is None else sq * w).sum()
             sizes[c] += np.bincount(labels[:, c], minlength=k)
         if out is not None:
             out[lo : lo + len(X)] = labels
@@ -391,18 +413,28 @@ def block_labels_inertia(
 def block_lloyd_stats(
     block: np.ndarray, start: int, centers: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Task: per-center float64 sums and counts, and the inertia, for one Lloyd step."""
+    """Task: per-center float64 sums and counts (weights, with weights), and the inertia,
+    for one Lloyd step."""
     k, d = centers.shape
+    block, weights = split_weights(block, d)
     sums = np.zeros((k, d), np.float64)
     counts = np.zeros(k, np.float64)
     inertia = 0.0
     centers64 = centers.astype(np.float64)
-    for _, X, labels in _assigned_chunks(block, centers[None]):
+    for lo, X, labels in _assigned_chunks(block, centers[None]):
         lab = labels[:, 0]
-        inertia += float(exact_sq_distances(X, centers64, lab).sum())
-        counts += np.bincount(lab, minlength=k)
-        for j in range(d):
-            sums[:, j] += np.bincount(lab, weights=X[:, j], minlength=k)
+        sq = exact_sq_distances(X, centers64, lab)
+        if weights is None:
+            inertia += float(sq.sum())
+            counts += np.bincount(lab, minlength=k)
+            for j in range(d):
+                sums[:, j] += np.bincount(lab, weights=X[:, j], minlength=k)
+        else:
+            w = weights[lo : lo + len(X)].astype(np.float64)
+            inertia += float((sq * w).sum())
+            counts += np.bincount(lab, weights=w, minlength=k)
+            for j in range(d):
+                sums[:, j] += np.bincount(lab, weights=X[:, j] * w, minlength=k)
     return sums, counts, inertia
 
 
@@ -430,61 +462,3 @@ def block_predict(block: np.ndarray, start: int, centers: np.ndarray) -> np.ndar
     for lo, X, labels in _assigned_chunks(block, centers[None]):
         out[lo : lo + len(X)] = labels[:, 0]
     return out
-
-
-def kmeans_plusplus(pool: np.ndarray, k: int, seeds: list[int]) -> np.ndarray:
-    """Greedy k-means++ for ``len(seeds)`` candidates in lockstep, (g, k, d) in the pool dtype.
-
-    The algorithm of scikit-learn's ``kmeans_plusplus`` (``2 + log(k)`` local
-    trials per center, the trial that lowers the potential most wins), run for
-    every candidate at once: each round's trial centers of all candidates are
-    measured against the pool with one stacked GEMM, as the mini-batch steps
-    are. In float64 (scikit-learn's float32 path upcasts chunk by chunk and is
-    about twice as slow). Candidate ``i`` depends only on ``seeds[i]``.
-    """
-    X = pool.astype(np.float64)
-    n, d = X.shape
-    g = len(seeds)
-    trials = 2 + int(np.log(k))
-    rngs = [np.random.default_rng(s) for s in seeds]
-    xx = np.einsum("ij,ij->i", X, X)
-    minus_2xt = -2 * X.T  # once, not every round (scaling by -2 is exact)
-
-    def sq_dist(C: np.ndarray) -> np.ndarray:
-        D = C @ minus_2xt
-        D += np.einsum("ij,ij->i", C, C)[:, None]
-        D += xx
-        return np.maximum(D, 0, out=D)
-
-    every = np.arange(g)
-    ids = np.array([rng.integers(n) for rng in rngs])
-    centers = np.empty((g, k, d), np.float64)
-    centers[:, 0] = X[ids]
-    closest = sq_dist(X[ids])  # (g, n): squared distance to the nearest chosen center
-    potential = closest.sum(axis=1)
-    for c in range(1, k):
-        draws = np.stack([rng.uniform(size=trials) for rng in rngs]) * potential[:, None]
-        cum = np.cumsum(closest, axis=1)
-        trial_ids = np.stack([np.searchsorted(cum[i], draws[i]) for i in range(g)])
-        np.minimum(trial_ids, n - 1, out=trial_ids)
-        dist = sq_dist(X[trial_ids.ravel()]).reshape(g, trials, n)
-        np.minimum(dist, closest[:, None, :], out=dist)
-        pots = dist.sum(axis=2)
-        best = pots.argmin(axis=1)
-        closest = dist[every, best]
-        potential = pots[every, best]
-        centers[:, c] = X[trial_ids[every, best]]
-    return centers.astype(pool.dtype)
-
-
-def sample_rows(block: np.ndarray, start: int, n: int, seed: int) -> np.ndarray:
-    """Task: ``n`` rows of a block drawn uniformly without replacement (seeded)."""
-    if n >= block.shape[0]:
-        return block.copy()
-    idx = np.sort(np.random.default_rng(seed).choice(block.shape[0], size=n, replace=False))
-    return block[idx]
-
-
-def sample_block_rows(block: np.ndarray, start: int, n: int, seeds: dict[int, int]) -> np.ndarray:
-    """Task: :func:`sample_rows` with the seed of the block that starts at ``start``."""
-    return sample_rows(block, start, n, seeds[start])

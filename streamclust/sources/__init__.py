@@ -37,6 +37,7 @@ from .remote import (
     redact_url,
     storage_options_for_outputs,
 )
+from .weighted import WeightedSource, with_weights
 from .writers import ArrayWriter, check_output, check_writable, write_array, write_zarr
 from .zarr_store import ZarrSource, is_zarr_array, is_zarr_group
 
@@ -53,6 +54,7 @@ __all__ = [
     "ParquetSource",
     "RawSource",
     "Source",
+    "WeightedSource",
     "ZarrSource",
     "check_output",
     "check_writable",
@@ -69,6 +71,7 @@ __all__ = [
     "redact_options",
     "redact_url",
     "storage_options_for_outputs",
+    "with_weights",
     "write_array",
     "write_zarr",
 ]

@@ -38,7 +38,9 @@ class NpySource(Source):
     A Fortran-ordered file (rows not contiguous) is read through the map.
     """
 
-    def __init__(self, path: str | os.PathLike, block_rows: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, block_rows: int | None = None, column: bool = False
+    ) -> None:
         self.path = str(path)
         self.name = self.path
         try:
@@ -50,6 +52,8 @@ class NpySource(Source):
                 f"{self.path}: not a readable .npy array ({exc}); "
                 "write it with numpy.save from a numeric array"
             ) from exc
+        if column and mapped.ndim == 1:  # one column (sample weights): same layout
+            mapped = mapped.reshape(-1, 1)
         check_2d(mapped, self.path)
         self.n_rows, self.n_features = mapped.shape
         self.dtype = mapped.dtype

@@ -39,6 +39,7 @@ def open_source(
     block_rows: int | None = None,
     storage_options: dict[str, Any] | None = None,
     columns: Sequence[str] | None = None,
+    column: bool = False,
 ) -> Source:
     """Open anything streamclust can read as a :class:`Source`.
 
@@ -80,6 +81,10 @@ def open_source(
         credentials apply. They are never shown: the source's name hides any
         credentials in the URL.
 
+    column : bool
+        Read a 1-D array (Zarr, ``.npy``, dask or in memory) as one column, as
+        sample weights are given; without it a 1-D array is refused.
+
     Examples
     --------
     >>> import numpy as np, streamclust as sc
@@ -94,7 +99,7 @@ def open_source(
             raise SourceError(
                 f"storage_options must be a dict, not {type(storage_options).__name__}"
             )
-        return _open_url(data, component, block_rows, storage_options, columns)
+        return _open_url(data, component, block_rows, storage_options, columns, column)
     if isinstance(data, str):
         data = local_path(data)
     if isinstance(data, (str, os.PathLike)):
@@ -105,16 +110,16 @@ def open_source(
             return ParquetSource(path, columns=columns)
         if columns is not None:
             raise SourceError(f"{path}: columns= applies to Parquet data only; drop it")
-        return _open_path(path, dtype, shape, component, header, block_rows)
+        return _open_path(path, dtype, shape, component, header, block_rows, column)
     if is_xarray(data):
         return xarray_source(data, block_rows)
     if is_dask_array(data):
-        return DaskSource(data)
+        return DaskSource(data[:, None] if column and data.ndim == 1 else data)
     if is_zarr_group(data):
         data = pick_array(data, component, f"zarr.Group at {data.store_path}")
-        return ZarrSource(data, block_rows=block_rows)
+        return ZarrSource(data, block_rows=block_rows, column=column)
     if is_zarr_array(data):
-        return ZarrSource(data, block_rows=block_rows)
+        return ZarrSource(data, block_rows=block_rows, column=column)
     if is_lazy_array(data):
         return LazyArraySource(data, block_rows=block_rows)
     if hasattr(data, "__array__") or isinstance(data, (list, tuple)):
@@ -122,6 +127,8 @@ def open_source(
             array = np.asarray(data)
         except (TypeError, ValueError) as exc:
             raise DataError(f"cannot convert input to a numeric array ({exc})") from exc
+        if column and array.ndim == 1:
+            array = array[:, None]
         return ArraySource(array, block_rows=block_rows)
     raise SourceError(
         f"cannot read {type(data).__name__}; pass a path, an ndarray, a dask array or a Source"
@@ -134,13 +141,18 @@ def _open_url(
     block_rows: int | None,
     storage_options: dict[str, Any] | None,
     columns: Sequence[str] | None,
+    column: bool = False,
 ) -> Source:
     """A Zarr store, or a Parquet file or prefix of Parquet files, at a URL."""
     if url.rstrip("/").lower().endswith(".parquet") or columns is not None:
         return ParquetSource(url, columns=columns, storage_options=storage_options)
     try:
         return ZarrSource(
-            url, component=component, block_rows=block_rows, storage_options=storage_options
+            url,
+            component=component,
+            block_rows=block_rows,
+            storage_options=storage_options,
+            column=column,
         )
     except SourceError as exc:
         if "no Zarr store there" not in str(exc):
@@ -166,19 +178,22 @@ def _open_path(
     component: str | None,
     header: bool,
     block_rows: int | None,
+    column: bool = False,
 ) -> Source:
     if not path.exists():
         # "store.zarr/X" names an array inside a group.
         if path.parent.exists() and is_zarr_dir(path.parent) and component is None:
-            return ZarrSource(path.parent, component=path.name, block_rows=block_rows)
+            return ZarrSource(
+                path.parent, component=path.name, block_rows=block_rows, column=column
+            )
         raise SourceError(f"{path}: no such file or directory; check the path")
     if path.is_dir():
         if is_zarr_dir(path):
-            return ZarrSource(path, component=component, block_rows=block_rows)
+            return ZarrSource(path, component=component, block_rows=block_rows, column=column)
         return BatchDirSource(path, header=header)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return NpySource(path, block_rows=block_rows)
+        return NpySource(path, block_rows=block_rows, column=column)
     if suffix == ".csv":
         raise SourceError(
             f"{path}: a single {suffix} file is read by 'streamclust convert {path} out.zarr' "

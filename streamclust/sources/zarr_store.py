@@ -41,6 +41,7 @@ class ZarrSource(Source):
         component: str | None = None,
         block_rows: int | None = None,
         storage_options: dict[str, Any] | None = None,
+        column: bool = False,
     ) -> None:
         self.array: Any = None
         #: Passed to the store of a URL; pickled with the source for the workers, never
@@ -65,14 +66,14 @@ class ZarrSource(Source):
             # once, without requests for the store's metadata (each one a round trip
             # to object storage) in every task.
             self.array = arr
-        check_2d(arr, self.name)
-        self.n_rows, self.n_features = (int(s) for s in arr.shape)
+        #: A 1-D array read as one column (sample weights).
+        self.column = bool(column) and len(arr.shape) == 1
+        if not self.column:
+            check_2d(arr, self.name)
+        self.n_rows, self.n_features = int(arr.shape[0]), 1 if self.column else int(arr.shape[1])
         self.dtype = np.dtype(arr.dtype)
         compute_dtype(self.dtype)
         self.chunk_rows = int(arr.chunks[0])
-        if arr.chunks[1] != self.n_features:
-            # Reading a row range then touches several chunks per row; still correct.
-            pass
         committed = arr.attrs.get("committed_rows")
         self.committed_rows = self.n_rows if committed is None else int(committed)
         if committed is None:  # not written by streamclust: do its chunks reach its shape?
@@ -128,7 +129,8 @@ class ZarrSource(Source):
         arr = self._h_array()
         self._check_links(arr, start, stop)
         try:
-            return arr[start:stop]
+            block = arr[start:stop]
+            return block[:, None] if self.column else block
         except Exception as exc:
             first_error: Exception = exc
         # Find the chunk that fails, so the message names it. Only the error's kind is
@@ -157,11 +159,12 @@ class ZarrSource(Source):
         if type(store).__name__ != "LocalStore" or root is None:
             return
         rows = int((getattr(arr, "shards", None) or arr.chunks)[0])
-        cols = int((getattr(arr, "shards", None) or arr.chunks)[1])
+        cols = int((getattr(arr, "shards", None) or arr.chunks)[-1]) if not self.column else 1
         inside = os.path.realpath(root) + os.sep
         for c in range(start // rows, max(start, stop - 1) // rows + 1):
             for j in range(-(-self.n_features // cols)):
-                file = os.path.join(root, arr.path, arr.metadata.encode_chunk_key((c, j)))
+                key = (c,) if self.column else (c, j)
+                file = os.path.join(root, arr.path, arr.metadata.encode_chunk_key(key))
                 target = os.path.realpath(file)
                 if not target.startswith(inside):
                     lo, hi = c * rows, min((c + 1) * rows, self.n_rows)

@@ -1,0 +1,74 @@
+"""What a StreamingKMeans accepts: its parameters checked before any I/O."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .exceptions import ParameterError
+from .sources.cache import check_cache_mb
+from .validation import (
+    check_checkpoint,
+    check_float,
+    check_int,
+    check_option,
+    check_seed,
+)
+
+__all__ = ["check_params"]
+
+
+def check_params(model: Any) -> int:
+    """Check a StreamingKMeans's parameters before any I/O; return the effective
+    ``n_init`` (1 for an array ``init``; ``"auto"`` resolved as scikit-learn does)."""
+    check_int("n_clusters", model.n_clusters, low=1)
+    auto = isinstance(model.n_init, str)
+    if auto and model.n_init != "auto":
+        raise ParameterError(f"n_init={model.n_init!r} must be an int >= 1 or 'auto'")
+    if not auto:
+        check_int("n_init", model.n_init, low=1)
+    check_int("batch_size", model.batch_size, low=1)
+    check_int("init_size", model.init_size, low=1, allow_none=True)
+    check_int("max_passes", model.max_passes, low=1)
+    check_int("max_steps", model.max_steps, low=1, allow_none=True)
+    check_int("last_n", model.last_n, low=1)
+    check_option("selection", model.selection, ("last_n", "full"))
+    check_int("refine", model.refine, low=0)
+    check_float("reassignment_ratio", model.reassignment_ratio, low=0.0, high=1.0)
+    check_seed(model.random_state)
+    if not isinstance(model.shuffle, (bool, np.bool_)):
+        raise ParameterError(f"shuffle={model.shuffle!r} must be True or False")
+    check_checkpoint(model.checkpoint, model.random_state)
+    check_cache_mb(model.cache_mb)
+    if model.init_size is not None and model.init_size < model.n_clusters:
+        warnings.warn(
+            f"init_size={model.init_size} should be larger than n_clusters="
+            f"{model.n_clusters}. Setting it to min(3*n_clusters, n_samples)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if callable(model.init):  # init(X_sample, n_clusters, random_state=...) per candidate
+        return 3 if auto else int(model.n_init)
+    if isinstance(model.init, str):
+        check_option("init", model.init, ("k-means++", "random"))
+        if auto:
+            return 3 if model.init == "random" else 1
+        return int(model.n_init)
+    init = np.asarray(model.init)
+    if init.ndim != 2 or init.shape[0] != model.n_clusters:
+        raise ParameterError(
+            f"The shape of the initial centers {init.shape} does not match the number of "
+            f"clusters {model.n_clusters}; pass init of shape (n_clusters, n_features)"
+        )
+    if not np.isfinite(init).all():
+        raise ParameterError("init contains NaN or inf; pass finite initial centers")
+    if not auto and model.n_init != 1:
+        warnings.warn(
+            f"Explicit initial center position passed: performing only one init "
+            f"instead of n_init={model.n_init}.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return 1
