@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from sklearn.base import (
     ClusterMixin,
     TransformerMixin,
 )
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from . import runtime
@@ -20,6 +22,7 @@ from .engine.caching import fit_cache
 from .engine.plan import BatchPlan, block_ranges
 from .engine.seeds import SEED_PARTIAL, child, root_seed
 from .inputs import as_source, is_out_of_core, takes_storage_options
+from .kernels import chain as C
 from .kernels import kmeans as K
 from .kmeans_params import check_params
 from .persistence import fit_fingerprint, register_model, save_model
@@ -125,6 +128,21 @@ class StreamingKMeans(
         pass are kept for the later ones (exact inertia, ``selection="full"``,
         ``refine``) within it. None: ``STREAMCLUST_CACHE_MB``, else a quarter of
         the available memory; 0 turns it off. Results do not depend on it.
+    tol : float, default=0.0
+        Early stopping, as scikit-learn's ``MiniBatchKMeans``: a candidate stops
+        when one step moves its centers (squared, summed) by at most ``tol``
+        times the mean feature variance (of the initialization sample here).
+        0 turns it off.
+    max_no_improvement : int or None, default=None
+        Early stopping: a candidate stops when the exponentially weighted
+        average of its batch inertia has not improved for this many steps.
+        None (the default, unlike scikit-learn's 10, so that a streaming fit
+        sees all of its data) turns it off. A stopped candidate keeps its
+        centers; the fit ends after the block in which the last one stopped,
+        whatever ``max_passes``.
+    verbose : int, default=0
+        Print scikit-learn's progress lines (initialization, every step's batch
+        inertia and its average, convergence) on the driver.
 
     Attributes
     ----------
@@ -141,6 +159,8 @@ class StreamingKMeans(
         Exact inertia of every candidate (``selection="full"`` only).
     n_steps_, n_passes_ : int
         Steps run, and passes started.
+    n_iter_ : int
+        Passes started (scikit-learn's name; early stopping may end a fit sooner).
     read_stats_ : dict or None
         What the last ``fit`` read: ``blocks_read`` and ``rows_read`` from
         storage, ``cache_hits`` (blocks served from the cache) and
@@ -177,6 +197,9 @@ class StreamingKMeans(
         progress: bool = True,
         checkpoint: Any = None,
         cache_mb: Any = None,
+        tol: float = 0.0,
+        max_no_improvement: int | None = None,
+        verbose: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -195,6 +218,9 @@ class StreamingKMeans(
         self.progress = progress
         self.checkpoint = checkpoint
         self.cache_mb = cache_mb
+        self.tol = tol
+        self.max_no_improvement = max_no_improvement
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
 
@@ -231,6 +257,7 @@ class StreamingKMeans(
         )
         state = self._state = fitted.chains[0]
         self.n_steps_, self.n_passes_ = fitted.n_steps, fitted.n_passes
+        self.n_iter_ = fitted.n_passes
         self.init_scores_ = state.window_scores()
         chosen = E.choose_candidate(
             state,
@@ -251,6 +278,14 @@ class StreamingKMeans(
             self.labels_ = chosen.labels
         elif hasattr(self, "labels_"):
             del self.labels_
+        distinct = int(np.count_nonzero(chosen.sizes))
+        if distinct < self.n_clusters:
+            warnings.warn(
+                f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
+                f"({self.n_clusters}). Possibly due to duplicate points in X.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         self.read_stats_ = None if cache is None else cache.stats()
         return self
 
@@ -282,6 +317,9 @@ class StreamingKMeans(
             self.n_steps_ = 0
             self.n_passes_ = 0
         state = self._state
+        if state.stop is not None:  # partial_fit never stops early (scikit-learn's rule)
+            state = state.copy()
+            state.stop, state.stopped_at = None, np.zeros_like(state.stopped_at)
         if out_of_core:
             ratio = float(self.reassignment_ratio)
             state = E.advance_in_row_order(state, source, runner, self.batch_size, ratio)
@@ -383,7 +421,7 @@ class StreamingKMeans(
     def _to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Scalars (JSON) and arrays (npz) that fully describe the fitted model."""
         check_is_fitted(self, "cluster_centers_")
-        scalars, arrays = K.chain_to_state(self._state)
+        scalars, arrays = C.chain_to_state(self._state)
         scalars.update(
             {
                 "n_features_in_": int(self.n_features_in_),
@@ -405,6 +443,7 @@ class StreamingKMeans(
     def _from_state(self, scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         for name in ("n_features_in_", "inertia_", "best_init_", "n_steps_", "n_passes_"):
             setattr(self, name, scalars[name])
+        self.n_iter_ = self.n_passes_
         self.cluster_centers_ = arrays["cluster_centers_"]
         self.init_scores_ = arrays["init_scores_"]
         if "init_inertias_" in arrays:
@@ -414,7 +453,7 @@ class StreamingKMeans(
         centers = arrays["state_centers"]
         if centers.ndim != 3 or centers.shape[1:] != self.cluster_centers_.shape:
             raise ValueError("state_centers does not match cluster_centers_")
-        self._state = K.chain_from_state(scalars, arrays)
+        self._state = C.chain_from_state(scalars, arrays)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -423,7 +462,7 @@ class StreamingKMeans(
 
 
 def set_fitted_chain(
-    model: StreamingKMeans, chain: K.Chain, n_steps: int, n_passes: int, n_features: int
+    model: StreamingKMeans, chain: C.Chain, n_steps: int, n_passes: int, n_features: int
 ) -> None:
     """Give ``model`` the state of a chain the engine fitted for it (in passes shared
     with other models): its candidates, the one with the lowest ``init_scores_``
@@ -449,6 +488,9 @@ def batch_plan(model: StreamingKMeans) -> BatchPlan:
         model.max_steps,
         bool(model.shuffle),
         float(model.reassignment_ratio),
+        float(model.tol),
+        model.max_no_improvement,
+        bool(model.verbose),
     )
 
 

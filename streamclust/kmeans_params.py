@@ -33,6 +33,10 @@ def check_params(model: Any) -> int:
     check_int("init_size", model.init_size, low=1, allow_none=True)
     check_int("max_passes", model.max_passes, low=1)
     check_int("max_steps", model.max_steps, low=1, allow_none=True)
+    check_float("tol", model.tol, low=0.0)
+    check_int("max_no_improvement", model.max_no_improvement, low=0, allow_none=True)
+    if not isinstance(model.verbose, (bool, int, np.integer)) or model.verbose < 0:
+        raise ParameterError(f"verbose={model.verbose!r} must be an int >= 0 or a bool")
     check_int("last_n", model.last_n, low=1)
     check_option("selection", model.selection, ("last_n", "full"))
     check_int("refine", model.refine, low=0)

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import runtime
 from ..exceptions import DataError
+from ..kernels import chain as C
 from ..kernels import kmeans as K
 from ..kernels import seeding
 from ..persistence import FitCheckpoint
@@ -31,6 +32,7 @@ __all__ = [
     "Chosen",
     "KMeansCheckpoint",
     "advance_in_row_order",
+    "all_stopped",
     "choose_candidate",
     "fit_kmeans_chains",
     "init_candidates",
@@ -38,6 +40,7 @@ __all__ = [
     "init_pool",
     "labels_inertia",
     "lloyd",
+    "stop_rule",
 ]
 
 #: At most this many randomly chosen blocks supply the initialization sample.
@@ -67,7 +70,7 @@ class ChainSpec:
 class ChainsFit(NamedTuple):
     """Each spec's merged chain, and the steps and passes run."""
 
-    chains: list[K.Chain]
+    chains: list[C.Chain]
     n_steps: int
     n_passes: int
 
@@ -128,7 +131,7 @@ def init_candidates(
     root: np.random.SeedSequence,
     runner: runtime.Runner,
     n_features: int,
-) -> K.Chain:
+) -> C.Chain:
     """A chain of ``spec.n_init`` candidates started from ``pool``, each with its own seed
     (a pool one column wider than ``n_features`` carries the rows' weights)."""
     k, n_init = spec.n_clusters, spec.n_init
@@ -174,7 +177,7 @@ def init_candidates(
                 for init_ss, _ in seeds
             ]
         )
-    return K.new_chain(centers, states, spec.last_n, tuple(range(n_init)))
+    return C.new_chain(centers, states, spec.last_n, tuple(range(n_init)))
 
 
 class KMeansCheckpoint(FitCheckpoint):
@@ -183,15 +186,15 @@ class KMeansCheckpoint(FitCheckpoint):
     def __init__(self, directory: Any, fingerprint: dict[str, Any]) -> None:
         super().__init__(directory, "kmeans-fit.npz", fingerprint)
 
-    def load_chain(self) -> tuple[K.Chain, tuple[int, int]] | None:
+    def load_chain(self) -> tuple[C.Chain, tuple[int, int]] | None:
         saved = self.load()
         if saved is None:
             return None
         meta, arrays = saved
-        return K.chain_from_state(meta["chain"], arrays), (int(meta["pass"]), int(meta["step"]))
+        return C.chain_from_state(meta["chain"], arrays), (int(meta["pass"]), int(meta["step"]))
 
-    def save_chains(self, chains: list[K.Chain], position: tuple[int, int]) -> None:
-        scalars, arrays = K.chain_to_state(K.merge_chains(chains))
+    def save_chains(self, chains: list[C.Chain], position: tuple[int, int]) -> None:
+        scalars, arrays = C.chain_to_state(C.merge_chains(chains))
         self.save({"chain": scalars, "pass": position[0], "step": position[1]}, arrays)
 
 
@@ -215,11 +218,11 @@ def fit_kmeans_chains(
     total = plan.max_steps if plan.max_steps is not None else plan.max_passes * per_pass
     n_passes = math.ceil(total / per_pass)
     resumed = None if checkpoint is None else checkpoint.load_chain()
-    chains: list[K.Chain] = []
+    chains: list[C.Chain] = []
     owner: list[int] = []
     if resumed is not None:
         merged, start = resumed
-        chains = K.split_chain(merged, runner.chain_groups(merged.centers.shape[0]))
+        chains = C.split_chain(merged, runner.chain_groups(merged.centers.shape[0]))
         owner = [0] * len(chains)
     else:
         start = (0, 0)
@@ -229,21 +232,23 @@ def fit_kmeans_chains(
             if size not in pools:  # the same sample for every spec of the same size
                 pools[size] = init_pool(source, ranges, runner, root, size)
             merged = init_candidates(spec, pools[size], root, runner, source.n_features)
-            groups = K.split_chain(merged, runner.chain_groups(spec.n_init, len(specs)))
+            merged.stop = stop_rule(plan, pools[size], source)
+            groups = C.split_chain(merged, runner.chain_groups(spec.n_init, len(specs)))
             chains += groups
             owner += [s_idx] * len(groups)
         if checkpoint is not None:
             checkpoint.save_chains(chains, start)
-    done = 0
+    done = started = 0
     for p in range(n_passes):
-        steps = pass_steps(plan, ranges, root, p, total - done)
+        if all_stopped(chains):
+            break
+        steps = pass_steps(plan, ranges, root, p, total - done, total)
         done += sum(step.arg.n_batches for step in steps)
         if (p, len(steps)) <= start:
             continue
+        started = p + 1
         skip = start[1] if p == start[0] else 0
-        on_step = None
-        if checkpoint is not None:
-            on_step = functools.partial(_save_step, checkpoint, p, skip)
+        after = functools.partial(_after_step, checkpoint, p, skip, plan.verbose)
         rows = sum(step.stop - step.start for step in steps[skip:])
         with runtime.progress_bar(rows, f"pass {p + 1}/{n_passes}", progress) as bar:
             chains = runtime.scan(
@@ -253,24 +258,54 @@ def fit_kmeans_chains(
                 steps[skip:],
                 runner=runner,
                 progress=bar.update,
-                on_step=on_step,
+                on_step=after,
+                until=all_stopped if plan.stops_early else None,
             )
     merged_chains = [
-        K.merge_chains([c for c, o in zip(chains, owner, strict=True) if o == s_idx])
+        C.merge_chains([c for c, o in zip(chains, owner, strict=True) if o == s_idx])
         for s_idx in range(len(specs))
     ]
-    return ChainsFit(merged_chains, done, n_passes)
+    return ChainsFit(merged_chains, max(c.steps for c in chains), max(started, start[0] + 1))
 
 
-def _save_step(
-    checkpoint: KMeansCheckpoint, p: int, skip: int, i: int, states: list[K.Chain]
+def stop_rule(plan: BatchPlan, pool: np.ndarray, source: Source) -> C.StopRule | None:
+    """The plan's early-stopping rule for candidates started from ``pool``: ``tol``
+    scaled by the mean feature variance of the pool's rows (scikit-learn scales it by
+    the whole data's, which out of core is not known before the first step)."""
+    if not plan.stops_early:
+        return None
+    rows, _ = seeding.split_weights(pool, source.n_features)
+    scale = float(np.mean(np.var(rows, axis=0, dtype=np.float64))) if plan.tol else 0.0
+    alpha = min(1.0, plan.batch_size * 2.0 / (source.n_rows + 1))
+    return C.StopRule(plan.tol * scale, plan.max_no_improvement, alpha, plan.batch_size)
+
+
+def all_stopped(chains: list[C.Chain]) -> bool:
+    """True when every candidate of every chain has stopped early."""
+    return all(c.stop is not None and bool(c.stopped.all()) for c in chains)
+
+
+def _after_step(
+    checkpoint: KMeansCheckpoint | None,
+    p: int,
+    skip: int,
+    verbose: bool,
+    i: int,
+    states: list[C.Chain],
 ) -> None:
-    checkpoint.save_chains(states, (p, skip + i + 1))
+    """After a block: print the chains' progress lines (``verbose``), then checkpoint."""
+    if verbose:
+        for chain in states:
+            for line in chain.log:
+                print(line)
+            chain.log.clear()
+    if checkpoint is not None:
+        checkpoint.save_chains(states, (p, skip + i + 1))
 
 
 def advance_in_row_order(
-    chain: K.Chain, source: Source, runner: runtime.Runner, batch_size: int, ratio: float
-) -> K.Chain:
+    chain: C.Chain, source: Source, runner: runtime.Runner, batch_size: int, ratio: float
+) -> C.Chain:
     """One pass over ``source`` in row order, in steps of ``batch_size`` rows."""
     steps = [
         Step(lo, hi, K.StepArg(None, math.ceil((hi - lo) / batch_size), batch_size, ratio))
@@ -292,7 +327,7 @@ class Chosen(NamedTuple):
 
 
 def choose_candidate(
-    chain: K.Chain,
+    chain: C.Chain,
     source: Source,
     runner: runtime.Runner,
     *,

@@ -54,6 +54,13 @@ class BatchPlan:
     max_steps: int | None = None
     shuffle: bool = True
     reassignment_ratio: float = 0.01
+    tol: float = 0.0  # relative to the mean feature variance; 0: off
+    max_no_improvement: int | None = None  # None: off
+    verbose: bool = False
+
+    @property
+    def stops_early(self) -> bool:
+        return self.tol > 0 or self.max_no_improvement is not None
 
 
 def logical_block_rows(batch_size: int, n_features: int) -> int:
@@ -98,9 +105,11 @@ def pass_steps(
     root: np.random.SeedSequence,
     p: int,
     remaining: int,
+    total: int | None = None,
 ) -> list[Step]:
     """Blocks of pass ``p`` in visiting order, each with its permutation seed and its
-    number of mini-batches; the pass stops after ``remaining`` mini-batches."""
+    number of mini-batches; the pass stops after ``remaining`` mini-batches
+    (``total``: the fit's, for progress lines)."""
     order = np.arange(len(ranges))
     seeds: list[int | None] = [None] * len(ranges)
     if plan.shuffle:
@@ -114,6 +123,7 @@ def pass_steps(
         lo, hi = ranges[int(i)]
         n = min(math.ceil((hi - lo) / plan.batch_size), remaining)
         remaining -= n
-        arg = StepArg(seeds[i], n, plan.batch_size, float(plan.reassignment_ratio))
+        ratio = float(plan.reassignment_ratio)
+        arg = StepArg(seeds[i], n, plan.batch_size, ratio, total, bool(plan.verbose))
         steps.append(Step(lo, hi, arg))
     return steps

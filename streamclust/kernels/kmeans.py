@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
+from .chain import Chain, track_convergence
 from .seeding import split_weights
 
 #: Rows per sub-chunk when assigning a whole block (bounds the distance matrix).
@@ -36,122 +36,6 @@ ASSIGN_CHUNK_ROWS = 4096
 #: candidates, k=64): 8% faster than 1 MiB, which stays in L2 but makes twice the
 #: NumPy calls, each taking the GIL; 4 MiB was slower again.
 ASSIGN_CHUNK_CELLS = 2**19
-
-
-@dataclass
-class Chain:
-    """State of ``g`` candidates with ``k`` centers of ``d`` features.
-
-    centers : (g, k, d) array in the data dtype
-    counts : (g, k) float64, rows absorbed per center (per-center learning rate 1/count)
-    since_reassign : (g,) int64, rows seen since the last low-count reassignment
-    rng_states : per-candidate ``numpy.random.PCG64`` states (for reassignment draws)
-    recent : (g, last_n) float64 ring of the latest batch inertias
-    n_recorded : number of batch inertias recorded so far (ring position)
-    """
-
-    centers: np.ndarray
-    counts: np.ndarray
-    since_reassign: np.ndarray
-    rng_states: list[dict[str, Any]]
-    recent: np.ndarray
-    n_recorded: int = 0
-    steps: int = 0
-    candidates: tuple[int, ...] = field(default_factory=tuple)
-
-    def copy(self) -> Chain:
-        return replace(
-            self,
-            centers=self.centers.copy(),
-            counts=self.counts.copy(),
-            since_reassign=self.since_reassign.copy(),
-            rng_states=[dict(s, state=dict(s["state"])) for s in self.rng_states],
-            recent=self.recent.copy(),
-        )
-
-    def window_scores(self) -> np.ndarray:
-        """Sum of each candidate's last ``min(n_recorded, last_n)`` batch inertias."""
-        n = min(self.n_recorded, self.recent.shape[1])
-        return self.recent[:, :n].sum(axis=1)
-
-
-def new_chain(
-    centers: np.ndarray, rng_states: list[dict[str, Any]], last_n: int, candidates: tuple[int, ...]
-) -> Chain:
-    g, k, _ = centers.shape
-    return Chain(
-        centers=centers,
-        counts=np.zeros((g, k), np.float64),
-        since_reassign=np.zeros(g, np.int64),
-        rng_states=rng_states,
-        recent=np.zeros((g, last_n), np.float64),
-        candidates=candidates,
-    )
-
-
-def chain_to_state(chain: Chain) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """JSON scalars and arrays that describe ``chain`` (for saved models and checkpoints)."""
-    scalars = {
-        "state_n_recorded": int(chain.n_recorded),
-        "state_steps": int(chain.steps),
-        "state_rng": chain.rng_states,
-        "state_candidates": list(chain.candidates),
-    }
-    arrays = {
-        "state_centers": chain.centers,
-        "state_counts": chain.counts,
-        "state_since_reassign": chain.since_reassign,
-        "state_recent": chain.recent,
-    }
-    return scalars, arrays
-
-
-def chain_from_state(scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> Chain:
-    """The inverse of :func:`chain_to_state`."""
-    centers = arrays["state_centers"]
-    candidates = scalars.get("state_candidates", range(centers.shape[0]))
-    return Chain(
-        centers=centers,
-        counts=arrays["state_counts"],
-        since_reassign=arrays["state_since_reassign"],
-        rng_states=list(scalars["state_rng"]),
-        recent=arrays["state_recent"],
-        n_recorded=int(scalars["state_n_recorded"]),
-        steps=int(scalars["state_steps"]),
-        candidates=tuple(int(c) for c in candidates),
-    )
-
-
-def merge_chains(chains: list[Chain]) -> Chain:
-    """The chain whose candidates are those of ``chains``, ordered by candidate index."""
-    order = np.argsort(np.concatenate([c.candidates for c in chains]))
-    rng_states = [s for c in chains for s in c.rng_states]
-    return Chain(
-        centers=np.concatenate([c.centers for c in chains])[order],
-        counts=np.concatenate([c.counts for c in chains])[order],
-        since_reassign=np.concatenate([c.since_reassign for c in chains])[order],
-        rng_states=[rng_states[i] for i in order],
-        recent=np.concatenate([c.recent for c in chains])[order],
-        n_recorded=chains[0].n_recorded,
-        steps=chains[0].steps,
-        candidates=tuple(range(len(order))),
-    )
-
-
-def split_chain(chain: Chain, n_groups: int) -> list[Chain]:
-    """Split a chain's candidates into ``n_groups`` chains (contiguous, in order)."""
-    return [
-        replace(
-            chain,
-            centers=chain.centers[g].copy(),
-            counts=chain.counts[g].copy(),
-            since_reassign=chain.since_reassign[g].copy(),
-            rng_states=[chain.rng_states[i] for i in g],
-            recent=chain.recent[g].copy(),
-            candidates=tuple(chain.candidates[i] for i in g),
-        )
-        for g in np.array_split(np.arange(chain.centers.shape[0]), n_groups)
-    ]
 
 
 def _augmented_centers(C: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -256,7 +140,12 @@ def assign(
 
 
 def minibatch_step(
-    chain: Chain, X: np.ndarray, reassignment_ratio: float, ws: Workspace | None = None
+    chain: Chain,
+    X: np.ndarray,
+    reassignment_ratio: float,
+    ws: Workspace | None = None,
+    total_steps: int | None = None,
+    verbose: bool = False,
 ) -> None:
     """One mini-batch step of every candidate of ``chain`` on batch ``X`` (in place).
 
@@ -267,6 +156,10 @@ def minibatch_step(
     The batch inertia recorded is computed before the update. A weighted batch
     (weights as a last column) moves each center to the weighted running mean, its
     count being the weight it absorbed, as scikit-learn's weighted update does.
+
+    Candidates that have stopped (see :mod:`~streamclust.kernels.chain`) keep their
+    centers; their batch inertia is still recorded. ``total_steps`` and ``verbose``
+    shape the progress lines.
     """
     g, k, d = chain.centers.shape
     X, w = split_weights(X, d)
@@ -275,13 +168,18 @@ def minibatch_step(
         ws = Workspace(g, k, d, b, X.dtype)
     # Decided before the update, from the counts so far (scikit-learn's rule).
     chain.since_reassign += b
-    reassign = (chain.counts == 0).any(axis=1) | (chain.since_reassign >= 10 * k)
+    stopped = chain.stopped
+    reassign = ((chain.counts == 0).any(axis=1) | (chain.since_reassign >= 10 * k)) & ~stopped
     chain.since_reassign[reassign] = 0
+    kept = (chain.centers[stopped].copy(), chain.counts[stopped].copy()) if stopped.any() else None
+    rule = chain.stop
+    before = chain.centers.copy() if rule is not None and rule.tol > 0 else None
 
     labels, dist = assign(X, chain.centers, ws)
     if w is not None:
         dist = dist * w  # (unit weights: the same values)
-    chain.recent[:, chain.n_recorded % chain.recent.shape[1]] = dist.sum(axis=1, dtype=np.float64)
+    batch_inertia = dist.sum(axis=1, dtype=np.float64)
+    chain.recent[:, chain.n_recorded % chain.recent.shape[1]] = batch_inertia
     chain.n_recorded += 1
 
     labels += (np.arange(g, dtype=np.int32) * k)[None, :]
@@ -296,16 +194,23 @@ def minibatch_step(
         n_new = np.bincount(glabels, minlength=g * k).reshape(g, k)
     else:
         n_new = np.bincount(glabels, weights=ones, minlength=g * k).reshape(g, k)
-    total = chain.counts + n_new
+    counts = chain.counts + n_new
     # New center = (old * count + sum of new rows) / new count, in float64; centers
     # that absorbed no row stay as they are.
     acc = np.multiply(chain.centers, chain.counts[:, :, None], out=ws.sums64)
     acc += sums
-    np.divide(acc, total[:, :, None], out=chain.centers, where=(n_new > 0)[:, :, None])
-    chain.counts = total
+    np.divide(acc, counts[:, :, None], out=chain.centers, where=(n_new > 0)[:, :, None])
+    chain.counts = counts
 
     if reassignment_ratio > 0 and reassign.any():
         _reassign_low_counts(chain, np.flatnonzero(reassign), X, reassignment_ratio)
+    if kept is not None:
+        chain.centers[stopped], chain.counts[stopped] = kept
+    if rule is not None or verbose:
+        moved = None
+        if before is not None:
+            moved = ((chain.centers - before) ** 2).sum(axis=(1, 2), dtype=np.float64)
+        track_convergence(chain, batch_inertia, moved, ~stopped, total_steps, verbose)
     chain.steps += 1
 
 
@@ -337,6 +242,8 @@ class StepArg(NamedTuple):
     n_batches: int  # run only the first n_batches mini-batches
     batch_size: int
     reassignment_ratio: float
+    total_steps: int | None = None  # steps of the whole fit (progress lines)
+    verbose: bool = False
 
 
 def scan_block(chain: Chain, block: np.ndarray, start: int, arg: StepArg) -> Chain:
@@ -345,7 +252,7 @@ def scan_block(chain: Chain, block: np.ndarray, start: int, arg: StepArg) -> Cha
     With a ``perm_seed`` the block's rows are permuted (seeded) before being cut
     into consecutive batches of ``batch_size``; only the first ``n_batches`` are run.
     """
-    perm_seed, n_batches, batch_size, ratio = arg
+    perm_seed, n_batches, batch_size, ratio, total_steps, verbose = arg
     chain = chain.copy()
     rows = block.shape[0]
     order = None if perm_seed is None else np.random.default_rng(perm_seed).permutation(rows)
@@ -359,7 +266,7 @@ def scan_block(chain: Chain, block: np.ndarray, start: int, arg: StepArg) -> Cha
         else:
             out = _flat(ws.batch, hi - lo, width)
             X = np.take(block, order[lo:hi], axis=0, out=out, mode="clip")
-        minibatch_step(chain, X, ratio, ws)
+        minibatch_step(chain, X, ratio, ws, total_steps, verbose)
     return chain
 
 

@@ -92,6 +92,7 @@ def scan(
     progress: Callable[[int], None] | None = None,
     readahead: int = 2,
     on_step: Callable[[int, list[Any]], None] | None = None,
+    until: Callable[[list[Any]], bool] | None = None,
 ) -> list[Any]:
     """Advance independent chains of state in lockstep over the blocks ``steps``.
 
@@ -100,9 +101,12 @@ def scan(
     new state. Every task receives the concrete state from the driver, so a
     worker lost mid-scan costs the recompute of one block only. Up to
     ``readahead`` later blocks are read while the current one computes.
-    ``on_step(i, states)`` is called on the driver after step ``i`` (to checkpoint).
+    ``on_step(i, states)`` is called on the driver after step ``i`` (to checkpoint);
+    the scan ends early, before a block, once ``until(states)`` is true.
     """
     states = list(states)
+    if until is not None and until(states):
+        return states
     places = runner.placement(len(states))
     queue = iter(steps)
     planned: deque[tuple[tuple[int, int, Any], list[Any]]] = deque()
@@ -146,6 +150,8 @@ def scan(
                 on_step(i, states)
             if progress is not None:
                 progress(hi - lo)
+            if until is not None and until(states):
+                break
     return states
 
 
