@@ -13,24 +13,17 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import runtime, sklearn_mixture
 from .engine import em as EM
-from .engine.apply import apply_blocks
+from .engine.apply import DATA_DTYPE, apply_blocks
 from .engine.caching import fit_cache
 from .engine.plan import block_ranges
 from .engine.seeds import draw_seed
-from .exceptions import DataError, ParameterError
+from .exceptions import DataError
+from .gmm_params import check_params, mixture_init
 from .inputs import as_source, is_out_of_core, takes_storage_options
 from .kernels import gmm as G
 from .kernels import online_em as O
 from .persistence import array_digest, fit_fingerprint, register_model, save_model
 from .sources import ArraySource, Source
-from .sources.cache import check_cache_mb
-from .validation import (
-    check_checkpoint,
-    check_float,
-    check_int,
-    check_option,
-    check_seed,
-)
 
 __all__ = ["StreamingGaussianMixture", "criteria", "set_fitted", "validate_params"]
 
@@ -92,6 +85,18 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         Memory budget (MiB) of the fit's block cache: blocks read by the first
         pass are kept for the initialization and EM passes within it (see
         :class:`StreamingKMeans`). ``read_stats_`` tells what a fit read.
+    verbose : int, default=0
+        Print scikit-learn's progress lines: each candidate's start, every
+        ``verbose_interval`` iterations (with the time and the change of the
+        lower bound when 2), and whether it converged.
+    verbose_interval : int, default=10
+
+    Fitted parameters (``weights_``, ``means_``, ``covariances_``,
+    ``precisions_``, ``precisions_cholesky_``) and the outputs of
+    ``score_samples`` and ``predict_proba`` are in the data's dtype (float32
+    or float64), as scikit-learn gives them; sums are accumulated in float64.
+    ``lower_bounds_`` lists the lower bound of every iteration of the chosen
+    candidate; ``max_iter=0`` returns the initialization.
     """
 
     def __init__(
@@ -116,6 +121,8 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         progress: bool = True,
         checkpoint: Any = None,
         cache_mb: Any = None,
+        verbose: int = 0,
+        verbose_interval: int = 10,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -136,43 +143,13 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         self.progress = progress
         self.checkpoint = checkpoint
         self.cache_mb = cache_mb
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
 
     # ------------------------------------------------------------------ validation
 
-    def _check_params(self) -> None:
-        check_int("n_components", self.n_components, low=1)
-        check_seed(self.random_state)
-        check_option("covariance_type", self.covariance_type, G.COVARIANCE_TYPES)
-        check_float("tol", self.tol, low=0.0)
-        check_float("reg_covar", self.reg_covar, low=0.0)
-        check_int("max_iter", self.max_iter, low=1)
-        check_int("n_init", self.n_init, low=1)
-        check_option("init_params", self.init_params, ("kmeans", "k-means++", "random"))
-        check_int("batch_size", self.batch_size, low=1)
-        check_float("step_offset", self.step_offset, low=0.0)
-        check_float("step_decay", self.step_decay, low=0.5, high=1.0)
-        check_checkpoint(self.checkpoint, self.random_state)
-        check_cache_mb(self.cache_mb)
-        if self.step_decay == 0.5:
-            raise ParameterError(
-                "step_decay=0.5 is outside (0.5, 1]; pass a value above 0.5 (e.g. 0.6)"
-            )
-
-    def _mixture_init(self) -> EM.MixtureInit:
-        return EM.MixtureInit(
-            self.n_components,
-            self.covariance_type,
-            int(self.n_init),
-            self.init_params,
-            float(self.reg_covar),
-            int(self.batch_size),
-            self.weights_init,
-            self.means_init,
-            self.precisions_init,
-        )
-
     def _check_inits(self, d: int) -> None:
-        self._mixture_init().check(d)
+        mixture_init(self).check(d)
 
     def _initial_params(
         self, source: Source, runner: runtime.Runner, checkpoint: Any = None
@@ -180,7 +157,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         """Every candidate's starting parameters, with the user's ``*_init`` overrides."""
         seed = draw_seed(self.random_state)
         return EM.initial_candidates(
-            self._mixture_init(),
+            mixture_init(self),
             source,
             runner,
             seed,
@@ -193,7 +170,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
     @takes_storage_options
     def fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:
         """Fit on an array, dask array, Source or path."""
-        self._check_params()
+        check_params(self)
         warm = self.warm_start and hasattr(self, "_params")
         source = as_source(self, X, reset=not warm)
         if source.n_rows < 2:
@@ -218,16 +195,23 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             return self._initial_params(source, runner, self.checkpoint)
 
         settings = EM.EMSettings(
-            self.tol, self.max_iter, self.reg_covar, self.batch_size, self.progress
+            self.tol,
+            self.max_iter,
+            self.reg_covar,
+            self.batch_size,
+            self.progress,
+            int(self.verbose),
+            int(self.verbose_interval),
         )
+        self._dtype = source.compute_dtype
         lower = float(self.lower_bound_) if warm else -np.inf  # type: ignore[has-type]
         result = EM.fit_em(candidates, source, runner, settings, saver, lower)
         best = int(np.argmax(result.lower))  # as scikit-learn: the first of the highest
-        if not result.converged[best]:
+        if not result.converged[best] and self.max_iter > 0:
             warnings.warn(
-                f"Best performing initialization did not converge. Try different init "
-                f"parameters, or increase max_iter={self.max_iter}, tol={self.tol}, or check "
-                "for degenerate data.",
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data "
+                f"(max_iter={self.max_iter}, tol={self.tol}).",
                 ConvergenceWarning,
                 stacklevel=2,
             )
@@ -254,9 +238,11 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         ``n_iter_`` the number of steps; online EM has no convergence test, so
         ``converged_`` stays False.
         """
-        self._check_params()
+        check_params(self)
         fitted = hasattr(self, "_params")
         source = as_source(self, X, reset=not fitted)
+        if not fitted:
+            self._dtype = source.compute_dtype
         out_of_core = is_out_of_core(X)
         runner = runtime.resolve_runner(self.client if out_of_core else "sync", source)
         state = getattr(self, "_online", None)
@@ -301,13 +287,29 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         return cands[int(np.argmax(fits))]
 
     def _set_params(self, p: G.Params) -> None:
+        """Keep ``p`` (float64) and show it in the data's dtype (``_dtype``)."""
         self._params = p
         ct = p.cov_type
-        self.weights_ = np.exp(p.log_weights)
-        self.means_ = p.means
-        self.precisions_cholesky_ = p.prec_chol
-        self.precisions_ = G.precisions_from_prec_chol(p.prec_chol, ct)
-        self.covariances_ = G.covariances_from_prec_chol(p.prec_chol, ct)
+        dtype = getattr(self, "_dtype", np.float64)
+        self.weights_ = np.exp(p.log_weights).astype(dtype)
+        self.means_ = p.means.astype(dtype)
+        self.precisions_cholesky_ = p.prec_chol.astype(dtype)
+        self.precisions_ = G.precisions_from_prec_chol(p.prec_chol, ct).astype(dtype)
+        self.covariances_ = G.covariances_from_prec_chol(p.prec_chol, ct).astype(dtype)
+
+    def _initialize(self, X: Any, resp: Any) -> None:
+        """scikit-learn's private hook: the initial parameters from ``resp``."""
+        self._dtype = np.asarray(X).dtype
+        self._set_params(sklearn_mixture.params_from_resp(self, X, resp))
+
+    def _set_parameters(self, params: Any) -> None:
+        """scikit-learn's private hook: set ``(weights, means, covariances, prec_chol)``."""
+        self._dtype = np.asarray(params[1]).dtype
+        self._set_params(sklearn_mixture.params_from_tuple(params, self.covariance_type))
+
+    def _n_parameters(self) -> int:
+        """Free parameters of the model (scikit-learn's name; see :meth:`bic`)."""
+        return G.n_parameters(self.n_components, self.means_.shape[1], self.covariance_type)
 
     # ------------------------------------------------------------------ scoring
 
@@ -318,7 +320,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
     def score_samples(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """Log-density ``log p(x)`` of every row (lazy for dask input; ``out`` streams)."""
         return apply_blocks(
-            self, X, G.block_score, self._params_for, np.float64, None, out, overwrite
+            self, X, G.block_score_as_data, self._params_for, DATA_DTYPE, None, out, overwrite
         )
 
     def score_kernel(self) -> tuple[Any, Any]:
@@ -329,8 +331,9 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
     @takes_storage_options
     def predict_proba(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
         """Responsibilities, shape (n_samples, n_components)."""
+        k = self.n_components
         return apply_blocks(
-            self, X, G.block_proba, self._params_for, np.float64, self.n_components, out, overwrite
+            self, X, G.block_proba_as_data, self._params_for, DATA_DTYPE, k, out, overwrite
         )
 
     @takes_storage_options
@@ -396,6 +399,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             "converged_": bool(self.converged_),
             "n_iter_": int(self.n_iter_),
             "lower_bound_": float(self.lower_bound_),
+            "dtype": str(getattr(self, "_dtype", np.float64)),
         }
         p = self._params
         arrays = {
@@ -415,6 +419,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
     def _from_state(self, scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         for name in ("n_features_in_", "converged_", "n_iter_", "lower_bound_"):
             setattr(self, name, scalars[name])
+        self._dtype = np.dtype(scalars.get("dtype", "float64"))
         if "feature_names_in_" in arrays:
             self.feature_names_in_ = arrays["feature_names_in_"].astype(object)
         means = arrays["means"]
@@ -443,13 +448,19 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         return new
 
 
-def set_fitted(model: StreamingGaussianMixture, result: EM.EMResult, best: int) -> None:
+def set_fitted(
+    model: StreamingGaussianMixture, result: EM.EMResult, best: int, dtype: Any = None
+) -> None:
     """Give ``model`` the fitted attributes of candidate ``best`` of an exact EM run
-    whose candidates were all this model's (``init_lower_bounds_``)."""
+    whose candidates were all this model's (``init_lower_bounds_``), shown in
+    ``dtype`` (the data's; None: as the model's last fit)."""
+    if dtype is not None:
+        model._dtype = np.dtype(dtype)
     model._set_params(result.params[best])
     model.converged_ = bool(result.converged[best])
     model.n_iter_ = int(result.n_iter[best])
     model.lower_bound_ = float(result.lower[best])
+    model.lower_bounds_ = list(result.history[best])
     model.init_lower_bounds_ = result.lower
 
 
@@ -459,13 +470,12 @@ def criteria(
     """Mean log-likelihood, BIC and AIC of a fitted ``model`` from the total
     log-likelihood of ``n_rows`` rows (see :meth:`~StreamingGaussianMixture.bic`)."""
     check_is_fitted(model, "_params")
-    n_params = G.n_parameters(model.n_components, model.means_.shape[1], model.covariance_type)
-    return G.information_criteria(total_log_lik, n_rows, n_params)
+    return G.information_criteria(total_log_lik, n_rows, model._n_parameters())
 
 
 def validate_params(model: StreamingGaussianMixture) -> None:
     """Check ``model``'s parameters as ``fit`` does, before any I/O."""
-    model._check_params()
+    check_params(model)
 
 
 register_model(

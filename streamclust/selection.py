@@ -400,8 +400,9 @@ def sweep_gmm(
             result.lower[idx],
             result.n_iter[idx],
             result.converged[idx],
+            [result.history[i] for i in idx],
         )
-        gmm.set_fitted(model, own, best - int(idx[0]))
+        gmm.set_fitted(model, own, best - int(idx[0]), source.compute_dtype)
         finals.append(result.params[best])
     totals = sum(
         logical_pass(

@@ -9,9 +9,17 @@ import numpy as np
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 
+from .gmm_params import mixture_init
 from .kernels import gmm as G
 
-__all__ = ["FITTED_ATTRIBUTES", "SHARED_PARAMS", "from_sklearn", "to_sklearn"]
+__all__ = [
+    "FITTED_ATTRIBUTES",
+    "SHARED_PARAMS",
+    "from_sklearn",
+    "params_from_resp",
+    "params_from_tuple",
+    "to_sklearn",
+]
 
 #: Parameters with the same name and meaning in scikit-learn's GaussianMixture.
 SHARED_PARAMS = ("n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init")
@@ -58,3 +66,34 @@ def from_sklearn(gm: Any) -> tuple[dict[str, Any], G.Params, dict[str, Any]]:
         "lower_bound_": float(gm.lower_bound_),
     }
     return {name: getattr(gm, name) for name in SHARED_PARAMS}, params, fitted
+
+
+def params_from_tuple(params: Any, cov_type: str) -> G.Params:
+    """Mixture parameters from scikit-learn's ``(weights, means, covariances,
+    precisions_cholesky)`` tuple (its ``_get_parameters``/``_set_parameters``)."""
+    weights, means, _, prec_chol = params
+    return G.Params(
+        np.log(np.asarray(weights, np.float64)),
+        np.asarray(means, np.float64),
+        np.asarray(prec_chol, np.float64),
+        cov_type,
+    )
+
+
+def params_from_resp(model: Any, X: Any, resp: Any) -> G.Params:
+    """The initial parameters scikit-learn's ``_initialize`` gives ``model`` from rows
+    ``X`` and their responsibilities ``resp``: one M-step, then the ``*_init``
+    overrides."""
+    X = np.asarray(X, np.float64)
+    resp = np.asarray(resp, np.float64)
+    nk = resp.sum(axis=0) + 10 * np.finfo(np.float64).eps
+    ref = (resp.T @ X) / nk[:, None]
+    K, d = ref.shape
+    dummy = G.Params(
+        np.zeros(K), ref, G.precision_cholesky(G.zero_s2(K, d, "diag") + 1, "diag"), "diag"
+    )
+    st = G.estep_stats(
+        X, G.Params(dummy.log_weights, ref, dummy.prec_chol, model.covariance_type), resp
+    )
+    first = G.m_step(st, ref, model.covariance_type, float(model.reg_covar), initial=True)
+    return mixture_init(model).apply(first)

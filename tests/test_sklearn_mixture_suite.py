@@ -9,6 +9,7 @@ of scope and deselected.
 
 from __future__ import annotations
 
+import pytest
 from sklearn_port import (
     applicability,
     expected_failure,
@@ -25,13 +26,30 @@ SWAPPED = sklearn_spelling(
 )
 
 #: Cases that exercise GaussianMixture but not behaviour streamclust shares, and why.
-NOT_APPLICABLE: dict[str, str] = {}
+NOT_APPLICABLE: dict[str, str] = {
+    # Its precisions_init is ordered by the labels of scikit-learn's own KMeans
+    # (n_init=1, random_state=0); the "kmeans" initialization here numbers the same
+    # components in another order, so the fit from precisions_init starts mismatched.
+    r"test_gaussian_mixture_precisions_init_diag.*": (
+        "precisions_init ordered by scikit-learn's KMeans labels"
+    ),
+    # It patches a private function of scikit-learn's module.
+    r"test_gaussian_mixture_all_init_does_not_estimate_gaussian_parameters": (
+        "patches scikit-learn's private functions"
+    ),
+    # scikit-learn's range message swaps them ("max value" is the minimum); ours
+    # names each value for what it is.
+    r"test_check_weights": "matches a message that calls the minimum 'max value'",
+}
 
 #: Dispatch to other array libraries through the array API: out of scope, not collected.
 ARRAY_API = (
     "test_gaussian_mixture_array_api_compliance",
     "test_gaussian_mixture_raises_where_array_api_not_implemented",
 )
+
+# scikit-learn runs these tests with a ConvergenceWarning shown, not raised.
+pytestmark = pytest.mark.filterwarnings("default::sklearn.exceptions.ConvergenceWarning")
 
 port("mixture/tests/test_gaussian_mixture.py", {"GaussianMixture": SWAPPED}, globals(), ARRAY_API)
 
@@ -42,19 +60,7 @@ def not_applicable(item):
 
 
 #: Cases that fail still, each with what is missing (strict: a fixed case must leave).
-KNOWN_FAILING: dict[str, str] = {
-    r".*float32.*": "float32 dtype preservation",
-    r"test_check_weights|test_regularisation|test_gaussian_mixture_fit_convergence_warning": (
-        "scikit-learn's message fragments"
-    ),
-    r"test_gaussian_mixture_setting_best_params": "convergence warning fragments",
-    r"test_gaussian_mixture_(n_parameters|aic_bic)": "_n_parameters",
-    r"test_gaussian_mixture_verbose": "verbose",
-    r"test_init_means_not_duplicated.*|test_max_iter_zero": "max_iter=0",
-    r"test_means_for_all_inits.*random_from_data.*": "init_params='random_from_data'",
-    r"test_gaussian_mixture_precisions_init.*": "_set_parameters",
-    r"test_gaussian_mixture_all_init_does_not_estimate_gaussian_parameters": "private patching",
-}
+KNOWN_FAILING: dict[str, str] = {}
 
 
 def known_failure(item):

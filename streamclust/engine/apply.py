@@ -18,7 +18,10 @@ from ..inputs import as_source
 from ..sources import ArraySource, Source, check_output, is_dask_array, write_array
 from ..validation import check_finite_block
 
-__all__ = ["apply_blocks"]
+__all__ = ["DATA_DTYPE", "apply_blocks"]
+
+#: ``out_dtype`` of a kernel whose result is in the data's compute dtype.
+DATA_DTYPE = "data"
 
 
 def apply_blocks(
@@ -43,6 +46,8 @@ def apply_blocks(
         check_output(out, overwrite)
     check_is_fitted(est)
     source = as_source(est, X, reset=False)
+    if isinstance(out_dtype, str) and out_dtype == DATA_DTYPE:
+        out_dtype = source.compute_dtype
     arg = arg_for(source)
     if is_dask_array(X):
         arr = X if len(X.chunks[1]) == 1 else X.rechunk({1: -1})

@@ -5,6 +5,7 @@ M-step on the driver, and every candidate iterating in lockstep over one pass.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -15,7 +16,7 @@ from .. import runtime
 from ..exceptions import DataError, ParameterError
 from ..kernels import gmm as G
 from ..kernels import online_em as O
-from ..kernels.seeding import kmeans_plusplus
+from ..kernels.seeding import kmeans_plusplus, random_rows
 from ..persistence import FitCheckpoint, fingerprint
 from ..sources import Source
 from .chains import ChainSpec, KMeansCheckpoint, fit_kmeans_chains, init_pool
@@ -204,11 +205,18 @@ def initial_candidates(
             progress=progress,
         )
         refs = centers.astype(np.float64)
-    elif init.init_params == "k-means++":
+    elif init.init_params in ("k-means++", "random_from_data"):
+        # Means on rows of a sample (k-means++ rows, or rows drawn at random), and
+        # reg_covar covariances, as scikit-learn starts them.
         size = spec.init_rows(init.batch_size, n)
         pool = init_pool(source, block_ranges(source, init.batch_size), runner, root, size)
         seeds = [int(s.generate_state(1)[0]) for s in root.spawn(n_init)]
-        refs = kmeans_plusplus(pool, K, seeds).astype(np.float64)
+        if init.init_params == "k-means++":
+            refs = kmeans_plusplus(pool, K, seeds).astype(np.float64)
+        else:
+            refs = np.stack([random_rows(pool, K, np.random.default_rng(s)) for s in seeds]).astype(
+                np.float64
+            )
         d = source.n_features
         stats = [G.Stats(np.ones(K), np.zeros((K, d)), G.zero_s2(K, d, ct), 0.0, n) for _ in refs]
     else:
@@ -244,6 +252,8 @@ class EMSettings:
     reg_covar: float = 1e-6
     batch_size: int = 4096  # sizes the logical blocks of every pass
     progress: bool = True
+    verbose: int = 0  # scikit-learn's progress lines
+    verbose_interval: int = 10
 
 
 @dataclass
@@ -258,23 +268,32 @@ class EMProgress:
     it: int = 1
     blocks: int = 0
     partial: list[G.Stats | None] = field(default_factory=list)
+    #: Every candidate's lower bound after each of its iterations.
+    history: list[list[float]] = field(default_factory=list)
 
     @classmethod
     def start(cls, candidates: list[G.Params], lower: float = -np.inf) -> EMProgress:
         """Progress before the first iteration; ``lower`` is the bound the first
         iteration's is compared with (a warm start's: the previous fit's)."""
         n = len(candidates)
-        return cls(list(candidates), np.full(n, lower), np.zeros(n, int), np.zeros(n, bool))
+        return cls(
+            list(candidates),
+            np.full(n, lower),
+            np.zeros(n, int),
+            np.zeros(n, bool),
+            history=[[] for _ in range(n)],
+        )
 
 
 class EMResult(NamedTuple):
     """Every candidate's final parameters, lower bound (mean log-likelihood of the last
-    E-step), iterations and convergence."""
+    E-step), iterations, convergence and lower bound after every iteration."""
 
     params: list[G.Params]
     lower: np.ndarray
     n_iter: np.ndarray
     converged: np.ndarray
+    history: list[list[float]]
 
 
 class EMCheckpoint(FitCheckpoint):
@@ -298,6 +317,7 @@ class EMCheckpoint(FitCheckpoint):
             "blocks": done.blocks,
             "cov_types": [p.cov_type for p in done.active],
             "sums": sums,
+            "history": done.history,
         }
         self.save(meta, arrays)
 
@@ -317,7 +337,10 @@ class EMCheckpoint(FitCheckpoint):
             for c, sums in enumerate(meta["sums"])
         ]
         lower, n_iter, converged = a["lower"], a["n_iter"], a["converged"]
-        return EMProgress(active, lower, n_iter, converged, meta["it"], meta["blocks"], partial)
+        history = meta.get("history") or [[] for _ in active]
+        return EMProgress(
+            active, lower, n_iter, converged, meta["it"], meta["blocks"], partial, history
+        )
 
 
 def _save_block(
@@ -377,7 +400,9 @@ def run_em(
     """
     done = start if isinstance(start, EMProgress) else EMProgress.start(start)
     active, lower, n_iter, converged = done.active, done.lower, done.n_iter, done.converged
+    history = done.history or [[] for _ in active]
     n = len(active)
+    report = _Report(settings, n)
     while done.it <= settings.max_iter and not converged.all():
         it = done.it
         params: list[G.Params | None] = [None if converged[c] else active[c] for c in range(n)]
@@ -402,9 +427,45 @@ def run_em(
             prev, lower[c] = lower[c], st.log_lik / st.n
             active[c] = G.m_step(st, active[c].means, active[c].cov_type, settings.reg_covar)
             n_iter[c] = it
+            history[c].append(float(lower[c]))
             if abs(lower[c] - prev) < settings.tol:
                 converged[c] = True
-        done = EMProgress(active, lower, n_iter, converged, it + 1)
+            report.iteration(c, it, lower[c] - prev)
+        done = EMProgress(active, lower, n_iter, converged, it + 1, history=history)
         if checkpoint is not None:
             checkpoint.save_progress(done)
-    return EMResult(active, lower, n_iter, converged)
+    report.end(converged, lower)
+    return EMResult(active, lower, n_iter, converged, history)
+
+
+class _Report:
+    """scikit-learn's progress lines of EM (``verbose``), for candidates in lockstep."""
+
+    def __init__(self, settings: EMSettings, n: int) -> None:
+        self.level, self.every, self.n = settings.verbose, settings.verbose_interval, n
+        self.clock = [time.perf_counter()] * n
+        self.began = list(self.clock)
+        for c in range(n if self.level else 0):
+            print(f"Initialization {c}")
+
+    def iteration(self, c: int, it: int, change: float) -> None:
+        if not self.level or it % self.every:
+            return
+        now = time.perf_counter()
+        if self.level >= 2:
+            lapse = now - self.clock[c]
+            print(f"  Iteration {it}\t time lapse {lapse:.5f}s\t ll change {change:.5f}")
+        else:
+            print(f"  Iteration {it}")
+        self.clock[c] = now
+
+    def end(self, converged: np.ndarray, lower: np.ndarray) -> None:
+        for c in range(self.n if self.level else 0):
+            word = "converged" if converged[c] else "did not converge"
+            if self.level >= 2:
+                lapse = time.perf_counter() - self.began[c]
+                print(
+                    f"Initialization {word}. time lapse {lapse:.5f}s\t lower bound {lower[c]:.5f}."
+                )
+            else:
+                print(f"Initialization {word}.")

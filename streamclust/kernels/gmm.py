@@ -61,8 +61,10 @@ class Stats:
 def precision_cholesky(covariances: np.ndarray, cov_type: str) -> np.ndarray:
     """Cholesky factor of the precision matrices (scikit-learn's ``precisions_cholesky_``)."""
     fail = (
-        "a component's covariance is not positive definite (it collapsed onto too few "
-        "rows); increase reg_covar (e.g. reg_covar=1e-4) or lower n_components"
+        "Fitting the mixture model failed because some components have ill-defined "
+        "empirical covariance (for instance caused by singleton or collapsed samples). "
+        "Try to decrease the number of components, increase reg_covar, or scale the "
+        "input data. (A covariance is not positive definite: e.g. reg_covar=1e-4.)"
     )
     if cov_type in ("full", "tied"):
         covs = covariances[None] if cov_type == "tied" else covariances
@@ -453,6 +455,17 @@ def block_score_sum(block: np.ndarray, start: int, p: Params) -> float:
 def block_proba(block: np.ndarray, start: int, p: Params) -> np.ndarray:
     """Task: responsibilities (n, K) of one block."""
     return np.exp(log_resp(block.astype(np.float64, copy=False), p)[1])
+
+
+def block_score_as_data(block: np.ndarray, start: int, p: Params) -> np.ndarray:
+    """Task: :func:`block_score` in the block's dtype (float32 data: float32, as
+    scikit-learn returns it)."""
+    return block_score(block, start, p).astype(block.dtype, copy=False)
+
+
+def block_proba_as_data(block: np.ndarray, start: int, p: Params) -> np.ndarray:
+    """Task: :func:`block_proba` in the block's dtype."""
+    return block_proba(block, start, p).astype(block.dtype, copy=False)
 
 
 def block_predict(block: np.ndarray, start: int, p: Params) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""What a StreamingGaussianMixture accepts: its parameters checked before any I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .engine.em import MixtureInit
+from .exceptions import ParameterError
+from .kernels import gmm as G
+from .sources.cache import check_cache_mb
+from .validation import (
+    check_checkpoint,
+    check_float,
+    check_int,
+    check_option,
+    check_seed,
+)
+
+__all__ = ["INIT_PARAMS", "check_params", "mixture_init"]
+
+#: The initializations, as scikit-learn names them.
+INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+
+
+def check_params(model: Any) -> None:
+    """Check a StreamingGaussianMixture's parameters before any I/O."""
+    check_int("n_components", model.n_components, low=1)
+    check_seed(model.random_state)
+    check_option("covariance_type", model.covariance_type, G.COVARIANCE_TYPES)
+    check_float("tol", model.tol, low=0.0)
+    check_float("reg_covar", model.reg_covar, low=0.0)
+    check_int("max_iter", model.max_iter, low=0)
+    check_int("n_init", model.n_init, low=1)
+    check_option("init_params", model.init_params, INIT_PARAMS)
+    check_int("batch_size", model.batch_size, low=1)
+    check_float("step_offset", model.step_offset, low=0.0)
+    check_float("step_decay", model.step_decay, low=0.5, high=1.0)
+    check_checkpoint(model.checkpoint, model.random_state)
+    check_cache_mb(model.cache_mb)
+    if not isinstance(model.verbose, (bool, int, np.integer)) or model.verbose < 0:
+        raise ParameterError(f"verbose={model.verbose!r} must be an int >= 0 or a bool")
+    check_int("verbose_interval", model.verbose_interval, low=1)
+    if model.step_decay == 0.5:
+        raise ParameterError(
+            "step_decay=0.5 is outside (0.5, 1]; pass a value above 0.5 (e.g. 0.6)"
+        )
+
+
+def mixture_init(model: Any) -> MixtureInit:
+    """How the model's candidates start, as the engine takes it."""
+    return MixtureInit(
+        model.n_components,
+        model.covariance_type,
+        int(model.n_init),
+        model.init_params,
+        float(model.reg_covar),
+        int(model.batch_size),
+        model.weights_init,
+        model.means_init,
+        model.precisions_init,
+    )
