@@ -15,8 +15,10 @@ from .exceptions import DataError, ParameterError
 from .sources import (
     ArraySource,
     Source,
+    SparseSource,
     is_dask_array,
     is_lazy_array,
+    is_sparse,
     is_xarray,
     is_zarr_array,
     is_zarr_group,
@@ -100,11 +102,24 @@ def as_source(est: Any, X: Any, *, reset: bool) -> Any:
         else:
             check_n_features(type(est).__name__, est.n_features_in_, source.n_features)
         return source
+    sparse = is_sparse(X)
+    if sparse and not est.__sklearn_tags__().input_tags.sparse:
+        raise DataError(
+            f"Sparse data was passed for X, but dense data is required for "
+            f"{type(est).__name__}; use X.toarray() to convert it to a dense array"
+        )
     try:
         array = validate_data(
-            est, X, dtype=[np.float64, np.float32], reset=reset, ensure_all_finite=False
+            est,
+            X,
+            dtype=[np.float64, np.float32],
+            reset=reset,
+            ensure_all_finite=False,
+            accept_sparse=["csr", "csc"] if sparse else False,
         )
     except ValueError as exc:
         raise DataError(str(exc)) from exc
+    if sparse:
+        return SparseSource(array)
     check_finite_block(array, 0, "Input X")
     return ArraySource(array)

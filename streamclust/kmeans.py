@@ -19,19 +19,17 @@ from . import runtime
 from .engine import chains as E
 from .engine.apply import apply_blocks
 from .engine.caching import fit_cache
-from .engine.plan import BatchPlan, block_ranges
+from .engine.plan import block_ranges
 from .engine.seeds import SEED_PARTIAL, child, root_seed
 from .inputs import as_source, is_out_of_core, takes_storage_options
 from .kernels import chain as C
 from .kernels import kmeans as K
-from .kmeans_params import check_params
+from .kmeans_params import batch_plan, chain_spec, check_params
 from .persistence import fit_fingerprint, register_model, save_model
-from .sources import ArraySource, Source, with_weights
+from .sources import ArraySource, Source, SparseSource, with_weights
 
 __all__ = [
     "StreamingKMeans",
-    "batch_plan",
-    "chain_spec",
     "set_fitted_chain",
     "validate_params",
 ]
@@ -236,7 +234,7 @@ class StreamingKMeans(
         """
         n_init = check_params(self)
         source = as_source(self, X, reset=True)
-        in_memory = isinstance(source, ArraySource)
+        in_memory = isinstance(source, (ArraySource, SparseSource))
         source = with_weights(source, sample_weight)
         runner = runtime.resolve_runner(self.client, source)
         checkpoint = None
@@ -458,6 +456,7 @@ class StreamingKMeans(
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
+        tags.input_tags.sparse = True
         return tags
 
 
@@ -469,29 +468,11 @@ def set_fitted_chain(
     as ``cluster_centers_``. ``inertia_`` is left to the caller's exact pass."""
     model._state = chain
     model.n_steps_, model.n_passes_ = n_steps, n_passes
+    model.n_iter_ = n_passes
     model.n_features_in_ = n_features
     model.init_scores_ = chain.window_scores()
     model.best_init_ = int(np.argmin(model.init_scores_))
     model.cluster_centers_ = chain.centers[model.best_init_].copy()
-
-
-def chain_spec(model: StreamingKMeans, n_init: int) -> E.ChainSpec:
-    """The model's candidates as the engine takes them (``n_init`` effective)."""
-    return E.ChainSpec(model.n_clusters, n_init, model.init, model.init_size, model.last_n)
-
-
-def batch_plan(model: StreamingKMeans) -> BatchPlan:
-    """How the model's fit walks the data, as the engine takes it."""
-    return BatchPlan(
-        model.batch_size,
-        model.max_passes,
-        model.max_steps,
-        bool(model.shuffle),
-        float(model.reassignment_ratio),
-        float(model.tol),
-        model.max_no_improvement,
-        bool(model.verbose),
-    )
 
 
 def validate_params(model: StreamingKMeans) -> int:

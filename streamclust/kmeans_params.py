@@ -1,4 +1,5 @@
-"""What a StreamingKMeans accepts: its parameters checked before any I/O."""
+"""What a StreamingKMeans accepts: its parameters checked before any I/O, and given to
+the engine in its terms (the candidates' :class:`ChainSpec`, the :class:`BatchPlan`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from .engine.chains import ChainSpec
+from .engine.plan import BatchPlan
 from .exceptions import ParameterError
 from .sources.cache import check_cache_mb
 from .validation import (
@@ -17,7 +20,7 @@ from .validation import (
     check_seed,
 )
 
-__all__ = ["check_params"]
+__all__ = ["batch_plan", "chain_spec", "check_params"]
 
 
 def check_params(model: Any) -> int:
@@ -76,3 +79,22 @@ def check_params(model: Any) -> int:
             stacklevel=3,
         )
     return 1
+
+
+def chain_spec(model: Any, n_init: int) -> ChainSpec:
+    """The model's candidates as the engine takes them (``n_init`` effective)."""
+    return ChainSpec(model.n_clusters, n_init, model.init, model.init_size, model.last_n)
+
+
+def batch_plan(model: Any) -> BatchPlan:
+    """How the model's fit walks the data, as the engine takes it."""
+    return BatchPlan(
+        model.batch_size,
+        model.max_passes,
+        model.max_steps,
+        bool(model.shuffle),
+        float(model.reassignment_ratio),
+        float(model.tol),
+        model.max_no_improvement,
+        bool(model.verbose),
+    )

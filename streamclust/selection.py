@@ -26,13 +26,8 @@ from .gmm import StreamingGaussianMixture
 from .inputs import as_source, with_storage_options
 from .kernels import gmm as G
 from .kernels import kmeans as K
-from .kmeans import (
-    StreamingKMeans,
-    batch_plan,
-    chain_spec,
-    set_fitted_chain,
-    validate_params,
-)
+from .kmeans import StreamingKMeans, set_fitted_chain, validate_params
+from .kmeans_params import batch_plan, chain_spec
 from .plotting import plot_gmm_sweep, plot_kmeans_sweep
 from .validation import check_int, check_option
 

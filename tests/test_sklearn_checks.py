@@ -13,6 +13,9 @@ EXPECTED_FAILED: dict[str, dict[str, str]] = {
         "check_sample_weight_equivalence_on_dense_data": (
             "sample_weight is not equivalent to removing/repeating samples."
         ),
+        "check_sample_weight_equivalence_on_sparse_data": (
+            "sample_weight is not equivalent to removing/repeating samples."
+        ),
     },
 }
 

@@ -49,9 +49,7 @@ def not_applicable(item):
 
 
 #: Cases that fail still, each with what is missing (strict: a fixed case must leave).
-KNOWN_FAILING: dict[str, str] = {
-    r".*(sparse|X_csr).*": "sparse input",
-}
+KNOWN_FAILING: dict[str, str] = {}
 
 
 def known_failure(item):

@@ -19,7 +19,7 @@ from .. import runtime
 from ..exceptions import DataError
 from ..kernels import chain as C
 from ..kernels import kmeans as K
-from ..kernels import seeding
+from ..kernels import seeding, sparse
 from ..persistence import FitCheckpoint
 from ..sources import Source
 from .plan import BatchPlan, Step, block_ranges, logical_pass, pass_steps
@@ -90,7 +90,7 @@ def init_pool(
     seeds = rng.integers(0, 2**31 - 1, size=len(picked))
     by_start = {lo: int(seed) for (lo, _), seed in zip(picked, seeds, strict=True)}
     # The picked blocks are read in parallel, their samples come back in order.
-    pool = np.concatenate(
+    pool = sparse.vstack(
         list(
             runtime.map_blocks(
                 seeding.sample_block_rows, source, per_block, by_start, runner=runner, ranges=picked
@@ -275,7 +275,7 @@ def stop_rule(plan: BatchPlan, pool: np.ndarray, source: Source) -> C.StopRule |
     if not plan.stops_early:
         return None
     rows, _ = seeding.split_weights(pool, source.n_features)
-    scale = float(np.mean(np.var(rows, axis=0, dtype=np.float64))) if plan.tol else 0.0
+    scale = sparse.mean_variance(rows) if plan.tol else 0.0
     alpha = min(1.0, plan.batch_size * 2.0 / (source.n_rows + 1))
     return C.StopRule(plan.tol * scale, plan.max_no_improvement, alpha, plan.batch_size)
 

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from . import sparse as S
 from .chain import Chain, track_convergence
 from .seeding import split_weights
 
@@ -123,17 +124,26 @@ def assign(
     Ca = _augmented_centers(centers.reshape(g * k, d), out=ws.Ca)
     labels = _flat(ws.labels, b, g)
     dist = _flat(ws.dist, g, b)
+    sparse = S.is_sparse(X)
     for lo in range(0, b, ws.chunk):
         n = min(ws.chunk, b - lo)
-        Xa = _augmented_rows(X[lo : lo + n], out=_flat(ws.Xa, n, d + 1))
-        D = np.matmul(Ca, Xa.T, out=_flat(ws.D, g * k, n)).reshape(g, k, n)
+        if sparse:  # (x . -2c)^T + |c|^2, the sparse rows times the dense centers
+            D = np.asarray((X[lo : lo + n] @ Ca[:, :d].T).T, X.dtype)
+            D += Ca[:, d][:, None]
+            D = D.reshape(g, k, n)
+        else:
+            Xa = _augmented_rows(X[lo : lo + n], out=_flat(ws.Xa, n, d + 1))
+            D = np.matmul(Ca, Xa.T, out=_flat(ws.D, g * k, n)).reshape(g, k, n)
         m = np.minimum.reduce(D, axis=1, out=_flat(ws.m, g, n))
         eq = np.equal(D, m[:, None, :], out=_flat(ws.eq, g, k, n))
         scores = np.multiply(eq.view(np.uint8), ws.weights, out=_flat(ws.scores, g, k, n))
         first = np.maximum.reduce(scores, axis=1, out=_flat(ws.first, g, n))
         np.subtract(k, first, out=labels[lo : lo + n].T, casting="unsafe")
         dist[:, lo : lo + n] = m
-    xx = np.einsum("ij,ij->i", X, X, out=ws.xx[:b])
+    if sparse:
+        xx = S.row_sq_norms(X)
+    else:
+        xx = np.einsum("ij,ij->i", X, X, out=ws.xx[:b])
     dist += xx
     np.maximum(dist, 0, out=dist)
     return labels, dist
@@ -188,8 +198,8 @@ def minibatch_step(
     # label of row j: built in CSC form without sorting; S @ X sums the rows per
     # (candidate, center).
     ones = ws.ones[: b * g] if w is None else np.repeat(w, g)
-    S = sp.csc_matrix((ones, glabels, ws.indptr[: b + 1]), shape=(g * k, b))
-    sums = (S @ X).reshape(g, k, d)
+    one_hot = sp.csc_matrix((ones, glabels, ws.indptr[: b + 1]), shape=(g * k, b))
+    sums = S.dense(one_hot @ X).reshape(g, k, d)
     if w is None:
         n_new = np.bincount(glabels, minlength=g * k).reshape(g, k)
     else:
@@ -230,7 +240,7 @@ def _reassign_low_counts(chain: Chain, cands: np.ndarray, X: np.ndarray, ratio: 
         bitgen.state = chain.rng_states[c]  # type: ignore[assignment]
         rows = np.random.Generator(bitgen).choice(X.shape[0], size=n, replace=False)
         chain.rng_states[c] = dict(bitgen.state)
-        chain.centers[c][cl] = X[rows]
+        chain.centers[c][cl] = S.dense(X[rows])
         # Not reset to 0, or they would be reassigned again at once.
         chain.counts[c][cl] = chain.counts[c][~cl].min()
 
@@ -264,20 +274,24 @@ def scan_block(chain: Chain, block: np.ndarray, start: int, arg: StepArg) -> Cha
         if order is None:
             X = block[lo:hi]
         else:
-            out = _flat(ws.batch, hi - lo, width)
-            X = np.take(block, order[lo:hi], axis=0, out=out, mode="clip")
+            out = None if S.is_sparse(block) else _flat(ws.batch, hi - lo, width)
+            X = S.take_rows(block, order[lo:hi], out)
         minibatch_step(chain, X, ratio, ws, total_steps, verbose)
     return chain
 
 
 def exact_sq_distances(
-    X: np.ndarray, centers64: np.ndarray, labels: np.ndarray, buf: np.ndarray | None = None
+    X: Any, centers64: np.ndarray, labels: np.ndarray, buf: np.ndarray | None = None
 ) -> np.ndarray:
     """Float64 squared distance of every row to its labelled center, by direct difference.
 
     ``centers64`` are the centers in float64; ``buf`` an optional (>= b, d) float64 scratch.
     """
     n = X.shape[0]
+    if S.is_sparse(X):  # |x|^2 - 2 x.c + |c|^2 in float64 (sparse rows stay sparse)
+        cc = np.einsum("ij,ij->i", centers64, centers64)[labels]
+        dot = np.asarray(X.multiply(centers64[labels]).sum(axis=1), np.float64).ravel()
+        return np.maximum(S.row_sq_norms(X, np.float64) - 2 * dot + cc, 0)
     diff = np.take(centers64, labels, axis=0, out=None if buf is None else buf[:n], mode="clip")
     np.subtract(X, diff, out=diff)
     return np.einsum("ij,ij->i", diff, diff)
@@ -307,13 +321,13 @@ def block_labels_inertia(
     centers64 = centers.astype(np.float64)
     buf = np.empty((min(ASSIGN_CHUNK_ROWS, block.shape[0]), d), np.float64)
     for lo, X, labels in _assigned_chunks(block, centers):
-        w = None if weights is None else weights[lo : lo + len(X)]
+        w = None if weights is None else weights[lo : lo + X.shape[0]]
         for c in range(g):
             sq = exact_sq_distances(X, centers64[c], labels[:, c], buf)
             inertia[c] += (sq if w is None else sq * w).sum()
             sizes[c] += np.bincount(labels[:, c], minlength=k)
         if out is not None:
-            out[lo : lo + len(X)] = labels
+            out[lo : lo + X.shape[0]] = labels
     return out, inertia, sizes
 
 
@@ -331,13 +345,20 @@ def block_lloyd_stats(
     for lo, X, labels in _assigned_chunks(block, centers[None]):
         lab = labels[:, 0]
         sq = exact_sq_distances(X, centers64, lab)
-        if weights is None:
+        if S.is_sparse(X):
+            w = np.ones(X.shape[0]) if weights is None else weights[lo : lo + X.shape[0]]
+            w = w.astype(np.float64)
+            inertia += float((sq * w).sum())
+            counts += np.bincount(lab, weights=w, minlength=k)
+            one_hot = sp.csr_matrix((w, (lab, np.arange(X.shape[0]))), shape=(k, X.shape[0]))
+            sums += S.dense(one_hot @ X.astype(np.float64))
+        elif weights is None:
             inertia += float(sq.sum())
             counts += np.bincount(lab, minlength=k)
             for j in range(d):
                 sums[:, j] += np.bincount(lab, weights=X[:, j], minlength=k)
         else:
-            w = weights[lo : lo + len(X)].astype(np.float64)
+            w = weights[lo : lo + X.shape[0]].astype(np.float64)
             inertia += float((sq * w).sum())
             counts += np.bincount(lab, weights=w, minlength=k)
             for j in range(d):
@@ -347,6 +368,12 @@ def block_lloyd_stats(
 
 def block_transform(block: np.ndarray, start: int, centers: np.ndarray) -> np.ndarray:
     """Task: Euclidean distance of every row to every center, (b, k) in the data dtype."""
+    if S.is_sparse(block):
+        Ca = _augmented_centers(centers.astype(block.dtype))
+        D = np.asarray(block @ Ca[:, :-1].T, block.dtype) + Ca[:, -1]
+        D += S.row_sq_norms(block)[:, None]
+        np.maximum(D, 0, out=D)
+        return np.sqrt(D, out=D)
     D = _augmented_rows(block) @ _augmented_centers(centers).T
     D += np.einsum("ij,ij->i", block, block)[:, None]
     np.maximum(D, 0, out=D)
@@ -359,7 +386,8 @@ def block_score_samples(block: np.ndarray, start: int, centers: np.ndarray) -> n
     centers64 = centers.astype(np.float64)
     buf = np.empty((min(ASSIGN_CHUNK_ROWS, block.shape[0]), centers.shape[1]), np.float64)
     for lo, X, labels in _assigned_chunks(block, centers.astype(block.dtype)[None]):
-        np.negative(exact_sq_distances(X, centers64, labels[:, 0], buf), out=out[lo : lo + len(X)])
+        sq = exact_sq_distances(X, centers64, labels[:, 0], buf)
+        np.negative(sq, out=out[lo : lo + X.shape[0]])
     return out
 
 
@@ -367,5 +395,5 @@ def block_predict(block: np.ndarray, start: int, centers: np.ndarray) -> np.ndar
     """Task: nearest-center labels (int32) of one block."""
     out = np.empty(block.shape[0], np.int32)
     for lo, X, labels in _assigned_chunks(block, centers[None]):
-        out[lo : lo + len(X)] = labels[:, 0]
+        out[lo : lo + X.shape[0]] = labels[:, 0]
     return out

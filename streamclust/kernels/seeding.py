@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..exceptions import DataError
+from . import sparse as S
 
 __all__ = ["kmeans_plusplus", "random_rows", "sample_block_rows", "sample_rows", "split_weights"]
 
@@ -19,6 +20,8 @@ def split_weights(block: np.ndarray, n_features: int) -> tuple[np.ndarray, np.nd
     """A block's rows and their weights: a weighted block (see
     :class:`streamclust.sources.WeightedSource`) carries them as one more, last column."""
     if block.shape[1] == n_features + 1:
+        if S.is_sparse(block):
+            return block[:, :n_features], S.dense(block[:, [n_features]]).ravel()
         return block[:, :n_features], block[:, n_features]
     return block, None
 
@@ -56,11 +59,11 @@ def kmeans_plusplus(
     w = None if weights is None else weights.astype(np.float64)
     trials = 2 + int(np.log(k))
     rngs = [np.random.default_rng(s) for s in seeds]
-    xx = np.einsum("ij,ij->i", X, X)
+    xx = S.row_sq_norms(X)
     minus_2xt = -2 * X.T  # once, not every round (scaling by -2 is exact)
 
     def sq_dist(C: np.ndarray) -> np.ndarray:
-        D = C @ minus_2xt
+        D = np.asarray(C @ minus_2xt)
         D += np.einsum("ij,ij->i", C, C)[:, None]
         D += xx
         return np.maximum(D, 0, out=D)
@@ -76,21 +79,21 @@ def kmeans_plusplus(
         ids = np.array([np.searchsorted(cum_w, rng.uniform() * cum_w[-1]) for rng in rngs])
         np.minimum(ids, n - 1, out=ids)
     centers = np.empty((g, k, d), np.float64)
-    centers[:, 0] = X[ids]
-    closest = sq_dist(X[ids])  # (g, n): squared distance to the nearest chosen center
+    centers[:, 0] = S.dense(X[ids])
+    closest = sq_dist(centers[:, 0])  # (g, n): squared distance to the nearest chosen center
     potential = weighted(closest).sum(axis=1)
     for c in range(1, k):
         draws = np.stack([rng.uniform(size=trials) for rng in rngs]) * potential[:, None]
         cum = np.cumsum(weighted(closest), axis=1)
         trial_ids = np.stack([np.searchsorted(cum[i], draws[i]) for i in range(g)])
         np.minimum(trial_ids, n - 1, out=trial_ids)
-        dist = sq_dist(X[trial_ids.ravel()]).reshape(g, trials, n)
+        dist = sq_dist(S.dense(X[trial_ids.ravel()])).reshape(g, trials, n)
         np.minimum(dist, closest[:, None, :], out=dist)
         pots = weighted(dist).sum(axis=2)
         best = pots.argmin(axis=1)
         closest = dist[every, best]
         potential = pots[every, best]
-        centers[:, c] = X[trial_ids[every, best]]
+        centers[:, c] = S.dense(X[trial_ids[every, best]])
     return centers.astype(pool.dtype)
 
 
@@ -99,11 +102,12 @@ def random_rows(
 ) -> np.ndarray:
     """``k`` distinct rows of the pool drawn at random (in proportion to ``weights``)."""
     _check_weights(weights, k)
+    n = pool.shape[0]
     if _uniform(weights):
-        return pool[rng.choice(len(pool), size=k, replace=False)]
+        return S.dense(pool[rng.choice(n, size=k, replace=False)])
     assert weights is not None
     p = weights.astype(np.float64) / weights.sum(dtype=np.float64)
-    return pool[rng.choice(len(pool), size=k, replace=False, p=p)]
+    return S.dense(pool[rng.choice(n, size=k, replace=False, p=p)])
 
 
 def sample_rows(block: np.ndarray, start: int, n: int, seed: int) -> np.ndarray:

@@ -37,6 +37,7 @@ from .remote import (
     redact_url,
     storage_options_for_outputs,
 )
+from .sparse import SparseSource, is_sparse
 from .weighted import WeightedSource, with_weights
 from .writers import ArrayWriter, check_output, check_writable, write_array, write_zarr
 from .zarr_store import ZarrSource, is_zarr_array, is_zarr_group
@@ -54,12 +55,14 @@ __all__ = [
     "ParquetSource",
     "RawSource",
     "Source",
+    "SparseSource",
     "WeightedSource",
     "ZarrSource",
     "check_output",
     "check_writable",
     "is_dask_array",
     "is_lazy_array",
+    "is_sparse",
     "is_url",
     "is_xarray",
     "is_zarr_array",

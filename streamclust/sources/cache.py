@@ -87,6 +87,8 @@ class BlockCache:
         with self._lock:
             self.reads += 1
             self.rows_read += stop - start
+            if not isinstance(block, np.ndarray):  # (a sparse block: in memory already)
+                return
             if (start, stop) in self.blocks or self.used + block.nbytes > self.budget:
                 return
             block.setflags(write=False)  # shared by every pass: nothing may change it

@@ -16,11 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..exceptions import DataError
 from .arrays import ArraySource
 from .base import Source
 from .opening import open_source
+from .sparse import is_sparse
 
 __all__ = ["WeightedSource", "weights_source", "with_weights"]
 
@@ -85,6 +87,8 @@ class WeightedSource(Source):
                 f"sample_weight: row {start + i} has weight {w[i]:g}; weights should be "
                 "non-negative (>= 0)"
             )
+        if is_sparse(X):
+            return sp.hstack([X, w.astype(X.dtype)[:, None]], format="csr")
         out = np.empty((X.shape[0], X.shape[1] + 1), X.dtype)
         out[:, :-1] = X
         out[:, -1] = w
