@@ -117,3 +117,19 @@ def test_cli_fit_and_convert_parquet(tmp_path, blobs32, blobs_zarr, s3_bucket, c
     )
     assert code == 2 and err.count("\n") == 1 and "column 'site' is string" in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_many_threads_read_one_source_at_once(tmp_path):
+    """Each thread reads through its own file handle: a shared one crashed the process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    X = np.random.default_rng(0).normal(size=(200_000, 8)).astype(np.float32)
+    (tmp_path / "pq").mkdir()
+    table = pa.table({f"x{j}": X[:, j] for j in range(8)})
+    pq.write_table(table, tmp_path / "pq" / "a.parquet", row_group_size=5_000)
+    source = sc.open_source(tmp_path / "pq")
+    bounds = list(source.blocks())
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(5):
+            parts = list(pool.map(lambda b: source.read(*b), bounds * 2))
+            np.testing.assert_array_equal(np.concatenate(parts[: len(bounds)]), X)

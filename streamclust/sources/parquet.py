@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -137,7 +138,10 @@ class ParquetSource(Source):
             raise SourceError(f"{self._show(path)}: {reason}") from exc
 
     def _file(self, pq: Any, fs: Any, path: str) -> Any:
-        handles = self.__dict__.setdefault("_h_files", {})
+        """The open file at ``path``, one per thread: a ParquetFile reads through a file
+        object's seek position, and two threads reading one crashed the process."""
+        local = self.__dict__.setdefault("_h_local", threading.local())
+        handles = local.__dict__.setdefault("files", {})
         if path not in handles:
             handles[path] = pq.ParquetFile(fs.open(path, "rb"))
         return handles[path]
