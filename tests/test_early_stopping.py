@@ -94,3 +94,31 @@ def test_saved_model_keeps_the_stop_state(X, tmp_path):
 def test_bad_stopping_parameters(X, params, match):
     with pytest.raises(sc.ParameterError, match=match):
         StreamingKMeans(**KW, **params).fit(X)
+
+
+def test_cli_max_no_improvement(X, tmp_path, capsys):
+    from conftest import cli_json
+
+    sc.write_zarr(X, tmp_path / "x.zarr")
+    got = cli_json(
+        [
+            "fit",
+            tmp_path / "x.zarr",
+            "--k 8 --batch-size 250 --max-passes 20",
+            "--max-no-improvement 5 --out",
+            tmp_path / "m",
+        ],
+        capsys,
+    )
+    assert got["n_passes"] < 20
+
+
+def test_cli_n_init_auto(X, tmp_path, capsys):
+    from conftest import run_cli
+
+    sc.write_zarr(X, tmp_path / "x.zarr")
+    args = ["fit", tmp_path / "x.zarr", "--k", 8, "--no-progress", "--scheduler", "sync"]
+    code, out, _ = run_cli([*args, "--n-init", "auto", "--out", tmp_path / "a"], capsys)
+    assert code == 0 and "candidate 0 of 1," in out
+    code, _, err = run_cli([*args, "--n-init", "few", "--out", tmp_path / "b"], capsys)
+    assert code == 2 and "'few' is not an integer or auto" in err

@@ -173,3 +173,58 @@ def test_feature_names_out_and_pandas_output(data):
     assert km.get_feature_names_out().tolist() == names
     out = km.transform(X)
     assert isinstance(out, pd.DataFrame) and out.columns.tolist() == names
+
+
+def test_cli_fit_takes_weights_and_early_stopping(data, tmp_path, capsys):
+    from conftest import cli_json, run_cli
+
+    X, w = data
+    sc.write_zarr(X, tmp_path / "x.zarr")
+    np.save(tmp_path / "w.npy", w)
+    got = cli_json(
+        [
+            "fit",
+            tmp_path / "x.zarr",
+            "--k 6 --batch-size 200 --random-state 4",
+            "--sample-weight",
+            tmp_path / "w.npy",
+            "--out",
+            tmp_path / "m",
+        ],
+        capsys,
+    )
+    ref = StreamingKMeans(6, **{**KW, "max_passes": 1}).fit(X, sample_weight=w)
+    assert got["inertia"] == pytest.approx(ref.inertia_, rel=1e-9)
+    np.save(tmp_path / "neg.npy", -w)
+    code, _, err = run_cli(
+        [
+            "fit",
+            tmp_path / "x.zarr",
+            "--k",
+            6,
+            "--sample-weight",
+            tmp_path / "neg.npy",
+            "--out",
+            tmp_path / "m2",
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert code == 2 and "weights should be non-negative" in err and err.count("\n") == 1
+    assert not (tmp_path / "m2").exists()
+    code, _, err = run_cli(
+        [
+            "fit",
+            tmp_path / "x.zarr",
+            "--model",
+            "gmm",
+            "--k",
+            2,
+            "--out",
+            tmp_path / "m3",
+            "--sample-weight",
+            tmp_path / "w.npy",
+        ],
+        capsys,
+    )
+    assert code == 2 and "--sample-weight applies to --model kmeans" in err

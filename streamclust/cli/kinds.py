@@ -81,6 +81,7 @@ class KMeansKind(ModelKind):
         "refine": "--refine",
         "reassignment_ratio": "--reassignment-ratio",
         "shuffle": "--shuffle/--no-shuffle",
+        "max_no_improvement": "--max-no-improvement",
     }
 
     def validate(self, model: Any) -> None:
@@ -97,7 +98,7 @@ class KMeansKind(ModelKind):
         n = len(model.init_scores_)
         line = (
             f"inertia {model.inertia_:.6g} (candidate {model.best_init_} of {n}, "
-            f"{model.n_steps_} steps)"
+            f"{model.n_steps_} steps in {model.n_passes_} passes)"
         )
         return summary, line
 
@@ -263,6 +264,12 @@ def estimator_options(fn: Any) -> Any:
         "--last-n", type=int, default=None, help="kmeans: batches in the selection [10]."
     )(fn)
     fn = click.option("--max-steps", type=int, default=None, help="kmeans: mini-batch steps.")(fn)
+    fn = click.option(
+        "--max-no-improvement",
+        type=int,
+        default=None,
+        help="kmeans: stop a candidate after N steps without improvement [off].",
+    )(fn)
     fn = click.option("--max-passes", type=int, default=None, help="kmeans: passes over DATA [1].")(
         fn
     )
@@ -274,7 +281,10 @@ def estimator_options(fn: Any) -> Any:
         "--batch-size", type=int, default=None, help="Rows per mini-batch [4096 gmm, 1024]."
     )(fn)
     fn = click.option(
-        "--n-init", type=int, default=None, help="Initializations [kmeans: 3, gmm: 1]."
+        "--n-init",
+        type=_N_INIT,
+        default=None,
+        help="Initializations, or auto for kmeans (1 for k-means++) [kmeans: 3, gmm: 1].",
     )(fn)
     fn = click.option(
         "--init",
@@ -292,6 +302,23 @@ def estimator_options(fn: Any) -> Any:
         help="Clusters (kmeans) or mixture components (gmm).",
     )(fn)
     return model_option(fn)
+
+
+class _NInit(click.ParamType):
+    """An int, or ``auto`` (scikit-learn's rule, for K-Means)."""
+
+    name = "INTEGER|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an integer or auto", param, ctx)
+
+
+_N_INIT = _NInit()
 
 
 def kind_of(model: Any) -> ModelKind:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..anomaly import DensityAnomalyDetector
-from ..exceptions import SourceError
+from ..exceptions import ParameterError, SourceError
 from ..persistence import check_model_output, load
 from ..sources import ParquetSource, check_writable, redact_url
 from .group import cli
@@ -39,6 +39,11 @@ model_dir_option = click.option("--model-dir", required=True, help="Directory of
     help="Save progress to this directory after every block; running the same "
     "command again resumes from it.",
 )
+@click.option(
+    "--sample-weight",
+    default=None,
+    help="kmeans: a .npy or Zarr store (path or URL) of one weight per row of DATA.",
+)
 @data_options
 @run_options
 def fit(
@@ -46,11 +51,14 @@ def fit(
     model_kind: str,
     out: str,
     overwrite: bool,
+    sample_weight: str | None,
     data_opts: DataOptions,
     run: RunOptions,
     **params: Any,
 ) -> None:
     """Fit a model on DATA and save it to --out."""
+    if sample_weight is not None and model_kind != "kmeans":
+        raise ParameterError("--sample-weight applies to --model kmeans; drop it")
     check_model_output(out, overwrite)
     if not Path(out).resolve().parent.is_dir():
         raise SourceError(f"{Path(out).parent}: no such directory for --out")
@@ -58,9 +66,13 @@ def fit(
     k = params["k"]
     model = build_estimator(model_kind, params, None, run.progress)
     source = data_opts.open(data)
+    weights = None if sample_weight is None else data_opts.open_column(sample_weight)
     model.set_params(client=run.client())
     t0 = time.perf_counter()
-    model.fit(source)
+    if weights is None:
+        model.fit(source)
+    else:
+        model.fit(source, sample_weight=weights)
     seconds = time.perf_counter() - t0
     model.set_params(client=None, checkpoint=None)
     model.save(out, overwrite=overwrite)

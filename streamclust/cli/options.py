@@ -82,6 +82,11 @@ class DataOptions:
             columns=None if self.columns is None else self.columns.split(","),
         )
 
+    def open_column(self, data: str) -> Source:
+        """One value per row (sample weights): a 1-D or one-column ``.npy`` or Zarr store,
+        at a path or URL (with the same ``--storage-option``)."""
+        return open_source(data, storage_options=self.storage_options, column=True)
+
 
 @dataclass(frozen=True)
 class RunOptions:
