@@ -90,7 +90,7 @@ def init_pool(
     seeds = rng.integers(0, 2**31 - 1, size=len(picked))
     by_start = {lo: int(seed) for (lo, _), seed in zip(picked, seeds, strict=True)}
     # The picked blocks are read in parallel, their samples come back in order.
-    pool = sparse.vstack(
+    pool = seeding.stack_rows(
         list(
             runtime.map_blocks(
                 seeding.sample_block_rows, source, per_block, by_start, runner=runner, ranges=picked
@@ -135,7 +135,7 @@ def init_candidates(
     """A chain of ``spec.n_init`` candidates started from ``pool``, each with its own seed
     (a pool one column wider than ``n_features`` carries the rows' weights)."""
     k, n_init = spec.n_clusters, spec.n_init
-    pool, weights = seeding.split_weights(pool, n_features)
+    pool, weights = seeding.split_weights(pool)
     if pool.shape[0] < k:
         raise DataError(
             f"n_samples={pool.shape[0]} should be >= n_clusters={k}: the initialization "
@@ -274,7 +274,7 @@ def stop_rule(plan: BatchPlan, pool: np.ndarray, source: Source) -> C.StopRule |
     the whole data's, which out of core is not known before the first step)."""
     if not plan.stops_early:
         return None
-    rows, _ = seeding.split_weights(pool, source.n_features)
+    rows, _ = seeding.split_weights(pool)
     scale = sparse.mean_variance(rows) if plan.tol else 0.0
     alpha = min(1.0, plan.batch_size * 2.0 / (source.n_rows + 1))
     return C.StopRule(plan.tol * scale, plan.max_no_improvement, alpha, plan.batch_size)

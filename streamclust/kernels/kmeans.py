@@ -11,8 +11,8 @@ column). Each entry of that GEMM does not depend on which other centers are
 stacked with it, so splitting candidates into chains (one per worker) changes
 nothing in the result.
 
-A block may carry sample weights as one more, last column (see
-:func:`~streamclust.kernels.seeding.split_weights`): each row then counts with
+A block may carry sample weights (a
+:class:`~streamclust.kernels.seeding.WeightedRows`): each row then counts with
 its weight in the center updates, the counts and the inertias. Unit weights
 give exactly the results of no weights.
 """
@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from . import sparse as S
 from .chain import Chain, track_convergence
-from .seeding import split_weights
+from .seeding import WeightedRows, split_weights
 
 #: Rows per sub-chunk when assigning a whole block (bounds the distance matrix).
 ASSIGN_CHUNK_ROWS = 4096
@@ -92,7 +92,7 @@ class Workspace:
         self.labels = np.empty(max_rows * g, np.int32)
         self.dist = np.empty(max_rows * g, dtype)
         self.xx = np.empty(max_rows, dtype)
-        self.batch = np.empty(max_rows * (d + 1), dtype)  # (rows and their weights)
+        self.batch = np.empty(max_rows * d, dtype)
         self.ones = np.ones(max_rows * g, dtype)
         self.indptr = np.arange(0, max_rows * g + 1, g, dtype=np.int32)
         self.sums64 = np.empty((g, k, d), np.float64)
@@ -166,13 +166,14 @@ def minibatch_step(
     The batch inertia recorded is computed before the update. A weighted batch
     (weights as a last column) moves each center to the weighted running mean, its
     count being the weight it absorbed, as scikit-learn's weighted update does.
+    ``X`` may be :class:`~streamclust.kernels.seeding.WeightedRows`.
 
     Candidates that have stopped (see :mod:`~streamclust.kernels.chain`) keep their
     centers; their batch inertia is still recorded. ``total_steps`` and ``verbose``
     shape the progress lines.
     """
     g, k, d = chain.centers.shape
-    X, w = split_weights(X, d)
+    X, w = split_weights(X)
     b = X.shape[0]
     if ws is None or not ws.fits(g, k, d, b):
         ws = Workspace(g, k, d, b, X.dtype)
@@ -267,15 +268,18 @@ def scan_block(chain: Chain, block: np.ndarray, start: int, arg: StepArg) -> Cha
     rows = block.shape[0]
     order = None if perm_seed is None else np.random.default_rng(perm_seed).permutation(rows)
     g, k, d = chain.centers.shape
-    ws = Workspace(g, k, d, min(batch_size, rows), block.dtype)
-    width = block.shape[1]  # d, or d + 1 with weights
+    data, weights = split_weights(block)
+    ws = Workspace(g, k, d, min(batch_size, rows), data.dtype)
     for i in range(n_batches):
         lo, hi = i * batch_size, min((i + 1) * batch_size, rows)
+        X: Any
         if order is None:
             X = block[lo:hi]
         else:
-            out = None if S.is_sparse(block) else _flat(ws.batch, hi - lo, width)
-            X = S.take_rows(block, order[lo:hi], out)
+            out = None if S.is_sparse(data) else _flat(ws.batch, hi - lo, d)
+            X = S.take_rows(data, order[lo:hi], out)
+            if weights is not None:
+                X = WeightedRows(X, weights[order[lo:hi]])
         minibatch_step(chain, X, ratio, ws, total_steps, verbose)
     return chain
 
@@ -314,7 +318,7 @@ def block_labels_inertia(
     """Task: labels (b, g), exact float64 inertia (g,) and the rows nearest to each
     center (g, k) of each candidate on one block (the inertia weighted, with weights)."""
     g, k, d = centers.shape
-    block, weights = split_weights(block, d)
+    block, weights = split_weights(block)
     inertia = np.zeros(g, np.float64)
     sizes = np.zeros((g, k), np.int64)
     out = np.empty((block.shape[0], g), np.int32) if want_labels else None
@@ -337,7 +341,7 @@ def block_lloyd_stats(
     """Task: per-center float64 sums and counts (weights, with weights), and the inertia,
     for one Lloyd step."""
     k, d = centers.shape
-    block, weights = split_weights(block, d)
+    block, weights = split_weights(block)
     sums = np.zeros((k, d), np.float64)
     counts = np.zeros(k, np.float64)
     inertia = 0.0

@@ -8,22 +8,67 @@ initializations do; equal weights make the same choices as no weights.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..exceptions import DataError
 from . import sparse as S
 
-__all__ = ["kmeans_plusplus", "random_rows", "sample_block_rows", "sample_rows", "split_weights"]
+__all__ = [
+    "WeightedRows",
+    "kmeans_plusplus",
+    "random_rows",
+    "sample_block_rows",
+    "sample_rows",
+    "split_weights",
+    "stack_rows",
+]
 
 
-def split_weights(block: np.ndarray, n_features: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """A block's rows and their weights: a weighted block (see
-    :class:`streamclust.sources.WeightedSource`) carries them as one more, last column."""
-    if block.shape[1] == n_features + 1:
-        if S.is_sparse(block):
-            return block[:, :n_features], S.dense(block[:, [n_features]]).ravel()
-        return block[:, :n_features], block[:, n_features]
+class WeightedRows:
+    """Rows (dense or CSR) with one weight each: a block of a weighted source. The rows
+    are the data's own block, not copied; indexing selects rows of both."""
+
+    __slots__ = ("rows", "weights")
+
+    def __init__(self, rows: Any, weights: np.ndarray) -> None:
+        self.rows, self.weights = rows, weights
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows.shape  # type: ignore[no-any-return]
+
+    @property
+    def nbytes(self) -> int:
+        return int(getattr(self.rows, "nbytes", 0)) + int(self.weights.nbytes)
+
+    def __getitem__(self, index: Any) -> WeightedRows:
+        return WeightedRows(self.rows[index], self.weights[index])
+
+    def copy(self) -> WeightedRows:
+        return WeightedRows(self.rows.copy(), self.weights.copy())
+
+    def setflags(self, write: bool) -> None:
+        for part in (self.rows, self.weights):
+            if isinstance(part, np.ndarray):
+                part.setflags(write=write)
+
+
+def split_weights(block: Any) -> tuple[Any, np.ndarray | None]:
+    """A block's rows and their weights (None: unweighted)."""
+    if isinstance(block, WeightedRows):
+        return block.rows, block.weights
     return block, None
+
+
+def stack_rows(parts: list[Any]) -> Any:
+    """Blocks' rows stacked, with their weights when they have them."""
+    if parts and isinstance(parts[0], WeightedRows):
+        return WeightedRows(
+            S.vstack([p.rows for p in parts]), np.concatenate([p.weights for p in parts])
+        )
+    return S.vstack(parts)
 
 
 def _uniform(weights: np.ndarray | None) -> bool:

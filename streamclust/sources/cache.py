@@ -87,13 +87,14 @@ class BlockCache:
         with self._lock:
             self.reads += 1
             self.rows_read += stop - start
-            if not isinstance(block, np.ndarray):  # (a sparse block: in memory already)
+            size = getattr(block, "nbytes", None)
+            if size is None:  # (a sparse block: in memory already)
                 return
-            if (start, stop) in self.blocks or self.used + block.nbytes > self.budget:
+            if (start, stop) in self.blocks or self.used + size > self.budget:
                 return
             block.setflags(write=False)  # shared by every pass: nothing may change it
             self.blocks[(start, stop)] = block
-            self.used += block.nbytes
+            self.used += size
 
     def stats(self) -> dict[str, int]:
         """Blocks and rows read from storage, blocks served from memory, bytes kept."""

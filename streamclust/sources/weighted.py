@@ -2,11 +2,10 @@
 
 A :class:`WeightedSource` reads a row range of the data and the same range of
 the weights (from wherever they are stored: an array, a ``.npy`` file, a Zarr
-store or URL) and returns the rows with their weight as one more, last column,
+store or URL) and returns both as one :class:`WeightedRows` block, the weights
 in the data's compute dtype (scikit-learn casts weights to ``X``'s dtype too).
-So a weighted block is one array that the runtime reads, caches and ships like
-any other; the kernels take the last column as the weights when a block is one
-column wider than the centers.
+The runtime reads, caches and ships it like any other block; the rows are not
+copied (a copy of every block into a wider array cost 12% of a fit).
 """
 
 from __future__ import annotations
@@ -16,13 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..exceptions import DataError
+from ..kernels.seeding import WeightedRows
 from .arrays import ArraySource
 from .base import Source
 from .opening import open_source
-from .sparse import is_sparse
 
 __all__ = ["WeightedSource", "weights_source", "with_weights"]
 
@@ -60,7 +58,7 @@ class WeightedSource(Source):
     """The rows of ``data``, each with its weight from ``weights`` as a last column.
 
     It reports the data's shape, dtype and blocks; :meth:`read` returns
-    ``n_features + 1`` columns. Weights must be finite and non-negative, and
+    :class:`WeightedRows`. Weights must be finite and non-negative, and
     not all zero (checked as each block is read, naming the row).
     """
 
@@ -78,7 +76,7 @@ class WeightedSource(Source):
     def blocks(self, min_rows: int = 1) -> Sequence[tuple[int, int]]:
         return self.data.blocks(min_rows)
 
-    def read(self, start: int, stop: int) -> np.ndarray:
+    def read(self, start: int, stop: int) -> Any:
         X = self.data.read(start, stop)
         w = self.weights.read(start, stop)[:, 0]
         if (w < 0).any():
@@ -87,14 +85,9 @@ class WeightedSource(Source):
                 f"sample_weight: row {start + i} has weight {w[i]:g}; weights should be "
                 "non-negative (>= 0)"
             )
-        if is_sparse(X):
-            return sp.hstack([X, w.astype(X.dtype)[:, None]], format="csr")
-        out = np.empty((X.shape[0], X.shape[1] + 1), X.dtype)
-        out[:, :-1] = X
-        out[:, -1] = w
-        return out
+        return WeightedRows(X, w.astype(X.dtype, copy=False))
 
-    def _read(self, start: int, stop: int) -> np.ndarray:
+    def _read(self, start: int, stop: int) -> Any:
         return self.read(start, stop)
 
     def __repr__(self) -> str:
