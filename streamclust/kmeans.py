@@ -24,7 +24,7 @@ from .engine.seeds import SEED_PARTIAL, child, root_seed
 from .inputs import as_source, is_out_of_core, takes_storage_options
 from .kernels import chain as C
 from .kernels import kmeans as K
-from .kmeans_params import batch_plan, chain_spec, check_params
+from .kmeans_params import batch_plan, chain_spec, check_params, forgetting
 from .persistence import fit_fingerprint, register_model, save_model
 from .sources import ArraySource, Source, SparseSource, with_weights
 
@@ -141,6 +141,13 @@ class StreamingKMeans(
     verbose : int, default=0
         Print scikit-learn's progress lines (initialization, every step's batch
         inertia and its average, convergence) on the driver.
+    decay, half_life : float or None, default=None
+        Forgetting, as Spark MLlib's streaming K-Means: before every step the
+        centers' counts are multiplied by ``decay`` (or by the factor that
+        halves them in ``half_life``), so a stream whose clusters drift is
+        followed. None: never forget (every row counts forever).
+    time_unit : {"batches", "rows"}, default="batches"
+        What ``decay`` and ``half_life`` count: steps, or rows.
 
     Attributes
     ----------
@@ -198,6 +205,9 @@ class StreamingKMeans(
         tol: float = 0.0,
         max_no_improvement: int | None = None,
         verbose: int = 0,
+        decay: float | None = None,
+        half_life: float | None = None,
+        time_unit: str = "batches",
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -219,6 +229,9 @@ class StreamingKMeans(
         self.tol = tol
         self.max_no_improvement = max_no_improvement
         self.verbose = verbose
+        self.decay = decay
+        self.half_life = half_life
+        self.time_unit = time_unit
 
     # ------------------------------------------------------------------ fitting
 
@@ -314,15 +327,14 @@ class StreamingKMeans(
             self._state = E.init_candidates(spec, pool, root, runner, source.n_features)
             self.n_steps_ = 0
             self.n_passes_ = 0
-        state = self._state
-        if state.stop is not None:  # partial_fit never stops early (scikit-learn's rule)
-            state = state.copy()
-            state.stop, state.stopped_at = None, np.zeros_like(state.stopped_at)
+        state = self._state.copy()
+        # partial_fit never stops early (scikit-learn's rule); forgetting is as set now.
+        state.stop, state.stopped_at = None, np.zeros_like(state.stopped_at)
+        state.forget = forgetting(self)
         if out_of_core:
             ratio = float(self.reassignment_ratio)
             state = E.advance_in_row_order(state, source, runner, self.batch_size, ratio)
         else:
-            state = state.copy()
             K.minibatch_step(state, source.read(0, source.n_rows), float(self.reassignment_ratio))
         self._state = state
         self.n_steps_ = state.steps

@@ -11,6 +11,7 @@ import numpy as np
 from .engine.chains import ChainSpec
 from .engine.plan import BatchPlan
 from .exceptions import ParameterError
+from .kernels.chain import Forgetting
 from .sources.cache import check_cache_mb
 from .validation import (
     check_checkpoint,
@@ -20,7 +21,7 @@ from .validation import (
     check_seed,
 )
 
-__all__ = ["batch_plan", "chain_spec", "check_params"]
+__all__ = ["batch_plan", "chain_spec", "check_params", "forgetting"]
 
 
 def check_params(model: Any) -> int:
@@ -37,6 +38,7 @@ def check_params(model: Any) -> int:
     check_int("max_passes", model.max_passes, low=1)
     check_int("max_steps", model.max_steps, low=1, allow_none=True)
     check_float("tol", model.tol, low=0.0)
+    forgetting(model)
     check_int("max_no_improvement", model.max_no_improvement, low=0, allow_none=True)
     if not isinstance(model.verbose, (bool, int, np.integer)) or model.verbose < 0:
         raise ParameterError(f"verbose={model.verbose!r} must be an int >= 0 or a bool")
@@ -83,7 +85,31 @@ def check_params(model: Any) -> int:
 
 def chain_spec(model: Any, n_init: int) -> ChainSpec:
     """The model's candidates as the engine takes them (``n_init`` effective)."""
-    return ChainSpec(model.n_clusters, n_init, model.init, model.init_size, model.last_n)
+    return ChainSpec(
+        model.n_clusters, n_init, model.init, model.init_size, model.last_n, forgetting(model)
+    )
+
+
+def forgetting(model: Any) -> Forgetting | None:
+    """How the model's old rows lose weight: ``decay`` per step (Spark's decay factor)
+    or per row, or the factor that halves a weight in ``half_life`` steps or rows;
+    bad values are refused in one line."""
+    check_option("time_unit", model.time_unit, ("batches", "rows"))
+    if model.decay is not None:
+        check_float("decay", model.decay, low=0.0, high=1.0)
+        if model.decay == 0:
+            raise ParameterError("decay=0 forgets every row at once; pass a factor in (0, 1]")
+    if model.half_life is not None:
+        check_float("half_life", model.half_life, low=0.0)
+        if model.half_life == 0 or model.decay is not None:
+            raise ParameterError(
+                f"half_life={model.half_life!r} must be > 0, and not given with decay; "
+                "pass one of them"
+            )
+        return Forgetting(0.5 ** (1.0 / float(model.half_life)), model.time_unit == "rows")
+    if model.decay is not None and float(model.decay) < 1.0:
+        return Forgetting(float(model.decay), model.time_unit == "rows")
+    return None
 
 
 def batch_plan(model: Any) -> BatchPlan:

@@ -82,6 +82,8 @@ class KMeansKind(ModelKind):
         "reassignment_ratio": "--reassignment-ratio",
         "shuffle": "--shuffle/--no-shuffle",
         "max_no_improvement": "--max-no-improvement",
+        "half_life": "--half-life",
+        "time_unit": "--time-unit",
     }
 
     def validate(self, model: Any) -> None:
@@ -264,6 +266,15 @@ def estimator_options(fn: Any) -> Any:
         "--last-n", type=int, default=None, help="kmeans: batches in the selection [10]."
     )(fn)
     fn = click.option("--max-steps", type=int, default=None, help="kmeans: mini-batch steps.")(fn)
+    fn = click.option(
+        "--half-life",
+        type=float,
+        default=None,
+        help="kmeans: old rows weigh half after N batches (or rows): follow a drift [off].",
+    )(fn)
+    fn = click.option(
+        "--time-unit", default=None, help="kmeans: what --half-life counts, batches or rows."
+    )(fn)
     fn = click.option(
         "--max-no-improvement",
         type=int,

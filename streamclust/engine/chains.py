@@ -56,6 +56,7 @@ class ChainSpec:
     init: Any = "k-means++"  # "k-means++", "random" or an (n_clusters, n_features) array
     init_size: int | None = None
     last_n: int = 10
+    forget: C.Forgetting | None = None  # how old rows lose weight (None: never)
 
     def init_rows(self, batch_size: int, n_rows: int) -> int:
         """Rows sampled for initialization, as scikit-learn's MiniBatchKMeans takes
@@ -177,7 +178,7 @@ def init_candidates(
                 for init_ss, _ in seeds
             ]
         )
-    return C.new_chain(centers, states, spec.last_n, tuple(range(n_init)))
+    return C.new_chain(centers, states, spec.last_n, tuple(range(n_init)), forget=spec.forget)
 
 
 class KMeansCheckpoint(FitCheckpoint):

@@ -21,6 +21,7 @@ import numpy as np
 
 __all__ = [
     "Chain",
+    "Forgetting",
     "StopRule",
     "chain_from_state",
     "chain_to_state",
@@ -29,6 +30,18 @@ __all__ = [
     "split_chain",
     "track_convergence",
 ]
+
+
+class Forgetting(NamedTuple):
+    """How a chain forgets, as Spark MLlib's streaming K-Means: before every step the
+    centers' counts are multiplied by ``factor`` (``per_row``: by ``factor`` to the
+    power of the step's rows), so old rows weigh less and centers follow a drift."""
+
+    factor: float
+    per_row: bool = False
+
+    def step_factor(self, rows: int) -> float:
+        return self.factor**rows if self.per_row else self.factor
 
 
 class StopRule(NamedTuple):
@@ -57,6 +70,7 @@ class Chain:
         its lowest value (NaN until set)
     no_improvement : (g,) int64, steps since the EWA last reached a new minimum
     stopped_at : (g,) int64, the step after which each candidate stopped (0: running)
+    forget : how old rows lose weight, or None (they never do)
     log : progress lines (``verbose``) for the driver to print, not saved
     """
 
@@ -73,6 +87,7 @@ class Chain:
     ewa_min: np.ndarray = field(default_factory=lambda: np.zeros(0))
     no_improvement: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     stopped_at: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    forget: Forgetting | None = None
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -128,6 +143,7 @@ def new_chain(
     last_n: int,
     candidates: tuple[int, ...],
     stop: StopRule | None = None,
+    forget: Forgetting | None = None,
 ) -> Chain:
     g, k, _ = centers.shape
     return Chain(
@@ -138,6 +154,7 @@ def new_chain(
         recent=np.zeros((g, last_n), np.float64),
         candidates=candidates,
         stop=stop,
+        forget=forget,
     )
 
 
@@ -149,6 +166,7 @@ def chain_to_state(chain: Chain) -> tuple[dict[str, Any], dict[str, np.ndarray]]
         "state_rng": chain.rng_states,
         "state_candidates": list(chain.candidates),
         "state_stop": None if chain.stop is None else list(chain.stop),
+        "state_forget": None if chain.forget is None else list(chain.forget),
     }
     arrays = {f"state_{name}": getattr(chain, name) for name in _PER_CANDIDATE}
     return scalars, arrays
@@ -160,6 +178,7 @@ def chain_from_state(scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> 
     centers = arrays["state_centers"]
     candidates = scalars.get("state_candidates", range(centers.shape[0]))
     stop = scalars.get("state_stop")
+    forget = scalars.get("state_forget")
     chain = Chain(
         centers=centers,
         counts=arrays["state_counts"],
@@ -170,6 +189,7 @@ def chain_from_state(scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> 
         steps=int(scalars["state_steps"]),
         candidates=tuple(int(c) for c in candidates),
         stop=None if stop is None else StopRule(float(stop[0]), stop[1], *stop[2:]),
+        forget=None if forget is None else Forgetting(float(forget[0]), bool(forget[1])),
     )
     for name in _PER_CANDIDATE[4:]:
         if f"state_{name}" in arrays:
@@ -191,6 +211,7 @@ def merge_chains(chains: list[Chain]) -> Chain:
         steps=max(c.steps for c in chains),
         candidates=tuple(range(len(order))),
         stop=chains[0].stop,
+        forget=chains[0].forget,
         log=[line for c in chains for line in c.log],
     )
 

@@ -186,6 +186,8 @@ def minibatch_step(
     rule = chain.stop
     before = chain.centers.copy() if rule is not None and rule.tol > 0 else None
 
+    if chain.forget is not None:  # old rows weigh less (the stopped keep their counts)
+        chain.counts[~stopped] *= chain.forget.step_factor(b)
     labels, dist = assign(X, chain.centers, ws)
     if w is not None:
         dist = dist * w  # (unit weights: the same values)

@@ -1,0 +1,121 @@
+"""Streams that drift: StreamingKMeans forgets old rows (decay / half_life)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+import streamclust as sc
+from streamclust import StreamingKMeans
+
+KW = dict(n_clusters=3, batch_size=400, random_state=0, progress=False, client="sync")
+START = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+END = START + np.array([6.0, 6.0])  # every center moves by (6, 6) over the stream
+
+
+def batches(n=60, rows=400, seed=0):
+    rng = np.random.default_rng(seed)
+    for t in range(n):
+        centers = START + (END - START) * t / (n - 1)
+        yield centers[rng.integers(3, size=rows)] + rng.normal(scale=0.5, size=(rows, 2))
+
+
+def error(centers: np.ndarray, truth: np.ndarray) -> float:
+    cost = ((centers[:, None] - truth[None]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(cost)
+    return float(np.sqrt(cost[rows, cols]).max())
+
+
+def test_a_half_life_follows_centers_that_move():
+    plain, follow = StreamingKMeans(**KW), StreamingKMeans(half_life=3, **KW)
+    for batch in batches():
+        plain.partial_fit(batch)
+        follow.partial_fit(batch)
+    # Following lags by about the distance moved in a few batches (0.14 a batch);
+    # never forgetting averages the whole path (half of its 8.5).
+    lag, plain_lag = error(follow.cluster_centers_, END), error(plain.cluster_centers_, END)
+    assert lag < 1.0 and plain_lag > 3.0
+
+
+def test_half_life_in_rows_is_half_life_in_batches_of_those_rows():
+    a, b = (
+        StreamingKMeans(half_life=3, **KW),
+        StreamingKMeans(half_life=1200, time_unit="rows", **KW),
+    )
+    for batch in batches(20):
+        a.partial_fit(batch)
+        b.partial_fit(batch)
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-9)
+
+
+def test_without_forgetting_nothing_changes_bit_for_bit():
+    ref, one = StreamingKMeans(**KW), StreamingKMeans(decay=1.0, **KW)
+    for batch in batches(10):
+        ref.partial_fit(batch)
+        one.partial_fit(batch)
+    np.testing.assert_array_equal(one.cluster_centers_, ref.cluster_centers_)
+    X = np.concatenate(list(batches(10)))
+    a = StreamingKMeans(**KW).fit(X)
+    b = StreamingKMeans(decay=1.0, **KW).fit(X)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+
+
+def test_decay_is_spark_s_factor_and_survives_save_load(tmp_path):
+    km = StreamingKMeans(decay=0.5, **KW)
+    stream = list(batches(6))
+    km.partial_fit(stream[0])
+    km.save(tmp_path / "m")
+    back = sc.load(tmp_path / "m")
+    before = km._state.counts[km.best_init_].sum()
+    km.partial_fit(stream[1])
+    back.partial_fit(stream[1])
+    np.testing.assert_array_equal(back.cluster_centers_, km.cluster_centers_)
+    # Counts: halved, then the new batch's rows added.
+    assert km._state.counts[km.best_init_].sum() == pytest.approx(0.5 * before + 400)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"decay": 1.5}, "decay=1.5"),
+        ({"decay": 0.0}, "decay=0 forgets"),
+        ({"half_life": -2}, "half_life=-2"),
+        ({"half_life": 3, "decay": 0.9}, "not given with decay"),
+        ({"half_life": 3, "time_unit": "days"}, "time_unit='days'"),
+    ],
+)
+def test_bad_forgetting_parameters(params, match):
+    with pytest.raises(sc.ParameterError, match=match):
+        StreamingKMeans(**KW, **params).partial_fit(np.zeros((10, 2)))
+
+
+def test_cli_stream_takes_a_half_life(tmp_path, capsys):
+    from conftest import run_cli
+
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    for i, batch in enumerate(batches()):
+        np.save(incoming / f"b{i:03d}.npy", batch)
+    code, _, err = run_cli(
+        [
+            "stream",
+            incoming,
+            "--state",
+            tmp_path / "state",
+            "--k",
+            3,
+            "--batch-size",
+            400,
+            "--half-life",
+            3,
+            "--once",
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    state = tmp_path / "state"
+    model = sc.load(state / "checkpoints" / (state / "LATEST").read_text().strip() / "model")
+    assert model.half_life == 3
+    assert error(model.cluster_centers_, END) < 1.0
