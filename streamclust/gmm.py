@@ -72,6 +72,10 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         moves the running statistics by ``(t + 1 + step_offset) ** -step_decay``
         towards the batch's. ``step_decay=1, step_offset=0`` averages every
         batch equally; smaller decays forget old batches faster.
+    half_life : float or None, default=None
+        A constant floor under that step, ``1 - 0.5 ** (1 / half_life)``: a
+        batch's weight halves every ``half_life`` steps, so a drifting stream
+        is followed. None: the schedule alone.
     client, progress
         As for :class:`StreamingKMeans`.
     checkpoint : path or None, default=None
@@ -123,6 +127,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         cache_mb: Any = None,
         verbose: int = 0,
         verbose_interval: int = 10,
+        half_life: float | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -145,6 +150,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         self.cache_mb = cache_mb
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.half_life = half_life
 
     # ------------------------------------------------------------------ validation
 
@@ -257,6 +263,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
             float(self.step_offset),
             float(self.step_decay),
             float(self.reg_covar),
+            0.0 if self.half_life is None else 1 - 0.5 ** (1 / float(self.half_life)),
         )
         if out_of_core:
             state = EM.online_em_pass(state, source, runner, arg, self.progress)

@@ -42,6 +42,10 @@ def check_params(model: Any) -> None:
     if not isinstance(model.verbose, (bool, int, np.integer)) or model.verbose < 0:
         raise ParameterError(f"verbose={model.verbose!r} must be an int >= 0 or a bool")
     check_int("verbose_interval", model.verbose_interval, low=1)
+    if model.half_life is not None:
+        check_float("half_life", model.half_life, low=0.0)
+        if model.half_life == 0:
+            raise ParameterError("half_life=0 forgets every batch at once; pass a value > 0")
     if model.step_decay == 0.5:
         raise ParameterError(
             "step_decay=0.5 is outside (0.5, 1]; pass a value above 0.5 (e.g. 0.6)"

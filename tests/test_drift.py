@@ -119,3 +119,17 @@ def test_cli_stream_takes_a_half_life(tmp_path, capsys):
     model = sc.load(state / "checkpoints" / (state / "LATEST").read_text().strip() / "model")
     assert model.half_life == 3
     assert error(model.cluster_centers_, END) < 1.0
+
+
+def test_the_mixture_s_online_em_follows_with_a_half_life():
+    kw = dict(n_components=3, random_state=0, progress=False, client="sync", batch_size=400)
+    plain = sc.StreamingGaussianMixture(**kw)
+    follow = sc.StreamingGaussianMixture(half_life=3, **kw)
+    for batch in batches():
+        plain.partial_fit(batch)
+        follow.partial_fit(batch)
+    # The default schedule (step_decay=0.6) forgets slowly; the half-life's floor keeps up.
+    lag, plain_lag = error(follow.means_, END), error(plain.means_, END)
+    assert lag < 1.0 and plain_lag > 2 * lag
+    with pytest.raises(sc.ParameterError, match="half_life=0 forgets"):
+        sc.StreamingGaussianMixture(half_life=0, **kw).partial_fit(np.zeros((10, 2)))

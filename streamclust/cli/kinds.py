@@ -82,7 +82,6 @@ class KMeansKind(ModelKind):
         "reassignment_ratio": "--reassignment-ratio",
         "shuffle": "--shuffle/--no-shuffle",
         "max_no_improvement": "--max-no-improvement",
-        "half_life": "--half-life",
         "time_unit": "--time-unit",
     }
 
@@ -270,7 +269,7 @@ def estimator_options(fn: Any) -> Any:
         "--half-life",
         type=float,
         default=None,
-        help="kmeans: old rows weigh half after N batches (or rows): follow a drift [off].",
+        help="Old batches weigh half after N batches (kmeans: or rows): follow a drift [off].",
     )(fn)
     fn = click.option(
         "--time-unit", default=None, help="kmeans: what --half-life counts, batches or rows."

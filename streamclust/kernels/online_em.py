@@ -58,17 +58,24 @@ class OnlineState:
 
 
 def online_step(
-    state: OnlineState, X: np.ndarray, step_offset: float, step_decay: float, reg_covar: float
+    state: OnlineState,
+    X: np.ndarray,
+    step_offset: float,
+    step_decay: float,
+    reg_covar: float,
+    min_step: float = 0.0,
 ) -> OnlineState:
     """One stepwise EM update on the rows ``X`` (Cappe & Moulines, 2009).
 
     The running statistics move towards the batch's per-row statistics by
-    ``eta = (steps + 1 + step_offset) ** -step_decay``, then the M-step runs
-    and the statistics are re-centred on the new means.
+    ``eta = (steps + 1 + step_offset) ** -step_decay``, never less than
+    ``min_step`` (a constant step: old batches then fade geometrically, and the
+    model follows a drift), then the M-step runs and the statistics are
+    re-centred on the new means.
     """
     p = state.params
     batch = estep_stats(X.astype(np.float64, copy=False), p)
-    eta = (state.steps + 1.0 + step_offset) ** -step_decay
+    eta = max((state.steps + 1.0 + step_offset) ** -step_decay, min_step)
     n = batch.n
     old = state.stats
     mixed = Stats(
@@ -92,17 +99,18 @@ class OnlineArg(NamedTuple):
     step_offset: float
     step_decay: float
     reg_covar: float
+    min_step: float = 0.0
 
 
 def block_online(state: OnlineState, block: np.ndarray, start: int, arg: OnlineArg) -> OnlineState:
     """Task: stepwise EM over one block, cut into consecutive batches of about
     ``batch_size`` rows (equal cuts, so no short remainder gets a full step)."""
-    batch_size, offset, decay, reg = arg
+    batch_size, offset, decay, reg, min_step = arg
     rows = block.shape[0]
     n_batches = max(1, round(rows / batch_size))
     bounds = [rows * i // n_batches for i in range(n_batches + 1)]
     for lo, hi in itertools.pairwise(bounds):
-        state = online_step(state, block[lo:hi], offset, decay, reg)
+        state = online_step(state, block[lo:hi], offset, decay, reg, min_step)
     return state
 
 
