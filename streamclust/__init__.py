@@ -15,6 +15,7 @@ from .gmm import StreamingGaussianMixture
 from .kmeans import StreamingKMeans
 from .persistence import load
 from .runtime import get_client
+from .sample_clusterer import SampleClusterer
 from .selection import GMMSweep, KMeansSweep, sweep_gmm, sweep_kmeans
 from .sources import (
     ArraySource,
@@ -54,6 +55,7 @@ __all__ = [
     "StreamclustError",
     "StreamingGaussianMixture",
     "StreamingKMeans",
+    "SampleClusterer",
     "ZarrSource",
     "__version__",
     "get_client",
