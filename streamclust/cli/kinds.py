@@ -8,10 +8,11 @@ from typing import Any, ClassVar
 import click
 import numpy as np
 
-from .. import gmm, kmeans
+from .. import gmm, kmeans, sample_clusterer
 from ..exceptions import ParameterError
 from ..gmm import StreamingGaussianMixture
 from ..kmeans import StreamingKMeans
+from ..sample_clusterer import ESTIMATORS, SampleClusterer
 from ..selection import sweep_gmm, sweep_kmeans
 from ..sources import Source
 
@@ -20,6 +21,7 @@ __all__ = [
     "GMMKind",
     "KMeansKind",
     "ModelKind",
+    "SampleKind",
     "build_estimator",
     "estimator_options",
     "kind_of",
@@ -217,7 +219,69 @@ class GMMKind(ModelKind):
         return res, {"k": k_best, "covariance_type": ct_best}, lines
 
 
-KINDS: dict[str, ModelKind] = {"kmeans": KMeansKind(), "gmm": GMMKind()}
+class SampleKind(ModelKind):
+    """A scikit-learn clusterer fitted on a sample (:class:`SampleClusterer`)."""
+
+    name = "sample"
+    estimator = SampleClusterer
+    only: ClassVar[dict[str, str]] = {
+        "estimator": "--estimator",
+        "eps": "--eps",
+        "min_samples": "--min-samples",
+        "sample_size": "--sample-size",
+        "labeler": "--labeler",
+        "n_neighbors": "--n-neighbors",
+    }
+    #: What --k means for each estimator (the others do not take a number of clusters).
+    K_PARAM: ClassVar[dict[str, str]] = {
+        "agglomerative": "n_clusters",
+        "spectral": "n_clusters",
+        "birch": "n_clusters",
+        "hdbscan": "min_cluster_size",
+    }
+
+    def build(self, params: dict[str, Any], client: Any, progress: bool) -> Any:
+        k = params.pop("k")
+        name = params.pop("estimator", "dbscan")
+        est_params: dict[str, Any] = {}
+        for key in ("eps", "min_samples"):
+            if key in params:
+                est_params[key] = params.pop(key)
+        if name in self.K_PARAM:
+            est_params[self.K_PARAM[name]] = k
+        for key in ("init", "n_init", "batch_size", "half_life", "time_unit", "checkpoint"):
+            if key in params:
+                raise ParameterError(
+                    f"--{key.replace('_', '-')} does not apply to --model sample; drop it"
+                )
+        return SampleClusterer(name, estimator_params=est_params, **params, progress=progress)
+
+    def validate(self, model: Any) -> None:
+        sample_clusterer.validate_params(model)
+
+    def fit_summary(self, model: Any) -> tuple[dict[str, Any], str]:
+        labels = model.sample_labels_
+        found = sorted(int(v) for v in np.unique(labels) if v >= 0)
+        summary: dict[str, Any] = {
+            "estimator": type(model.estimator_).__name__,
+            "sample_size": len(labels),
+            "clusters": len(found),
+            "sample_noise": float(np.mean(labels < 0)),
+        }
+        line = (
+            f"{summary['estimator']} on a {len(labels)}-row sample: {len(found)} clusters, "
+            f"{100 * summary['sample_noise']:.1f}% of the sample noise"
+        )
+        return summary, line
+
+    def check_score_output(self, out: str | None) -> None:
+        raise ParameterError("a sample model has no score; use `streamclust predict`")
+
+    def sweep(self, *args: Any) -> Any:
+        raise ParameterError("select compares kmeans or gmm models; pass --model kmeans or gmm")
+
+
+KINDS: dict[str, ModelKind] = {"kmeans": KMeansKind(), "gmm": GMMKind(), "sample": SampleKind()}
 
 model_option = click.option(
     "--model",
@@ -225,12 +289,30 @@ model_option = click.option(
     type=click.Choice(list(KINDS)),
     default="kmeans",
     show_default=True,
-    help="StreamingKMeans or StreamingGaussianMixture.",
+    help="StreamingKMeans, StreamingGaussianMixture, or a scikit-learn clusterer on a "
+    "sample (SampleClusterer).",
 )
 
 
 def estimator_options(fn: Any) -> Any:
     """The options of the estimators (--model picks which; the others keep its defaults)."""
+    fn = click.option(
+        "--n-neighbors", type=int, default=None, help="sample: neighbours of --labeler knn [5]."
+    )(fn)
+    fn = click.option(
+        "--labeler", default=None, help="sample: nearest (default) or knn: how rows are labelled."
+    )(fn)
+    fn = click.option(
+        "--sample-size", type=int, default=None, help="sample: rows the estimator sees [100000]."
+    )(fn)
+    fn = click.option("--min-samples", type=int, default=None, help="sample: dbscan [5].")(fn)
+    fn = click.option("--eps", type=float, default=None, help="sample: dbscan's radius [0.5].")(fn)
+    fn = click.option(
+        "--estimator",
+        type=click.Choice(sorted(ESTIMATORS)),
+        default=None,
+        help="sample: the scikit-learn clusterer [dbscan] (--k sets its clusters).",
+    )(fn)
     fn = click.option(
         "--step-decay", type=float, default=None, help="gmm: online EM step decay [0.6]."
     )(fn)

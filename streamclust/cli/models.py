@@ -74,7 +74,9 @@ def fit(
     else:
         model.fit(source, sample_weight=weights)
     seconds = time.perf_counter() - t0
-    model.set_params(client=None, checkpoint=None)
+    model.set_params(client=None)
+    if "checkpoint" in model.get_params():
+        model.set_params(checkpoint=None)
     model.save(out, overwrite=overwrite)
     summary = {
         "model": model_kind,
@@ -94,7 +96,7 @@ def fit(
     if isinstance(source, ParquetSource):  # the columns chosen (all numeric by default)
         summary["columns"] = source.columns
         lines.append(f"features: the columns {', '.join(source.columns)}")
-    reads = model.read_stats_
+    reads = getattr(model, "read_stats_", None)
     if reads is not None:
         summary["reads"] = reads
         lines.append(

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..anomaly import DensityAnomalyDetector, validate_stream_params
+from ..exceptions import ParameterError
 from ..ingest import Ingest
 from ..sources import parse_storage_options
 from .group import cli
@@ -100,6 +101,10 @@ def stream(
         "window": window if detect_ else None,
     }
     # Bad options fail here, before the state directory is touched.
+    if not hasattr(KINDS[model_kind].estimator, "partial_fit"):
+        raise ParameterError(
+            f"--model {model_kind} cannot learn batch by batch; stream a kmeans or gmm model"
+        )
     probe = build_estimator(model_kind, params, "sync", False)
     KINDS[model_kind].validate(probe)
     if detect_:
