@@ -47,6 +47,7 @@ import numpy as np
 
 from . import runtime
 from .anomaly import DensityAnomalyDetector, flags, update_and_score
+from .drift import PageHinkley
 from .exceptions import DataError, ParameterError, SchedulerError, StreamclustError
 from .landing import Batch, open_landing
 from .persistence import write_atomic
@@ -67,6 +68,7 @@ class BatchResult:
     rows: int
     anomalies: int | None = None
     rejected: str | None = None
+    drift: bool = False
 
 
 class Ingest:
@@ -140,6 +142,7 @@ class Ingest:
             self.ledger = Ledger(config)
         else:
             self.ledger, self.model = loaded
+            self.state.write_metrics(self.ledger)  # as the resumed checkpoint has them
         self._done = set(self.ledger.batches)
         self._since_checkpoint = 0
         #: Refusals found while listing (objects uploaded again), for the next report.
@@ -224,6 +227,7 @@ class Ingest:
             data = self._read(batch)
         except StreamclustError as exc:
             return self._reject(batch, " ".join(str(exc).split()))
+        loss = batch_loss(self._estimator(), data)  # by the model before it learns the batch
         model = self.model
         if model is None:
             model = self._make_model()
@@ -263,11 +267,36 @@ class Ingest:
         if batch.etag is not None:
             self.ledger.objects[batch.name] = {"size": batch.size, "etag": batch.etag}
         self.ledger.rows += result.rows
+        self._record(result, loss)
         self._done.add(batch.name)
         self._since_checkpoint += 1
         if self._since_checkpoint >= self.checkpoint_every:
             self.checkpoint()
         return result
+
+    def _record(self, result: BatchResult, loss: float | None) -> None:
+        """The batch's metrics line, and the drift test on its score (``on_drift``:
+        ``reset`` starts a new model from the next batch)."""
+        test = PageHinkley(threshold=float(self.config.get("drift_threshold") or 10.0))
+        if self.ledger.drift:
+            test = PageHinkley.from_dict(self.ledger.drift)
+        result.drift = loss is not None and test.update(loss)
+        self.ledger.drift = test.to_dict()
+        rate = None if result.anomalies is None else result.anomalies / result.rows
+        self.ledger.metrics.append(
+            {
+                "batch": result.name,
+                "rows": result.rows,
+                "score": loss,
+                "anomaly_rate": rate,
+                "threshold": self.ledger.threshold if self.detecting else None,
+                "drift": result.drift,
+                "time": round(time.time(), 3),
+            }
+        )
+        if result.drift and self.config.get("on_drift") == "reset":
+            self.model = None
+            self.ledger.model_since = len(self.ledger.batches)
 
     def checkpoint(self) -> None:
         if self._since_checkpoint:
@@ -318,6 +347,18 @@ class Ingest:
 def _safe(etag: str | None) -> str:
     """An ETag as part of a file name."""
     return "".join(c for c in str(etag) if c.isalnum())[:40]
+
+
+def batch_loss(est: Any, data: np.ndarray) -> float | None:
+    """How badly the fitted ``est`` fits a batch (None before it is fitted): the mean
+    squared distance to the nearest center, or minus the mean log-likelihood."""
+    if est is None or not hasattr(est, "n_features_in_"):
+        return None
+    if hasattr(est, "cluster_centers_"):
+        return float(-est.score(data) / data.shape[0])
+    if hasattr(est, "means_"):
+        return float(-est.score(data))
+    return None
 
 
 def _update(model: Any, detecting: bool, data: np.ndarray) -> tuple[Any, np.ndarray | None]:

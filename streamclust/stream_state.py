@@ -48,11 +48,13 @@ from .anomaly import (
 from .exceptions import ModelFileError, ParameterError, StateError
 from .persistence import RUN_PARAMS, file_sha256, fsync_dir, load, save_model, write_atomic
 
-__all__ = ["KEEP", "LATEST", "Ledger", "StreamState", "describe", "new_detector"]
+__all__ = ["KEEP", "LATEST", "METRICS", "Ledger", "StreamState", "describe", "new_detector"]
 
 LATEST = "LATEST"
 #: Complete checkpoints kept after every publish (the newest first).
 KEEP = 2
+#: The stream's per-batch metrics, one JSON line each, in the state directory.
+METRICS = "metrics.jsonl"
 _FORMAT = "streamclust-stream"
 _CHECKPOINT = "checkpoint.json"
 _CHECKPOINT_FORMAT = "streamclust-stream-checkpoint"
@@ -70,6 +72,11 @@ class Ledger:
     threshold: float | None = None
     #: Applied objects of a prefix in object storage: name -> {"size", "etag"}.
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: One line per applied batch (``state/metrics.jsonl``), and the drift test's state.
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    drift: dict[str, Any] = field(default_factory=dict)
+    #: Batches applied before the current model began (a drift reset starts a new one).
+    model_since: int = 0
 
     def to_json(self) -> str:
         return json.dumps(
@@ -81,6 +88,9 @@ class Ledger:
                 "anomalies": self.anomalies,
                 "threshold": self.threshold,
                 **({"objects": self.objects} if self.objects else {}),
+                "metrics": self.metrics,
+                "drift": self.drift,
+                "model_since": self.model_since,
             },
             indent=0,
         )
@@ -107,7 +117,15 @@ class Ledger:
             and all(isinstance(v, dict) and "etag" in v for v in objects.values())
         ):
             raise ValueError("its objects are not a map of names to sizes and ETags")
-        return cls(config, batches, rows, anomalies, threshold, objects)
+        metrics, drift = raw.get("metrics", []), raw.get("drift", {})
+        if not (isinstance(metrics, list) and all(isinstance(m, dict) for m in metrics)):
+            raise ValueError("its metrics are not a list of records")
+        if not isinstance(drift, dict):
+            raise ValueError("its drift state is not a record")
+        since = raw.get("model_since", 0)
+        if not (isinstance(since, int) and 0 <= since <= len(batches)):
+            raise ValueError("its model_since is not a batch count")
+        return cls(config, batches, rows, anomalies, threshold, objects, metrics, drift, since)
 
 
 class _Refused(Exception):
@@ -286,20 +304,23 @@ class StreamState:
                 "options, or a new --state"
             )
         n = len(ledger.batches)
+        if ledger.metrics and len(ledger.metrics) != n:
+            raise _Refused(f"its ledger holds {n} batches but {len(ledger.metrics)} metric lines")
         if (manifest.get("batches"), manifest.get("rows")) != (n, ledger.rows):
             raise _Refused(
                 f"the ledger holds {n} batches and {ledger.rows} rows, the checkpoint was "
                 f"written after {manifest.get('batches')} and {manifest.get('rows')}"
             )
+        own = n - ledger.model_since  # the batches the current model learnt
         if "model/manifest.json" not in files:
-            if n:
+            if own:
                 raise _Refused(f"it has no model, after {n} batches")
             return ledger, None
         try:
             est = load(path / "model")
         except ModelFileError as exc:
             raise _Refused(f"its model cannot be loaded ({exc})") from None
-        _check_model(est, n, expected_params)
+        _check_model(est, own, expected_params)
         model: Any = est
         if ledger.config.get("percentile") is not None:
             if "detector.npz" not in files:
@@ -314,6 +335,12 @@ class StreamState:
         return ledger, model
 
     # ------------------------------------------------------------------ writing
+
+    def write_metrics(self, ledger: Ledger) -> None:
+        """``metrics.jsonl``: one JSON line per batch of the published ledger (rewritten
+        whole and atomically, so it never holds a line a checkpoint does not)."""
+        lines = "".join(json.dumps(m, sort_keys=True) + "\n" for m in ledger.metrics)
+        write_atomic(self.root / METRICS, lines.encode())
 
     def publish(self, ledger: Ledger, model: Any) -> Path:
         """Write a new checkpoint, make it the latest, then prune the oldest."""
@@ -345,6 +372,7 @@ class StreamState:
                 shutil.rmtree(tmp, ignore_errors=True)
         write_atomic(self.root / LATEST, name.encode())
         fsync_dir(self.root)
+        self.write_metrics(ledger)
         # The new checkpoint is durable and published: only now may older ones go.
         keep = {name, before} | {p.name for p in self.complete()[:KEEP]}
         for old in self.complete():

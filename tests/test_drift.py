@@ -133,3 +133,68 @@ def test_the_mixture_s_online_em_follows_with_a_half_life():
     assert lag < 1.0 and plain_lag > 2 * lag
     with pytest.raises(sc.ParameterError, match="half_life=0 forgets"):
         sc.StreamingGaussianMixture(half_life=0, **kw).partial_fit(np.zeros((10, 2)))
+
+
+def shifted_stream(incoming, n=80, change=40, rows=300, seed=2):
+    """Three blobs; at batch ``change`` they all move by (3, 3) (six standard deviations)."""
+    incoming.mkdir()
+    rng = np.random.default_rng(seed)
+    for t in range(n):
+        centers = START + (3.0 if t >= change else 0.0)
+        batch = centers[rng.integers(3, size=rows)] + rng.normal(scale=0.5, size=(rows, 2))
+        np.save(incoming / f"b{t:03d}.npy", batch)
+
+
+def stream_args(incoming, state, *extra):
+    return [
+        "stream",
+        incoming,
+        "--state",
+        state,
+        "--k",
+        3,
+        "--batch-size",
+        300,
+        "--once",
+        "--no-progress",
+        *extra,
+    ]
+
+
+def test_a_change_is_flagged_within_a_few_batches_and_logged_once(tmp_path, capsys):
+    from conftest import run_cli
+
+    shifted_stream(tmp_path / "in")
+    code, _, err = run_cli(stream_args(tmp_path / "in", tmp_path / "state"), capsys)
+    assert code == 0, err
+    lines = (tmp_path / "state" / "metrics.jsonl").read_text().splitlines()
+    metrics = [__import__("json").loads(x) for x in lines]
+    assert [m["batch"] for m in metrics] == [f"b{t:03d}.npy" for t in range(80)]
+    assert metrics[0]["score"] is None and all(m["score"] > 0 for m in metrics[1:])
+    flagged = [t for t, m in enumerate(metrics) if m["drift"]]
+    assert flagged and 40 <= flagged[0] <= 43  # within three batches of the change
+    assert "drift at batch b04" in err
+    # Running again applies nothing and keeps the same lines.
+    run_cli(stream_args(tmp_path / "in", tmp_path / "state"), capsys)
+    assert (tmp_path / "state" / "metrics.jsonl").read_text().splitlines() == lines
+
+
+def test_on_drift_reset_starts_a_new_model_that_learns_the_new_regime(tmp_path, capsys):
+    from conftest import run_cli
+
+    shifted_stream(tmp_path / "in")
+    state = tmp_path / "state"
+    code, out, err = run_cli(
+        [*stream_args(tmp_path / "in", state, "--on-drift", "reset"), "--json"], capsys
+    )
+    assert code == 0, err
+    summary = __import__("json").loads(out)
+    first = int(summary["drifts"][0][1:4])
+    assert 40 <= first <= 43
+    model = sc.load(state / "checkpoints" / (state / "LATEST").read_text().strip() / "model")
+    assert model.n_steps_ == 79 - first  # learnt only the batches after the alarm
+    assert error(model.cluster_centers_, START + 3.0) < 0.2
+    # The state resumes (its model counts from the reset).
+    np.save(tmp_path / "in" / "b080.npy", np.load(tmp_path / "in" / "b079.npy"))
+    code, _, err = run_cli(stream_args(tmp_path / "in", state, "--on-drift", "reset"), capsys)
+    assert code == 0, err

@@ -13,6 +13,7 @@ from ..anomaly import DensityAnomalyDetector, validate_stream_params
 from ..exceptions import ParameterError
 from ..ingest import Ingest
 from ..sources import parse_storage_options
+from ..stream_state import METRICS
 from .group import cli
 from .kinds import KINDS, build_estimator, estimator_options
 from .options import RunOptions, run_options, storage_option_option
@@ -59,6 +60,21 @@ __all__ = ["stream"]
     help="INCOMING a URL prefix: move rejected objects out of the bucket into --state "
     "(default: leave them, their reasons in --state/rejected).",
 )
+@click.option(
+    "--on-drift",
+    type=click.Choice(["warn", "reset"]),
+    default="warn",
+    show_default=True,
+    help="When the batch scores drift (Page-Hinkley): report it, or also start a new model "
+    "from the next batch.",
+)
+@click.option(
+    "--drift-threshold",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Page-Hinkley alarm threshold, in baseline spreads (lower flags sooner).",
+)
 @run_options
 def stream(
     incoming: str,
@@ -76,6 +92,8 @@ def stream(
     wait_lock: bool,
     storage_option: tuple[str, ...],
     move_rejected: bool,
+    on_drift: str,
+    drift_threshold: float,
     run: RunOptions,
     **params: Any,
 ) -> None:
@@ -99,6 +117,8 @@ def stream(
         "percentile": percentile if detect_ else None,
         "method": method if detect_ else None,
         "window": window if detect_ else None,
+        "on_drift": on_drift,
+        "drift_threshold": drift_threshold,
     }
     # Bad options fail here, before the state directory is touched.
     if not hasattr(KINDS[model_kind].estimator, "partial_fit"):
@@ -129,6 +149,7 @@ def stream(
     t0 = time.perf_counter()
     seen = {"batches": 0, "rows": 0, "rejected": 0, "last": 0.0}
     last_reject: list[str] = []
+    drifts: list[str] = []
     tty = sys.stderr.isatty()
 
     def report(result: Any, job: Any) -> None:
@@ -137,6 +158,10 @@ def stream(
         seen["rejected"] += result.rejected is not None
         if result.rejected is not None:
             last_reject[:] = [result.rejected]
+        if result.drift:
+            drifts.append(result.name)
+            action = "a new model starts" if on_drift == "reset" else "the model goes on"
+            click.echo(f"streamclust: drift at batch {result.name}; {action}", err=True)
         now = time.perf_counter()
         if not run.progress or now - seen["last"] < 1.0:
             return
@@ -167,6 +192,8 @@ def stream(
         "threshold": ledger.threshold,
         "seconds": seconds,
         "rows_per_s": seen["rows"] / seconds if seconds else 0.0,
+        "drifts": drifts,
+        "metrics": os.path.join(state, METRICS),
     }
     rejected = f"{summary['rejected']} rejected"
     if last_reject:
@@ -178,4 +205,6 @@ def stream(
     ]
     if ledger.threshold is not None:
         lines.append(f"threshold {ledger.threshold:.6g}, {ledger.anomalies} anomalies so far")
+    if drifts:
+        lines.append(f"drift at batch {', '.join(drifts)} (on-drift: {on_drift})")
     run.emit(summary, lines)
