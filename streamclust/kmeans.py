@@ -30,6 +30,7 @@ from .sources import ArraySource, Source, SparseSource, with_weights
 
 __all__ = [
     "StreamingKMeans",
+    "center_counts",
     "set_fitted_chain",
     "validate_params",
 ]
@@ -233,8 +234,6 @@ class StreamingKMeans(
         self.half_life = half_life
         self.time_unit = time_unit
 
-    # ------------------------------------------------------------------ fitting
-
     @takes_storage_options
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> StreamingKMeans:
         """Fit on an array, dask array, Source or path (see the class docstring).
@@ -354,8 +353,6 @@ class StreamingKMeans(
             self.inertia_ = float(inertia[0])
         return self
 
-    # ------------------------------------------------------------------ prediction
-
     def _centers_for(self, source: Source) -> np.ndarray:
         return self.cluster_centers_.astype(source.compute_dtype)
 
@@ -421,8 +418,6 @@ class StreamingKMeans(
         )
         return -float(inertia[0])
 
-    # ------------------------------------------------------------------ persistence
-
     def save(self, path: Any, overwrite: bool = False) -> None:
         """Save to directory ``path`` (arrays in ``.npz`` + JSON manifest, atomically);
         a model saved there before is replaced only with ``overwrite=True``."""
@@ -485,6 +480,12 @@ def set_fitted_chain(
     model.init_scores_ = chain.window_scores()
     model.best_init_ = int(np.argmin(model.init_scores_))
     model.cluster_centers_ = chain.centers[model.best_init_].copy()
+
+
+def center_counts(model: StreamingKMeans) -> np.ndarray:
+    """Rows (or weight, forgetting applied) each of ``cluster_centers_`` has absorbed."""
+    check_is_fitted(model, "cluster_centers_")
+    return model._state.counts[model.best_init_].copy()
 
 
 def validate_params(model: StreamingKMeans) -> int:

@@ -20,6 +20,7 @@ __all__ = [
     "plot_gmm_sweep",
     "plot_kmeans_sweep",
     "plot_silhouette_diagram",
+    "plot_stream_metrics",
     "require_matplotlib",
 ]
 
@@ -197,4 +198,38 @@ def plot_anomaly_histogram(scores: Any, threshold: float, bins: int = 100) -> An
     )
     ax.set(xlabel="score (log-density)", ylabel="rows", title="Anomaly threshold")
     ax.legend()
+    return fig
+
+
+def plot_stream_metrics(metrics: list[dict[str, Any]], sizes: Any = None) -> Any:
+    """A stream over time: every batch's score (drift alarms marked), its anomaly
+    rate and the threshold when it was detecting, and the current model's cluster
+    sizes (``sizes``: weights or counts, when given)."""
+    panels = 1 + any(m.get("anomaly_rate") is not None for m in metrics) + (sizes is not None)
+    fig, axes = _figure(panels, width=5.5)
+    t = np.arange(len(metrics))
+    score = np.array([np.nan if m["score"] is None else m["score"] for m in metrics], float)
+    ax = axes[0]
+    ax.plot(t, score, ".-", linewidth=1, label="batch score")
+    drifts = [i for i, m in enumerate(metrics) if m.get("drift")]
+    for i in drifts:
+        ax.axvline(i, color="tab:red", linestyle="--")
+    if drifts:
+        ax.plot([], [], color="tab:red", linestyle="--", label=f"drift ({len(drifts)})")
+    ax.set(xlabel="batch", ylabel="score (lower fits better)", title="Batch scores")
+    ax.legend()
+    k = 1
+    if panels > 1 and any(m.get("anomaly_rate") is not None for m in metrics):
+        rate = [np.nan if m["anomaly_rate"] is None else m["anomaly_rate"] for m in metrics]
+        axes[k].plot(t, 100 * np.array(rate, float), ".-", linewidth=1, label="anomaly rate %")
+        thr = [np.nan if m.get("threshold") is None else m["threshold"] for m in metrics]
+        twin = axes[k].twinx()
+        twin.plot(t, thr, color="tab:orange", label="threshold")
+        twin.set_ylabel("threshold")
+        axes[k].set(xlabel="batch", ylabel="anomalies (%)", title="Anomaly rate and threshold")
+        k += 1
+    if sizes is not None:
+        sizes = np.asarray(sizes, float)
+        axes[k].bar(np.arange(len(sizes)), sizes / max(sizes.sum(), 1e-300))
+        axes[k].set(xlabel="cluster", ylabel="share", title="Cluster sizes (current model)")
     return fig

@@ -198,3 +198,45 @@ def test_on_drift_reset_starts_a_new_model_that_learns_the_new_regime(tmp_path, 
     np.save(tmp_path / "in" / "b080.npy", np.load(tmp_path / "in" / "b079.npy"))
     code, _, err = run_cli(stream_args(tmp_path / "in", state, "--on-drift", "reset"), capsys)
     assert code == 0, err
+
+
+def test_report_is_a_self_contained_page_with_its_figures(tmp_path, capsys):
+    import base64
+    from html.parser import HTMLParser
+
+    from conftest import run_cli
+
+    shifted_stream(tmp_path / "in")
+    state = tmp_path / "state"
+    assert run_cli([*stream_args(tmp_path / "in", state), "--detect"], capsys)[0] == 0
+    code, _, err = run_cli(["report", state, "--no-progress"], capsys)
+    assert code == 0, err
+    page = state / "report" / "report.html"
+    assert (state / "report" / "stream.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.images, self.text = [], []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.images.append(dict(attrs)["src"])
+
+        def handle_data(self, data):
+            self.text.append(data)
+
+    parsed = Page()
+    parsed.feed(page.read_text())
+    (src,) = parsed.images
+    assert src.startswith("data:image/png;base64,")
+    png = base64.b64decode(src.split(",", 1)[1])
+    assert png == (state / "report" / "stream.png").read_bytes()
+    from PIL import Image
+
+    width, height = Image.open(__import__("io").BytesIO(png)).size
+    assert width > 3 * height  # three panels side by side: scores, anomalies, sizes
+    text = " ".join(parsed.text)
+    assert "drift alarms" in text and "b04" in text and "80" in text
+    code, _, err = run_cli(["report", tmp_path / "nowhere"], capsys)
+    assert code == 2 and "no metrics.jsonl here" in err

@@ -12,13 +12,14 @@ import click
 from ..anomaly import DensityAnomalyDetector, validate_stream_params
 from ..exceptions import ParameterError
 from ..ingest import Ingest
+from ..report import stream_report
 from ..sources import parse_storage_options
 from ..stream_state import METRICS
 from .group import cli
 from .kinds import KINDS, build_estimator, estimator_options
 from .options import RunOptions, run_options, storage_option_option
 
-__all__ = ["stream"]
+__all__ = ["report", "stream"]
 
 
 @cli.command()
@@ -208,3 +209,16 @@ def stream(
     if drifts:
         lines.append(f"drift at batch {', '.join(drifts)} (on-drift: {on_drift})")
     run.emit(summary, lines)
+
+
+@cli.command()
+@click.argument("state")
+@click.option(
+    "--out", default=None, help="Directory for report.html and stream.png [STATE/report]."
+)
+@run_options
+def report(state: str, out: str | None, run: RunOptions) -> None:
+    """Write an HTML page of the stream in STATE: batch scores, drift alarms, anomaly
+    rate and threshold, cluster sizes (figures embedded; also saved as PNG)."""
+    page = stream_report(state, out)
+    run.emit({"report": str(page)}, [f"wrote {page}"])
