@@ -29,13 +29,14 @@ class PageHinkley:
 
     ``delta``: the standardized rise tolerated per batch; ``threshold``: the
     cumulative rise that raises an alarm; ``warmup``: batches that set the
-    baseline. With the defaults a sustained rise of two baseline spreads is
-    flagged within about seven batches, and noise alone almost never is.
+    baseline. With the defaults a sustained rise of three baseline spreads is
+    flagged within about five batches, one of six spreads within two, and a
+    rise below one spread (noise, a slow drift that is being followed) is not.
     """
 
-    delta: float = 0.5
+    delta: float = 1.0
     threshold: float = 10.0
-    warmup: int = 10
+    warmup: int = 20
     n: int = 0
     mean: float = 0.0
     m2: float = 0.0
