@@ -67,3 +67,23 @@ def test_sensor_stream(tmp_path):
     assert len(res["rejected"]) == 2 and res["summary"]["batches"] == 58
     assert res["spikes"] > 2 * res["calm"]
     assert (tmp_path / "sensor_stream.png").exists()
+
+
+def test_drift_stream(tmp_path):
+    pytest.importorskip("matplotlib")
+    res = run("drift_stream", "--out", str(tmp_path))
+    late, end = res["late"], res["end"]
+    # A half-life follows the slow drift; only a reset recovers from the jump.
+    assert late["half_life=10"] < 0.5 * late["no half-life"]
+    assert end["half-life + reset on drift"] < 0.2 < min(end["no half-life"], end["half_life=10"])
+    assert res["alarms"] == [res["jump"]]  # flagged at the change, and only there
+    for name in ("drift_stream.png", "stream.png", "report.html"):
+        assert (tmp_path / name).exists()
+
+
+def test_dbscan_at_scale(tmp_path):
+    pytest.importorskip("matplotlib")
+    res = run("dbscan_at_scale", "--out", str(tmp_path))
+    assert res["rows"] == 200_000 and res["sampled_same"]
+    assert res["ari"] > 0.99 and res["noise"] < 0.01
+    assert (tmp_path / "dbscan_at_scale.png").exists()
