@@ -135,7 +135,12 @@ class SampleClusterer(ClusterMixin, BaseEstimator):
         rng = np.random.default_rng(draw_seed(self.random_state))
         idx = np.sort(rng.choice(source.n_rows, size=n, replace=False))
         sample = np.asarray(source[idx], dtype=np.float64)
-        est.fit(sample)
+        try:
+            est.fit(sample)
+        except (ValueError, TypeError) as exc:  # its parameters, or what they ask of the data
+            raise ParameterError(
+                f"{type(est).__name__} could not be fitted on the {n}-row sample: {exc}"
+            ) from exc
         labels = np.asarray(getattr(est, "labels_", None))
         if labels.shape != (n,):
             raise ParameterError(

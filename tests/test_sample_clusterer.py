@@ -86,6 +86,7 @@ def test_saved_model_labels_new_rows_the_same(moons, tmp_path):
         ({"labeler": "vote"}, "labeler='vote'"),
         ({"sample_size": 0}, "sample_size=0"),
         ({"estimator_params": {"eps": 1e-6, "min_samples": 50}}, "labelled no point"),
+        ({"estimator_params": {"eps": -1}}, "DBSCAN could not be fitted .* 'eps' parameter"),
     ],
 )
 def test_bad_input_is_one_line(moons, params, match):
