@@ -49,6 +49,7 @@ from . import runtime
 from .anomaly import DensityAnomalyDetector, flags, update_and_score
 from .drift import PageHinkley
 from .exceptions import DataError, ParameterError, SchedulerError, StreamclustError
+from .kmeans import StreamingKMeans, center_counts
 from .landing import Batch, open_landing
 from .persistence import write_atomic
 from .sources import is_url
@@ -291,6 +292,7 @@ class Ingest:
                 "anomaly_rate": rate,
                 "threshold": self.ledger.threshold if self.detecting else None,
                 "drift": result.drift,
+                "sizes": cluster_shares(self._estimator()),
                 "time": round(time.time(), 3),
             }
         )
@@ -347,6 +349,19 @@ class Ingest:
 def _safe(etag: str | None) -> str:
     """An ETag as part of a file name."""
     return "".join(c for c in str(etag) if c.isalnum())[:40]
+
+
+def cluster_shares(est: Any) -> list[float] | None:
+    """The model's cluster sizes as shares summing to 1 (mixture weights, or the rows
+    each K-Means center absorbed, forgetting applied), rounded for the metrics line."""
+    if hasattr(est, "weights_"):
+        sizes = np.asarray(est.weights_, np.float64)
+    elif isinstance(est, StreamingKMeans):
+        sizes = center_counts(est)
+    else:
+        return None
+    total = float(sizes.sum())
+    return [round(float(s) / total, 6) for s in sizes] if total > 0 else None
 
 
 def batch_loss(est: Any, data: np.ndarray) -> float | None:

@@ -203,9 +203,19 @@ def plot_anomaly_histogram(scores: Any, threshold: float, bins: int = 100) -> An
 
 def plot_stream_metrics(metrics: list[dict[str, Any]], sizes: Any = None) -> Any:
     """A stream over time: every batch's score (drift alarms marked), its anomaly
-    rate and the threshold when it was detecting, and the current model's cluster
-    sizes (``sizes``: weights or counts, when given)."""
-    panels = 1 + any(m.get("anomaly_rate") is not None for m in metrics) + (sizes is not None)
+    rate and the threshold when it was detecting, and the model's cluster sizes
+    after every batch (from the metrics' ``sizes``; else the current model's
+    ``sizes``, weights or counts, when given)."""
+    over_time = [m.get("sizes") for m in metrics]
+    if any(s is not None for s in over_time):
+        sizes = None
+    else:
+        over_time = []
+    panels = (
+        1
+        + any(m.get("anomaly_rate") is not None for m in metrics)
+        + (sizes is not None or bool(over_time))
+    )
     fig, axes = _figure(panels, width=5.5)
     t = np.arange(len(metrics))
     score = np.array([np.nan if m["score"] is None else m["score"] for m in metrics], float)
@@ -228,7 +238,15 @@ def plot_stream_metrics(metrics: list[dict[str, Any]], sizes: Any = None) -> Any
         twin.set_ylabel("threshold")
         axes[k].set(xlabel="batch", ylabel="anomalies (%)", title="Anomaly rate and threshold")
         k += 1
-    if sizes is not None:
+    if over_time:
+        k_max = max(len(s) for s in over_time if s is not None)
+        shares = np.full((len(metrics), k_max), np.nan)
+        for i, s in enumerate(over_time):
+            if s is not None:
+                shares[i, : len(s)] = s
+        axes[k].stackplot(t, np.nan_to_num(shares).T)
+        axes[k].set(xlabel="batch", ylabel="share", title="Cluster sizes over time")
+    elif sizes is not None:
         sizes = np.asarray(sizes, float)
         axes[k].bar(np.arange(len(sizes)), sizes / max(sizes.sum(), 1e-300))
         axes[k].set(xlabel="cluster", ylabel="share", title="Cluster sizes (current model)")

@@ -171,6 +171,9 @@ def test_a_change_is_flagged_within_a_few_batches_and_logged_once(tmp_path, caps
     metrics = [__import__("json").loads(x) for x in lines]
     assert [m["batch"] for m in metrics] == [f"b{t:03d}.npy" for t in range(80)]
     assert metrics[0]["score"] is None and all(m["score"] > 0 for m in metrics[1:])
+    # Cluster sizes after every batch: three shares, about a third each (equal blobs).
+    assert all(len(m["sizes"]) == 3 and abs(sum(m["sizes"]) - 1) < 1e-5 for m in metrics)
+    assert all(0.25 < share < 0.42 for share in metrics[-1]["sizes"])
     flagged = [t for t, m in enumerate(metrics) if m["drift"]]
     assert flagged and 40 <= flagged[0] <= 43  # within three batches of the change
     assert "drift at batch b04" in err
