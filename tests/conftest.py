@@ -291,3 +291,12 @@ def pytest_collection_modifyitems(config, items) -> None:
             reason = known(item)
             if reason is not None:
                 item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+
+
+def stream_ledger(checkpoint) -> dict:
+    """A stream checkpoint's ledger, without the wall-clock time of each metrics line
+    (the one thing a replayed batch may record differently)."""
+    ledger = json.loads((checkpoint / "ledger.json").read_text())
+    for line in ledger.get("metrics", []):
+        line.pop("time", None)
+    return ledger

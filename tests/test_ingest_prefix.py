@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, stream_ledger
 
 import streamclust as sc
 from streamclust.datasets import make_chapter_mixture
@@ -179,7 +179,7 @@ def test_a_prefix_stream_killed_twice_applies_every_object_once(tmp_path, s3_buc
     ledger = json.loads((got / "ledger.json").read_text())
     good = [n for n in names if n != "b00060.npy"]
     assert ledger["batches"] == good  # every object once, in order
-    assert ledger == json.loads((want / "ledger.json").read_text())
+    assert stream_ledger(got) == stream_ledger(want)
     a, b = sc.load(want / "model"), sc.load(got / "model")
     np.testing.assert_array_equal(a.means_, b.means_)
     np.testing.assert_array_equal(a.covariances_, b.covariances_)
