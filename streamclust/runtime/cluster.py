@@ -153,7 +153,11 @@ def local_cluster(n_workers: int | None = None) -> Any:
         processes=True,
         host="127.0.0.1",
         dashboard_address="127.0.0.1:0",
-        silence_logs=logging.ERROR,
+        # Only CRITICAL: a worker whose heartbeat meets the scheduler already closing at
+        # shutdown logs a traceback at ERROR, on the user's terminal after a good run.
+        # Failures that matter reach the driver (a task's error, a lost worker, a lost
+        # scheduler) and are reported there in one line.
+        silence_logs=logging.CRITICAL,
         preload=list(_WORKER_MODULES),
     )
 
