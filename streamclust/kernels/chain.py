@@ -142,7 +142,6 @@ def new_chain(
     rng_states: list[dict[str, Any]],
     last_n: int,
     candidates: tuple[int, ...],
-    stop: StopRule | None = None,
     forget: Forgetting | None = None,
 ) -> Chain:
     g, k, _ = centers.shape
@@ -153,7 +152,6 @@ def new_chain(
         rng_states=rng_states,
         recent=np.zeros((g, last_n), np.float64),
         candidates=candidates,
-        stop=stop,
         forget=forget,
     )
 
