@@ -16,6 +16,7 @@ __all__ = ["dense", "is_sparse", "mean_variance", "row_sq_norms", "take_rows", "
 
 
 def is_sparse(X: Any) -> bool:
+    """True for a scipy.sparse matrix or array."""
     return bool(sp.issparse(X))
 
 

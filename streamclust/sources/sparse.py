@@ -8,15 +8,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..exceptions import DataError, SourceError
+from ..kernels.sparse import is_sparse
 from ..validation import compute_dtype, row_span
 from .base import TARGET_BLOCK_BYTES, Source
 
 __all__ = ["SparseSource", "is_sparse"]
-
-
-def is_sparse(X: Any) -> bool:
-    """True for a scipy.sparse matrix or array."""
-    return bool(sp.issparse(X))
 
 
 class SparseSource(Source):
