@@ -154,3 +154,41 @@ def test_online_statistics_round_trip(cov_type):
     np.testing.assert_allclose(shifted.s1, there.s1, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(shifted.s2, there.s2, rtol=1e-9, atol=1e-9)
     assert st.n == moved.n == 400
+
+
+@pytest.mark.parametrize("cov_type", ["full", "tied", "diag", "spherical"])
+def test_estep_sums_r_log_r_on_every_path(cov_type):
+    """``sum r log r`` (the variational bound's term) from the whitened and the
+    direct E-step, against the responsibilities written out."""
+    from streamclust.kernels import gmm as G
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(700, 3)) + 50.0
+    covs = {
+        "full": np.stack([np.eye(3) * s for s in (0.5, 1.0, 2.0)]),
+        "tied": np.eye(3) * 1.5,
+        "diag": rng.uniform(0.5, 2.0, size=(3, 3)),
+        "spherical": np.array([0.5, 1.0, 2.0]),
+    }[cov_type]
+    p = G.Params(
+        np.log([0.2, 0.3, 0.5]),
+        X[:3].copy(),
+        G.precision_cholesky(covs, cov_type),
+        cov_type,
+    )
+    st = G.estep_stats(X, p, entropy=True)
+    log_r = G.log_resp(X, p)[1]
+    want = float(np.sum(np.exp(log_r) * log_r))
+    assert st.r_log_r == pytest.approx(want, rel=1e-10)
+    assert G.estep_stats(X, p).r_log_r == 0.0  # only when asked
+
+
+def test_moments_merge_exactly_in_any_split():
+    from streamclust.kernels import variational as V
+
+    X = np.random.default_rng(4).normal(size=(1_003, 4)) * 3 + 1e4
+    total = V.block_moments(X[:17], 0)[0]
+    for lo, hi in ((17, 400), (400, 401), (401, 1_003)):
+        total += V.block_moments(X[lo:hi], lo)[0]
+    np.testing.assert_allclose(total.mean, X.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(total.covariance(), np.cov(X.T), rtol=1e-9)

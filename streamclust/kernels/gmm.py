@@ -48,6 +48,8 @@ class Stats:
     s2: np.ndarray
     log_lik: float  # sum over rows of log p(x)
     n: int  # rows
+    #: sum over rows and components of r log r (taken only when asked: ``entropy``)
+    r_log_r: float = 0.0
 
     def __iadd__(self, other: Stats) -> Stats:
         self.nk += other.nk
@@ -55,6 +57,7 @@ class Stats:
         self.s2 += other.s2
         self.log_lik += other.log_lik
         self.n += other.n
+        self.r_log_r += other.r_log_r
         return self
 
 
@@ -159,7 +162,7 @@ def _whitened_chunks(X: np.ndarray, p: Params) -> Iterator[tuple[int, np.ndarray
         yield lo, y, m
 
 
-def _log_det_chol(p: Params) -> np.ndarray:
+def log_det_chol(p: Params) -> np.ndarray:
     """``log det prec_chol_k`` for every component (K,)."""
     K, d = p.means.shape
     pc = p.prec_chol
@@ -197,7 +200,7 @@ def log_gaussian_prob(X: np.ndarray, p: Params) -> np.ndarray:
         else:
             xx = np.einsum("ij,ij->i", X, X)
             out = (means**2).sum(axis=1) * prec - 2.0 * (X @ means.T) * prec + np.outer(xx, prec)
-    return -0.5 * (d * _LOG_2PI + out) + _log_det_chol(p)
+    return -0.5 * (d * _LOG_2PI + out) + log_det_chol(p)
 
 
 def log_resp(X: np.ndarray, p: Params) -> tuple[np.ndarray, np.ndarray]:
@@ -211,18 +214,24 @@ def log_resp(X: np.ndarray, p: Params) -> tuple[np.ndarray, np.ndarray]:
     return norm + top, weighted
 
 
-def estep_stats(X: np.ndarray, p: Params, resp: np.ndarray | None = None) -> Stats:
+def estep_stats(
+    X: np.ndarray, p: Params, resp: np.ndarray | None = None, entropy: bool = False
+) -> Stats:
     """Sufficient statistics of one block for one mixture.
 
     ``resp`` replaces the E-step's responsibilities (used to initialize from
-    hard or random assignments); ``log_lik`` is then 0.
+    hard or random assignments); ``log_lik`` is then 0. ``entropy``: also sum
+    ``r log r`` (the variational lower bound's term).
     """
     if resp is None and p.cov_type in ("full", "tied"):
-        return _estep_whitened(X, p)
+        return _estep_whitened(X, p, entropy)
+    r_log_r = 0.0
     if resp is None:
         norm, lr = log_resp(X, p)
         resp = np.exp(lr)
         log_lik = float(norm.sum())
+        if entropy:
+            r_log_r = float(np.einsum("ij,ij->", resp, lr))
     else:
         log_lik = 0.0
     K, d = p.means.shape
@@ -244,26 +253,34 @@ def estep_stats(X: np.ndarray, p: Params, resp: np.ndarray | None = None) -> Sta
         sx = resp.T @ Xc
         s1 = sx - nk[:, None] * mc
         s2 = resp.T @ (Xc * Xc) - 2 * mc * sx + nk[:, None] * mc**2
-    return Stats(nk, s1, s2, log_lik, X.shape[0])
+    return Stats(nk, s1, s2, log_lik, X.shape[0], r_log_r)
 
 
-def _to_responsibilities(maha: np.ndarray, const: np.ndarray) -> np.ndarray:
+def _to_responsibilities(
+    maha: np.ndarray, const: np.ndarray, entropy: list[float] | None = None
+) -> np.ndarray:
     """Turn squared Mahalanobis distances (K, rows) into responsibilities, in place;
     return every row's ``log p(x)``. ``const`` (K, 1) is ``log w_k`` plus the
-    Gaussian's normalizing terms."""
+    Gaussian's normalizing terms. ``entropy``: add the rows' ``sum r log r`` to
+    its one item."""
     maha *= -0.5
     maha += const  # log w_k + log N(x | k)
     top = maha.max(axis=0)
     maha -= top
+    shifted = None if entropy is None else maha.copy()
     np.exp(maha, out=maha)
     total = maha.sum(axis=0)
     maha /= total
-    return np.log(total) + top
+    log_total = np.log(total)
+    if shifted is not None and entropy is not None:
+        # log r = shifted - log total, and every row's r sums to 1
+        entropy[0] += float(np.einsum("kc,kc->", maha, shifted) - log_total.sum())
+    return log_total + top
 
 
 def _weighted_const(p: Params) -> np.ndarray:
     d = p.means.shape[1]
-    return (_log_det_chol(p) - 0.5 * d * _LOG_2PI + p.log_weights)[:, None]
+    return (log_det_chol(p) - 0.5 * d * _LOG_2PI + p.log_weights)[:, None]
 
 
 def log_density(X: np.ndarray, p: Params) -> np.ndarray:
@@ -278,7 +295,7 @@ def log_density(X: np.ndarray, p: Params) -> np.ndarray:
     return out
 
 
-def _estep_whitened(X: np.ndarray, p: Params) -> Stats:
+def _estep_whitened(X: np.ndarray, p: Params, entropy: bool = False) -> Stats:
     """E-step statistics for full and tied covariances, chunk by chunk in cache.
 
     The scatter of component k is accumulated on the whitened rows
@@ -292,9 +309,10 @@ def _estep_whitened(X: np.ndarray, p: Params) -> Stats:
     sx = np.zeros((K, d))
     S = np.zeros((K, d, d))
     log_lik = 0.0
+    r_log_r = [0.0] if entropy else None
     for lo, y, lp in _whitened_chunks(X, p):
         c = lp.shape[1]
-        log_lik += float(_to_responsibilities(lp, const).sum())
+        log_lik += float(_to_responsibilities(lp, const, r_log_r).sum())
         nk += lp.sum(axis=1)
         sx += lp @ X[lo : lo + c]
         y *= np.sqrt(lp, out=lp)[:, None, :]
@@ -305,19 +323,15 @@ def _estep_whitened(X: np.ndarray, p: Params) -> Stats:
     for k in range(K):
         inv = np.linalg.inv(L[k])
         s2[k] = inv.T @ S[k] @ inv
-    return Stats(nk, sx - nk[:, None] * p.means, s2, log_lik, n)
+    return Stats(nk, sx - nk[:, None] * p.means, s2, log_lik, n, r_log_r[0] if r_log_r else 0.0)
 
 
-def m_step(
-    st: Stats, ref_means: np.ndarray, cov_type: str, reg_covar: float, initial: bool = False
-) -> Params:
-    """New parameters from summed statistics, with scikit-learn's formulas.
-
-    As scikit-learn, ``10 * eps`` is added to every ``nk`` (no empty component
-    divides by zero) and ``reg_covar`` to every variance; weights are ``nk``
-    normalized to sum 1, except at initialization (``initial``), where
-    scikit-learn divides by the number of rows.
-    """
+def gaussian_estimates(
+    st: Stats, ref_means: np.ndarray, cov_type: str, reg_covar: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(nk, means, covariances)`` from summed statistics, as scikit-learn's
+    ``_estimate_gaussian_parameters`` gives them: ``10 * eps`` added to every
+    ``nk`` (no empty component divides by zero), ``reg_covar`` to every variance."""
     d = ref_means.shape[1]
     nk = st.nk + 10 * np.finfo(np.float64).eps
     delta = st.s1 / nk[:, None]  # new mean - reference mean
@@ -342,6 +356,17 @@ def m_step(
         covs = scatter / nk[:, None] + reg_covar
         if cov_type == "spherical":
             covs = covs.mean(axis=1)
+    return nk, means, covs
+
+
+def m_step(
+    st: Stats, ref_means: np.ndarray, cov_type: str, reg_covar: float, initial: bool = False
+) -> Params:
+    """New parameters from summed statistics, with scikit-learn's formulas
+    (:func:`gaussian_estimates`); weights are ``nk`` normalized to sum 1, except
+    at initialization (``initial``), where scikit-learn divides by the number of
+    rows."""
+    nk, means, covs = gaussian_estimates(st, ref_means, cov_type, reg_covar)
     weights = nk / (st.n if initial else nk.sum())
     return Params(np.log(weights), means, precision_cholesky(covs, cov_type), cov_type)
 
@@ -393,10 +418,12 @@ def information_criteria(total_log_lik: float, n_rows: int, n_params: int) -> di
 # --------------------------------------------------------------------------- block tasks
 
 
-def block_estep(block: np.ndarray, start: int, params: list[Params | None]) -> list[Stats | None]:
+def block_estep(
+    block: np.ndarray, start: int, params: list[Params | None], entropy: bool = False
+) -> list[Stats | None]:
     """Task: statistics of one block for every candidate still iterating (None = done)."""
     X = block.astype(np.float64, copy=False)
-    return [None if p is None else estep_stats(X, p) for p in params]
+    return [None if p is None else estep_stats(X, p, entropy=entropy) for p in params]
 
 
 def block_hard_stats(
