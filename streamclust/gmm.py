@@ -13,22 +13,22 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import runtime, sklearn_mixture
 from .engine import em as EM
-from .engine.apply import DATA_DTYPE, apply_blocks
 from .engine.caching import fit_cache
-from .engine.plan import block_ranges
+from .engine.mixture_init import initial_candidates
 from .engine.seeds import draw_seed
 from .exceptions import DataError
 from .gmm_params import check_params, mixture_init
 from .inputs import as_source, is_out_of_core, takes_storage_options
 from .kernels import gmm as G
 from .kernels import online_em as O
-from .persistence import array_digest, fit_fingerprint, register_model, save_model
+from .mixture_scoring import MixtureScoring
+from .persistence import array_digest, fit_fingerprint, register_model
 from .sources import ArraySource, Source
 
 __all__ = ["StreamingGaussianMixture", "criteria", "set_fitted", "validate_params"]
 
 
-class StreamingGaussianMixture(DensityMixin, BaseEstimator):
+class StreamingGaussianMixture(MixtureScoring, DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by exact EM over data larger than memory.
 
     Every EM iteration is one data-parallel pass: each block returns the
@@ -162,7 +162,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
     ) -> list[G.Params]:
         """Every candidate's starting parameters, with the user's ``*_init`` overrides."""
         seed = draw_seed(self.random_state)
-        return EM.initial_candidates(
+        return initial_candidates(
             mixture_init(self),
             source,
             runner,
@@ -320,62 +320,11 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ scoring
 
-    def _params_for(self, source: Source) -> G.Params:
-        return self._params
-
-    @takes_storage_options
-    def score_samples(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
-        """Log-density ``log p(x)`` of every row (lazy for dask input; ``out`` streams)."""
-        return apply_blocks(
-            self, X, G.block_score_as_data, self._params_for, DATA_DTYPE, None, out, overwrite
-        )
-
-    def score_kernel(self) -> tuple[Any, Any]:
-        """The per-block task of :meth:`score_samples` and its model argument."""
-        check_is_fitted(self, "_params")
-        return G.block_score, self._params
-
-    @takes_storage_options
-    def predict_proba(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
-        """Responsibilities, shape (n_samples, n_components)."""
-        k = self.n_components
-        return apply_blocks(
-            self, X, G.block_proba_as_data, self._params_for, DATA_DTYPE, k, out, overwrite
-        )
-
-    @takes_storage_options
-    def predict(self, X: Any, out: Any = None, overwrite: bool = False) -> Any:
-        """Most likely component of every row."""
-        return apply_blocks(
-            self, X, G.block_predict, self._params_for, np.int32, None, out, overwrite
-        )
-
-    @takes_storage_options
-    def fit_predict(self, X: Any, y: Any = None) -> Any:
-        return self.fit(X).predict(X)
-
-    def _total_log_lik(self, X: Any) -> tuple[float, int]:
-        """Sum of ``log p(x)`` over all rows and the row count (one pass, no per-row output)."""
-        check_is_fitted(self, "_params")
-        source = as_source(self, X, reset=False)
-        runner = runtime.resolve_runner(self.client, source)
-        ranges = block_ranges(source, self.batch_size)
-        parts = runtime.map_blocks(
-            G.block_score_sum, source, self._params, runner=runner, ranges=ranges
-        )
-        return float(np.sum(list(parts))), source.n_rows
-
-    @takes_storage_options
-    def score(self, X: Any, y: Any = None) -> float:
-        """Mean per-row log-likelihood of ``X``."""
-        total, n = self._total_log_lik(X)
-        return total / n
-
     @takes_storage_options
     def information_criteria(self, X: Any) -> dict[str, float]:
         """Mean log-likelihood (``score``), ``bic`` and ``aic`` of ``X`` in one pass,
         with the total ``log_likelihood`` and ``n_samples``."""
-        return criteria(self, *self._total_log_lik(X))
+        return criteria(self, *self.total_log_likelihood(X))
 
     @takes_storage_options
     def bic(self, X: Any) -> float:
@@ -387,17 +336,7 @@ class StreamingGaussianMixture(DensityMixin, BaseEstimator):
         """Akaike information criterion on ``X`` (lower is better), in one pass."""
         return self.information_criteria(X)["aic"]
 
-    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Draw rows from the fitted mixture (as scikit-learn: a seeded draw per component)."""
-        check_is_fitted(self, "_params")
-        return self.to_sklearn().sample(n_samples)
-
     # ------------------------------------------------------------------ persistence
-
-    def save(self, path: Any, overwrite: bool = False) -> None:
-        """Save to directory ``path`` (arrays in ``.npz`` + JSON manifest, atomically);
-        a model saved there before is replaced only with ``overwrite=True``."""
-        save_model(self, path, overwrite=overwrite)
 
     def _to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         check_is_fitted(self, "_params")

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine.em import MixtureInit
+from .engine.mixture_init import MixtureInit
 from .exceptions import ParameterError
 from .kernels import gmm as G
 from .sources.cache import check_cache_mb

@@ -13,24 +13,20 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import runtime
-from ..exceptions import DataError, ParameterError
 from ..kernels import gmm as G
 from ..kernels import online_em as O
-from ..kernels.seeding import kmeans_plusplus, random_rows
-from ..persistence import FitCheckpoint, fingerprint
+from ..persistence import FitCheckpoint
 from ..sources import Source
-from .chains import ChainSpec, KMeansCheckpoint, fit_kmeans_chains, init_pool
-from .plan import BatchPlan, block_ranges
+from .plan import block_ranges
 
 __all__ = [
+    "GaussianSteps",
     "EMCheckpoint",
     "EMProgress",
     "EMResult",
     "EMSettings",
     "fit_em",
     "online_em_pass",
-    "MixtureInit",
-    "initial_candidates",
     "run_em",
     "sum_stats",
 ]
@@ -74,178 +70,34 @@ def sum_stats(
 
 
 @dataclass(frozen=True)
-class MixtureInit:
-    """How the candidates of one mixture start (see ``StreamingGaussianMixture``):
-    ``init_params`` for every candidate, then the user's ``*_init`` overrides."""
+class GaussianSteps:
+    """The steps of maximum-likelihood EM (see ``VariationalSteps`` for the other):
+    the candidate is its own E-step mixture, the M-step is scikit-learn's, and the
+    lower bound is the mean log-likelihood of the E-step."""
 
-    n_components: int
-    covariance_type: str
-    n_init: int
-    init_params: str  # "kmeans", "k-means++" or "random"
     reg_covar: float
-    batch_size: int
-    weights_init: Any = None
-    means_init: Any = None
-    precisions_init: Any = None
+    entropy: bool = False  # the E-step need not sum r log r
 
-    def check(self, d: int) -> None:
-        """The overrides fit ``n_components`` components of ``d`` features, and are
-        valid as scikit-learn's ``GaussianMixture`` checks them (its message fragments
-        kept: "should be normalized", "should be positive"...)."""
-        K, ct = self.n_components, self.covariance_type
-        if self.weights_init is not None:
-            w = _init_array("weights", self.weights_init, (K,), "weights_init")
-            if np.any(w < 0.0) or np.any(w > 1.0):
-                raise ParameterError(
-                    f"The parameter 'weights' should be in the range [0, 1], but got max value "
-                    f"{w.max():.5f}, min value {w.min():.5f} (weights_init)"
-                )
-            atol = 1e-6 if np.asarray(self.weights_init).dtype == np.float32 else 1e-8
-            if not np.allclose(np.abs(1.0 - w.sum()), 0.0, atol=atol):
-                raise ParameterError(
-                    f"The parameter 'weights' should be normalized, but got sum(weights) = "
-                    f"{w.sum():.5f} (weights_init)"
-                )
-        if self.means_init is not None:
-            _init_array("means", self.means_init, (K, d), "means_init")
-        if self.precisions_init is not None:
-            want = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}[ct]
-            prec = _init_array(f"{ct} precision", self.precisions_init, want, "precisions_init")
-            if ct in ("diag", "spherical"):
-                if np.any(prec <= 0.0):
-                    raise ParameterError(
-                        f"'{ct} precision' should be positive (precisions_init); pass "
-                        "positive precisions"
-                    )
-            else:
-                for matrix in prec if ct == "full" else [prec]:
-                    if not (
-                        np.allclose(matrix, matrix.T) and np.all(np.linalg.eigvalsh(matrix) > 0.0)
-                    ):
-                        raise ParameterError(
-                            f"'{ct} precision' should be symmetric, positive-definite "
-                            "(precisions_init)"
-                        )
+    def estep(self, p: G.Params) -> G.Params:
+        return p
 
-    def apply(self, p: G.Params) -> G.Params:
-        """``p`` with the user's overrides."""
-        log_w, means, pc = p.log_weights, p.means, p.prec_chol
-        if self.weights_init is not None:
-            log_w = np.log(np.asarray(self.weights_init, dtype=np.float64))
-        if self.means_init is not None:
-            means = np.asarray(self.means_init, dtype=np.float64).copy()
-        if self.precisions_init is not None:
-            prec = np.asarray(self.precisions_init, dtype=np.float64)
-            pc = G.prec_chol_from_precisions(prec, p.cov_type)
-        return G.Params(log_w, means, pc, p.cov_type)
+    def mstep(self, st: G.Stats, p: G.Params) -> G.Params:
+        return G.m_step(st, p.means, p.cov_type, self.reg_covar)
 
+    def bound(self, st: G.Stats, p: G.Params) -> float:
+        return st.log_lik / st.n
 
-def _init_array(what: str, value: Any, shape: tuple[int, ...], param: str) -> np.ndarray:
-    """The parameter ``param`` as a finite float array of ``shape`` (scikit-learn's words)."""
-    array = np.asarray(value, dtype=np.float64)
-    if array.shape != shape:
-        raise ParameterError(
-            f"The parameter '{what}' should have the shape of {shape}, but got {array.shape} "
-            f"({param})"
-        )
-    if not np.isfinite(array).all():
-        raise ParameterError(f"{param} contains NaN or inf; pass finite values")
-    return array
+    def to_arrays(self, p: G.Params) -> dict[str, np.ndarray]:
+        return {"log_weights": p.log_weights, "means": p.means, "prec_chol": p.prec_chol}
 
-
-def initial_candidates(
-    init: MixtureInit,
-    source: Source,
-    runner: runtime.Runner,
-    seed: int,
-    *,
-    checkpoint_dir: Any = None,
-    progress: bool = True,
-) -> list[G.Params]:
-    """The starting parameters of every candidate, with the user's overrides.
-
-    ``"kmeans"`` runs one K-Means pass (its candidates give one start each; with
-    ``checkpoint_dir`` that pass saves and resumes its own progress there) and one
-    pass of hard assignments.
-    """
-    K, ct, n, n_init = init.n_components, init.covariance_type, source.n_rows, init.n_init
-    if K > n:
-        raise DataError(
-            f"n_components={K} exceeds the {n} rows of the data; pass more rows or "
-            "lower n_components"
-        )
-    root = np.random.SeedSequence(seed)
-    spec = ChainSpec(n_clusters=K, n_init=n_init)
-    if init.init_params == "kmeans":
-        checkpoint = None
-        if checkpoint_dir is not None:
-            params = {"n_clusters": K, "n_init": n_init, "batch_size": init.batch_size}
-            checkpoint = KMeansCheckpoint(
-                checkpoint_dir,
-                fingerprint("StreamingGaussianMixture.init", {**params, "seed": seed}, source),
-            )
-        fitted = fit_kmeans_chains(
-            [spec],
-            BatchPlan(init.batch_size),
-            source,
-            runner,
-            root,
-            checkpoint=checkpoint,
-            progress=progress,
-        )
-        centers = fitted.chains[0].centers
-        stats = sum_stats(
-            G.block_hard_stats,
-            source,
-            centers,
-            (ct,),
-            runner=runner,
-            batch_size=init.batch_size,
-            desc="init",
-            progress=progress,
-        )
-        refs = centers.astype(np.float64)
-    elif init.init_params in ("k-means++", "random_from_data"):
-        # Means on rows of a sample (k-means++ rows, or rows drawn at random), and
-        # reg_covar covariances, as scikit-learn starts them.
-        size = spec.init_rows(init.batch_size, n)
-        pool = init_pool(source, block_ranges(source, init.batch_size), runner, root, size)
-        seeds = [int(s.generate_state(1)[0]) for s in root.spawn(n_init)]
-        if init.init_params == "k-means++":
-            refs = kmeans_plusplus(pool, K, seeds).astype(np.float64)
-        else:
-            refs = np.stack([random_rows(pool, K, np.random.default_rng(s)) for s in seeds]).astype(
-                np.float64
-            )
-        d = source.n_features
-        stats = [G.Stats(np.ones(K), np.zeros((K, d)), G.zero_s2(K, d, ct), 0.0, n) for _ in refs]
-    else:
-        size = spec.init_rows(init.batch_size, n)
-        pool = init_pool(source, block_ranges(source, init.batch_size), runner, root, size)
-        center = pool.astype(np.float64).mean(axis=0)
-        ref = np.repeat(center[None], K, axis=0)
-        seeds = [seed + c for c in range(n_init)]
-        stats = sum_stats(
-            G.block_random_stats,
-            source,
-            ref,
-            seeds,
-            ct,
-            runner=runner,
-            batch_size=init.batch_size,
-            desc="init",
-            progress=progress,
-        )
-        refs = np.repeat(ref[None], n_init, axis=0)
-    return [
-        init.apply(G.m_step(st, ref, ct, init.reg_covar, initial=True))
-        for st, ref in zip(stats, refs, strict=True)
-    ]
+    def from_arrays(self, a: Any, cov_type: str) -> G.Params:
+        return G.Params(a["log_weights"], a["means"], a["prec_chol"], cov_type)
 
 
 @dataclass(frozen=True)
 class EMSettings:
-    """When exact EM stops, and how covariances are regularized."""
+    """When exact EM stops, how covariances are regularized, and which EM runs
+    (``steps``: None is maximum likelihood, :class:`GaussianSteps`)."""
 
     tol: float = 1e-3
     max_iter: int = 100
@@ -254,14 +106,20 @@ class EMSettings:
     progress: bool = True
     verbose: int = 0  # scikit-learn's progress lines
     verbose_interval: int = 10
+    steps: Any = None
+
+    def em_steps(self) -> Any:
+        """The steps of this EM."""
+        return GaussianSteps(self.reg_covar) if self.steps is None else self.steps
 
 
 @dataclass
 class EMProgress:
-    """Where exact EM is: every candidate's parameters, lower bound, iterations and
-    convergence, the iteration under way and the sums of its first ``blocks``."""
+    """Where exact EM is: every candidate's parameters (a Gaussian mixture, or a
+    variational posterior), lower bound, iterations and convergence, the iteration
+    under way and the sums of its first ``blocks``."""
 
-    active: list[G.Params]
+    active: list[Any]
     lower: np.ndarray
     n_iter: np.ndarray
     converged: np.ndarray
@@ -272,7 +130,7 @@ class EMProgress:
     history: list[list[float]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, candidates: list[G.Params], lower: float = -np.inf) -> EMProgress:
+    def start(cls, candidates: list[Any], lower: float = -np.inf) -> EMProgress:
         """Progress before the first iteration; ``lower`` is the bound the first
         iteration's is compared with (a warm start's: the previous fit's)."""
         n = len(candidates)
@@ -289,7 +147,7 @@ class EMResult(NamedTuple):
     """Every candidate's final parameters, lower bound (mean log-likelihood of the last
     E-step), iterations, convergence and lower bound after every iteration."""
 
-    params: list[G.Params]
+    params: list[Any]
     lower: np.ndarray
     n_iter: np.ndarray
     converged: np.ndarray
@@ -297,19 +155,20 @@ class EMResult(NamedTuple):
 
 
 class EMCheckpoint(FitCheckpoint):
-    """The progress of one exact EM fit in ``DIR/gmm-fit.npz``."""
+    """The progress of one exact EM fit in ``DIR/gmm-fit.npz`` (the candidates'
+    arrays as ``steps`` names them)."""
 
-    def __init__(self, directory: Any, fingerprint: dict[str, Any]) -> None:
+    def __init__(self, directory: Any, fingerprint: dict[str, Any], steps: Any = None) -> None:
         super().__init__(directory, "gmm-fit.npz", fingerprint)
+        self.steps = GaussianSteps(0.0) if steps is None else steps
 
     def save_progress(self, done: EMProgress) -> None:
         arrays = {"lower": done.lower, "n_iter": done.n_iter, "converged": done.converged}
         for c, p in enumerate(done.active):
-            arrays |= {f"p{c}_log_weights": p.log_weights, f"p{c}_means": p.means}
-            arrays[f"p{c}_prec_chol"] = p.prec_chol
+            arrays |= {f"p{c}_{k}": v for k, v in self.steps.to_arrays(p).items()}
         sums: list[list[Any] | None] = []
         for c, st in enumerate(done.partial):
-            sums.append(None if st is None else [st.log_lik, st.n])
+            sums.append(None if st is None else [st.log_lik, st.n, st.r_log_r])
             if st is not None:
                 arrays |= {f"s{c}_nk": st.nk, f"s{c}_s1": st.s1, f"s{c}_s2": st.s2}
         meta = {
@@ -326,14 +185,16 @@ class EMCheckpoint(FitCheckpoint):
         if saved is None:
             return None
         meta, a = saved
-        active = [
-            G.Params(a[f"p{c}_log_weights"], a[f"p{c}_means"], a[f"p{c}_prec_chol"], ct)
-            for c, ct in enumerate(meta["cov_types"])
-        ]
+        active = []
+        for c, ct in enumerate(meta["cov_types"]):
+            mine = {k.split("_", 1)[1]: v for k, v in a.items() if k.startswith(f"p{c}_")}
+            active.append(self.steps.from_arrays(mine, ct))
         partial = [
             None
             if sums is None
-            else G.Stats(a[f"s{c}_nk"], a[f"s{c}_s1"], a[f"s{c}_s2"], float(sums[0]), int(sums[1]))
+            else G.Stats(
+                a[f"s{c}_nk"], a[f"s{c}_s1"], a[f"s{c}_s2"], float(sums[0]), int(sums[1]), *sums[2:]
+            )
             for c, sums in enumerate(meta["sums"])
         ]
         lower, n_iter, converged = a["lower"], a["n_iter"], a["converged"]
@@ -366,7 +227,7 @@ def online_em_pass(
 
 
 def fit_em(
-    start: Callable[[], list[G.Params]],
+    start: Callable[[], list[Any]],
     source: Source,
     runner: runtime.Runner,
     settings: EMSettings,
@@ -386,7 +247,7 @@ def fit_em(
 
 
 def run_em(
-    start: list[G.Params] | EMProgress,
+    start: list[Any] | EMProgress,
     source: Source,
     runner: runtime.Runner,
     settings: EMSettings,
@@ -403,9 +264,10 @@ def run_em(
     history = done.history or [[] for _ in active]
     n = len(active)
     report = _Report(settings, n)
+    steps = settings.em_steps()
     while done.it <= settings.max_iter and not converged.all():
         it = done.it
-        params: list[G.Params | None] = [None if converged[c] else active[c] for c in range(n)]
+        params = [None if converged[c] else steps.estep(active[c]) for c in range(n)]
         on_block = None
         if checkpoint is not None:
             on_block = functools.partial(_save_block, checkpoint, done)
@@ -413,6 +275,7 @@ def run_em(
             G.block_estep,
             source,
             params,
+            steps.entropy,
             runner=runner,
             batch_size=settings.batch_size,
             desc=f"EM {it}",
@@ -424,8 +287,9 @@ def run_em(
         for c, st in enumerate(stats):
             if st is None or converged[c]:
                 continue
-            prev, lower[c] = lower[c], st.log_lik / st.n
-            active[c] = G.m_step(st, active[c].means, active[c].cov_type, settings.reg_covar)
+            prev = lower[c]
+            active[c] = steps.mstep(st, active[c])
+            lower[c] = steps.bound(st, active[c])
             n_iter[c] = it
             history[c].append(float(lower[c]))
             if abs(lower[c] - prev) < settings.tol:
