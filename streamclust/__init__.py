@@ -1,6 +1,7 @@
 """streamclust: clustering for data that does not fit in memory or never stops arriving."""
 
 from .anomaly import DensityAnomalyDetector, QuantileSketch
+from .bayesian_mixture import StreamingBayesianGaussianMixture
 from .exceptions import (
     DataError,
     DependencyError,
@@ -53,6 +54,7 @@ __all__ = [
     "SourceError",
     "StateError",
     "StreamclustError",
+    "StreamingBayesianGaussianMixture",
     "StreamingGaussianMixture",
     "StreamingKMeans",
     "SampleClusterer",

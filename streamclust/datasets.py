@@ -16,7 +16,9 @@ __all__ = [
     "blob_blocks",
     "make_chapter_blobs",
     "make_chapter_mixture",
+    "mixture_blocks",
     "write_blobs_zarr",
+    "write_mixture_zarr",
 ]
 
 #: The chapter's five blobs (centers, standard deviations, seed).
@@ -119,4 +121,39 @@ def write_blobs_zarr(
             "seed": seed,
             "n_centers": n_centers,
         },
+    )
+
+
+def mixture_blocks(n_rows: int, block_rows: int = 65536, seed: int = 0) -> Iterator[np.ndarray]:
+    """Rows (float32) drawn from the three Gaussians the chapter's mixture data come
+    from (a ``GaussianMixture`` fitted to :func:`make_chapter_mixture`), block by
+    block; block ``i`` has its own seed."""
+    from sklearn.mixture import GaussianMixture
+
+    gm = GaussianMixture(3, random_state=42).fit(make_chapter_mixture()[0])
+    chol = np.linalg.cholesky(gm.covariances_)
+    for i, lo in enumerate(range(0, n_rows, block_rows)):
+        n = min(block_rows, n_rows - lo)
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, i)))
+        labels = rng.choice(3, size=n, p=gm.weights_)
+        z = rng.standard_normal((n, 2))
+        rows = gm.means_[labels] + np.einsum("nij,nj->ni", chol[labels], z)
+        yield rows.astype(np.float32)
+
+
+def write_mixture_zarr(
+    path: str | os.PathLike,
+    n_rows: int,
+    *,
+    seed: int = 0,
+    block_rows: int = 65536,
+    overwrite: bool = False,
+) -> ZarrSource:
+    """Write ``n_rows`` of :func:`mixture_blocks` as a Zarr store, block by block."""
+    return write_zarr(
+        mixture_blocks(n_rows, block_rows, seed),
+        path,
+        block_rows=block_rows,
+        overwrite=overwrite,
+        attributes={"generator": "streamclust.datasets.mixture_blocks", "seed": seed},
     )

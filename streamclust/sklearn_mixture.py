@@ -1,18 +1,25 @@
-"""A StreamingGaussianMixture as scikit-learn's ``GaussianMixture``, and back: the
-parameters and fitted attributes the two share, converted one way or the other."""
+"""The streaming mixtures as scikit-learn's ``GaussianMixture`` and
+``BayesianGaussianMixture``, and back: the parameters and fitted attributes they
+share, converted one way or the other."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from sklearn.mixture import GaussianMixture
+from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 
 from .gmm_params import mixture_init
 from .kernels import gmm as G
+from .kernels import variational as V
 
 __all__ = [
+    "BAYESIAN_ATTRIBUTES",
+    "BAYESIAN_PARAMS",
+    "bayesian_from_sklearn",
+    "bayesian_to_sklearn",
+    "stats_from_resp",
     "FITTED_ATTRIBUTES",
     "SHARED_PARAMS",
     "from_sklearn",
@@ -80,20 +87,99 @@ def params_from_tuple(params: Any, cov_type: str) -> G.Params:
     )
 
 
-def params_from_resp(model: Any, X: Any, resp: Any) -> G.Params:
-    """The initial parameters scikit-learn's ``_initialize`` gives ``model`` from rows
-    ``X`` and their responsibilities ``resp``: one M-step, then the ``*_init``
-    overrides."""
+def stats_from_resp(X: Any, resp: Any, cov_type: str) -> tuple[G.Stats, np.ndarray]:
+    """The summed statistics of rows ``X`` under responsibilities ``resp``, taken
+    around the means they give (what scikit-learn's ``_initialize`` estimates from)."""
     X = np.asarray(X, np.float64)
     resp = np.asarray(resp, np.float64)
     nk = resp.sum(axis=0) + 10 * np.finfo(np.float64).eps
     ref = (resp.T @ X) / nk[:, None]
-    K, d = ref.shape
-    dummy = G.Params(
-        np.zeros(K), ref, G.precision_cholesky(G.zero_s2(K, d, "diag") + 1, "diag"), "diag"
-    )
-    st = G.estep_stats(
-        X, G.Params(dummy.log_weights, ref, dummy.prec_chol, model.covariance_type), resp
-    )
+    K = ref.shape[0]
+    return G.estep_stats(X, G.Params(np.zeros(K), ref, np.empty(0), cov_type), resp), ref
+
+
+def params_from_resp(model: Any, X: Any, resp: Any) -> G.Params:
+    """The initial parameters scikit-learn's ``_initialize`` gives ``model`` from rows
+    ``X`` and their responsibilities ``resp``: one M-step, then the ``*_init``
+    overrides."""
+    st, ref = stats_from_resp(X, resp, model.covariance_type)
     first = G.m_step(st, ref, model.covariance_type, float(model.reg_covar), initial=True)
     return mixture_init(model).apply(first)
+
+
+#: Parameters of scikit-learn's BayesianGaussianMixture a streaming one shares.
+BAYESIAN_PARAMS = (
+    *SHARED_PARAMS,
+    "init_params",
+    "weight_concentration_prior_type",
+    "weight_concentration_prior",
+    "mean_precision_prior",
+    "mean_prior",
+    "degrees_of_freedom_prior",
+    "covariance_prior",
+    "warm_start",
+    "verbose",
+    "verbose_interval",
+)
+#: Its fitted attributes beyond a GaussianMixture's.
+BAYESIAN_ATTRIBUTES = (
+    *FITTED_ATTRIBUTES,
+    "lower_bounds_",
+    "weight_concentration_prior_",
+    "weight_concentration_",
+    "mean_precision_prior_",
+    "mean_precision_",
+    "mean_prior_",
+    "degrees_of_freedom_prior_",
+    "degrees_of_freedom_",
+    "covariance_prior_",
+)
+
+
+def bayesian_to_sklearn(model: Any) -> BayesianGaussianMixture:
+    """A fitted ``BayesianGaussianMixture`` with the posterior of the fitted ``model``."""
+    check_is_fitted(model, "_posterior")
+    bgm = BayesianGaussianMixture(
+        **{name: getattr(model, name) for name in BAYESIAN_PARAMS},
+        random_state=model.random_state,
+    )
+    for name in BAYESIAN_ATTRIBUTES:
+        if hasattr(model, name):
+            setattr(bgm, name, getattr(model, name))
+    return bgm
+
+
+def bayesian_from_sklearn(
+    bgm: Any,
+) -> tuple[dict[str, Any], V.Posterior, V.Prior, dict[str, Any]]:
+    """What a fitted ``BayesianGaussianMixture`` gives a streaming one: its shared
+    parameters, its posterior and priors, and its other fitted attributes."""
+    check_is_fitted(bgm)
+    ct = bgm.covariance_type
+    wc = bgm.weight_concentration_
+    post = V.Posterior(
+        np.stack(wc) if isinstance(wc, tuple) else np.asarray(wc, np.float64),
+        np.asarray(bgm.mean_precision_, np.float64),
+        np.asarray(bgm.means_, np.float64),
+        np.asarray(bgm.degrees_of_freedom_, np.float64),
+        np.asarray(bgm.covariances_, np.float64),
+        np.asarray(bgm.precisions_cholesky_, np.float64),
+        ct,
+    )
+    prior = V.Prior(
+        bgm.weight_concentration_prior_type,
+        float(bgm.weight_concentration_prior_),
+        float(bgm.mean_precision_prior_),
+        np.asarray(bgm.mean_prior_, np.float64),
+        float(bgm.degrees_of_freedom_prior_),
+        np.asarray(bgm.covariance_prior_, np.float64),
+    )
+    fitted = {
+        "n_features_in_": int(bgm.means_.shape[1]),
+        "converged_": bool(bgm.converged_),
+        "n_iter_": int(bgm.n_iter_),
+        # (scikit-learn's tied bounds are one-element arrays)
+        "lower_bound_": np.asarray(bgm.lower_bound_).item(),
+        "lower_bounds_": [np.asarray(v).item() for v in getattr(bgm, "lower_bounds_", [])],
+    }
+    return {name: getattr(bgm, name) for name in BAYESIAN_PARAMS}, post, prior, fitted

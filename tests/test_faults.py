@@ -391,6 +391,35 @@ def test_gmm_fit_resumes_from_its_checkpoint_bit_identical(
         sc.StreamingGaussianMixture(**{**params, "tol": 1e-3}, checkpoint=ckpt).fit(data)
 
 
+def test_bayesian_fit_resumes_from_its_checkpoint_bit_identical(blobs_zarr, tmp_path, monkeypatch):
+    """Variational EM checkpoints as exact EM does, with its posterior, priors and
+    ``sum r log r``: crashes in the priors' pass, the initialization and EM resume to
+    the uninterrupted model."""
+    params = dict(n_components=6, n_init=2, max_iter=6, random_state=3, batch_size=1_000)
+    params |= dict(covariance_type="full", tol=1e-6, weight_concentration_prior=0.01)
+    logical_blocks_of(monkeypatch, 3_000, batch_size=1_000, n_features=8)
+    data = sc.open_source(blobs_zarr)  # 7 blocks a pass
+    model = sc.StreamingBayesianGaussianMixture
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = model(**params, client="sync", progress=False).fit(data)
+    ckpt = tmp_path / "ckpt"
+    for blocks in (3, 9, 7, 12, 1, 10, 15):
+        with pytest.raises(Crash), runtime.on_block(crash_after(blocks)):
+            model(**params, client="threads", checkpoint=ckpt).fit(data)
+    meta, _ = sc.persistence.load_checkpoint(ckpt / "gmm-fit.npz")
+    assert meta["it"] > 1  # the crashes reached EM
+    bgm = model(**params, client="threads", progress=False, checkpoint=ckpt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        bgm.fit(data)
+    for name in ("weights_", "means_", "covariances_", "mean_precision_", "init_lower_bounds_"):
+        np.testing.assert_array_equal(getattr(bgm, name), getattr(ref, name), err_msg=name)
+    assert bgm.lower_bounds_ == ref.lower_bounds_ and bgm.n_iter_ == ref.n_iter_
+    with pytest.raises(ParameterError, match="was written by another fit"):
+        model(**{**params, "tol": 1e-3}, checkpoint=ckpt).fit(data)
+
+
 @pytest.mark.slow
 def test_driver_killed_at_20_points_resumes_bit_identical(tmp_path):
     """``streamclust fit --checkpoint`` SIGKILLed 20 times, rerun each time, then compared."""

@@ -1,9 +1,13 @@
-"""scikit-learn's estimator checks on StreamingKMeans and StreamingGaussianMixture."""
+"""scikit-learn's estimator checks on StreamingKMeans and the streaming mixtures."""
 
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from streamclust import StreamingGaussianMixture, StreamingKMeans
+from streamclust import (
+    StreamingBayesianGaussianMixture,
+    StreamingGaussianMixture,
+    StreamingKMeans,
+)
 
 # Each passes every check its scikit-learn twin (MiniBatchKMeans, GaussianMixture)
 # passes; scikit-learn expects the same failure of MiniBatchKMeans: mini-batches of
@@ -28,6 +32,7 @@ EXPECTED_FAILED: dict[str, dict[str, str]] = {
     [
         StreamingKMeans(random_state=0, progress=False),
         StreamingGaussianMixture(random_state=0, progress=False),
+        StreamingBayesianGaussianMixture(random_state=0, progress=False),
     ],
     expected_failed_checks=lambda est: EXPECTED_FAILED.get(type(est).__name__, {}),
 )
