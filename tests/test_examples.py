@@ -87,3 +87,12 @@ def test_dbscan_at_scale(tmp_path):
     assert res["rows"] == 200_000 and res["sampled_same"]
     assert res["ari"] > 0.99 and res["noise"] < 0.01
     assert (tmp_path / "dbscan_at_scale.png").exists()
+
+
+@pytest.mark.slow
+def test_bayesian_mixture(tmp_path):
+    pytest.importorskip("matplotlib")
+    res = run("bayesian_mixture", "--out", str(tmp_path))
+    assert res["rows"] == 200_000 and res["converged"]
+    assert (res["weights"][3:] < 0.01).all() and (res["sizes"][3:] < 0.01).all()
+    assert (tmp_path / "bayesian_mixture.png").exists()

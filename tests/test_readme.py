@@ -49,7 +49,8 @@ def run_tour(cwd: Path, how: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("how", ["script", "stdin"])
+# (standard input runs the same code another way: with the slow tests)
+@pytest.mark.parametrize("how", ["script", pytest.param("stdin", marks=pytest.mark.slow)])
 def test_the_tour_runs_as_written(tmp_path, how):
     pytest.importorskip("matplotlib")
     if how == "stdin":  # over the outputs of an earlier run, which it replaces
