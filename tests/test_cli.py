@@ -76,3 +76,61 @@ def test_select(mixture_zarr, tmp_path, capsys):
     assert [r["bic"] for r in res["table"]] == [r["bic"] for r in direct.table()]
     km = cli_json(["select", mixture_zarr, "--k 2,3,4 --criterion elbow"], capsys)
     assert [r["k"] for r in km["table"]] == [2, 3, 4] and km["criterion"] == "elbow"
+
+
+def test_bgmm_fit_score_predict(mixture_zarr, tmp_path, capsys):
+    model = tmp_path / "bg"
+    args = "--model bgmm --k 8 --covariance tied --weight-prior 0.01 --max-iter 400"
+    fit = cli_json(["fit", mixture_zarr, args, "--out", model], capsys)
+    ref = sc.StreamingBayesianGaussianMixture(
+        8,
+        covariance_type="tied",
+        weight_concentration_prior=0.01,
+        max_iter=400,
+        random_state=0,
+        client="sync",
+        progress=False,
+    ).fit(mixture_zarr)
+    saved = sc.load(model)
+    assert isinstance(saved, sc.StreamingBayesianGaussianMixture)
+    np.testing.assert_array_equal(saved.weights_, ref.weights_)
+    assert fit["components_used"] == int(np.sum(ref.weights_ > 0.01)) < 8
+    assert fit["lower_bound"] == ref.lower_bound_ and fit["converged"]
+    score = cli_json(["score", mixture_zarr, "--model-dir", model], capsys)
+    assert score["score"] == pytest.approx(ref.score(mixture_zarr), rel=1e-12)
+    labels = tmp_path / "labels.npy"
+    cli_json(["predict", mixture_zarr, "--model-dir", model, "--out", labels], capsys)
+    np.testing.assert_array_equal(np.load(labels), ref.predict(mixture_zarr))
+
+
+def test_init_reaches_a_mixture_as_init_params(mixture_zarr, tmp_path, capsys):
+    cli_json(
+        ["fit", mixture_zarr, "--model gmm --k 3 --init random", "--out", tmp_path / "m"], capsys
+    )
+    ref = sc.StreamingGaussianMixture(
+        3, init_params="random", random_state=0, client="sync", progress=False
+    ).fit(mixture_zarr)
+    np.testing.assert_array_equal(sc.load(tmp_path / "m").means_, ref.means_)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["fit", "--model", "gmm", "--weight-prior", "0.1"],
+            "--weight-prior applies to --model bgmm",
+        ),
+        (["fit", "--model", "bgmm", "--step-decay", "0.7"], "--step-decay applies to --model gmm"),
+        (["fit", "--model", "bgmm", "--half-life", "5"], "--half-life does not apply"),
+        (["fit", "--model", "bgmm", "--prior-type", "beta"], "weight_concentration_prior_type"),
+        (["select", "--model", "bgmm", "--k", "1..3"], "chooses its components itself"),
+    ],
+)
+def test_bgmm_options_are_refused_in_one_line(mixture_zarr, tmp_path, capsys, args, message):
+    from conftest import run_cli
+
+    extra = ["--out", tmp_path / "m"] if args[0] == "fit" else []
+    code, _, err = run_cli([args[0], mixture_zarr, *args[1:], *extra], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "m").exists()
+

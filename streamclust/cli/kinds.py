@@ -5,27 +5,26 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import click
 import numpy as np
 
-from .. import gmm, kmeans, sample_clusterer
+from .. import bayesian_mixture, gmm, kmeans, sample_clusterer
+from ..bayesian_mixture import StreamingBayesianGaussianMixture
 from ..exceptions import ParameterError
 from ..gmm import StreamingGaussianMixture
 from ..kmeans import StreamingKMeans
-from ..sample_clusterer import ESTIMATORS, SampleClusterer
+from ..sample_clusterer import SampleClusterer
 from ..selection import sweep_gmm, sweep_kmeans
 from ..sources import Source
 
 __all__ = [
     "KINDS",
+    "BayesianKind",
     "GMMKind",
     "KMeansKind",
     "ModelKind",
     "SampleKind",
     "build_estimator",
-    "estimator_options",
     "kind_of",
-    "model_option",
 ]
 
 
@@ -36,6 +35,8 @@ class ModelKind:
     estimator: type
     #: Options that belong to this kind only (estimator parameter -> option).
     only: ClassVar[dict[str, str]]
+    #: Options of another kind that this kind takes too.
+    shares: ClassVar[tuple[str, ...]] = ()
 
     def build(self, params: dict[str, Any], client: Any, progress: bool) -> Any:
         k = params.pop("k")
@@ -151,7 +152,7 @@ class KMeansKind(ModelKind):
 
 class GMMKind(ModelKind):
     name = "gmm"
-    estimator = StreamingGaussianMixture
+    estimator: type = StreamingGaussianMixture
     only: ClassVar[dict[str, str]] = {
         "covariance_type": "--covariance",
         "tol": "--tol",
@@ -160,6 +161,11 @@ class GMMKind(ModelKind):
         "step_offset": "--step-offset",
         "step_decay": "--step-decay",
     }
+
+    def build(self, params: dict[str, Any], client: Any, progress: bool) -> Any:
+        if "init" in params:  # scikit-learn's mixtures call it init_params
+            params["init_params"] = params.pop("init")
+        return super().build(params, client, progress)
 
     def validate(self, model: Any) -> None:
         gmm.validate_params(model)
@@ -217,6 +223,63 @@ class GMMKind(ModelKind):
         ]
         lines.append(f"best: k={k_best}, covariance {ct_best} ({res.criterion})")
         return res, {"k": k_best, "covariance_type": ct_best}, lines
+
+
+class BayesianKind(GMMKind):
+    """A variational Bayesian mixture (:class:`StreamingBayesianGaussianMixture`)."""
+
+    name = "bgmm"
+    estimator = StreamingBayesianGaussianMixture
+    only: ClassVar[dict[str, str]] = {
+        "weight_concentration_prior_type": "--prior-type",
+        "weight_concentration_prior": "--weight-prior",
+        "init_sample_size": "--init-sample-size",
+    }
+    shares = ("covariance_type", "tol", "reg_covar", "max_iter")
+
+    def build(self, params: dict[str, Any], client: Any, progress: bool) -> Any:
+        if "half_life" in params:
+            raise ParameterError("--half-life does not apply to --model bgmm; drop it")
+        return super().build(params, client, progress)
+
+    def validate(self, model: Any) -> None:
+        bayesian_mixture.validate_params(model)
+
+    def fit_summary(self, model: Any) -> tuple[dict[str, Any], str]:
+        used = int(np.sum(model.weights_ > 0.01))
+        summary = {
+            "n_components": model.n_components,
+            "covariance_type": model.covariance_type,
+            "components_used": used,
+            "lower_bound": model.lower_bound_,
+            "converged": model.converged_,
+            "n_iter": model.n_iter_,
+            "weights": model.weights_.tolist(),
+        }
+        line = (
+            f"{used} of {model.n_components} components weigh over 1%; lower bound "
+            f"{model.lower_bound_:.6g} after {model.n_iter_} iterations"
+            + ("" if model.converged_ else " (not converged: raise --max-iter or --tol)")
+        )
+        return summary, line
+
+    def score(
+        self, model: Any, source: Source, out: str | None, overwrite: bool
+    ) -> tuple[dict[str, Any], list[str]]:
+        if out is None:
+            total, n = model.total_log_likelihood(source)
+        else:
+            model.score_samples(source, out=out, overwrite=overwrite)
+            total, n = _sum_written(out)
+        lines = [f"mean log-likelihood {total / n:.10g} on {n} rows"]
+        if out is not None:
+            lines.append(f"wrote {n} log-densities to {out}")
+        return {"rows": n, "score": total / n, "out": out}, lines
+
+    def sweep(self, *args: Any) -> Any:
+        raise ParameterError(
+            "select compares kmeans or gmm models; a bgmm chooses its components itself"
+        )
 
 
 class SampleKind(ModelKind):
@@ -281,136 +344,12 @@ class SampleKind(ModelKind):
         raise ParameterError("select compares kmeans or gmm models; pass --model kmeans or gmm")
 
 
-KINDS: dict[str, ModelKind] = {"kmeans": KMeansKind(), "gmm": GMMKind(), "sample": SampleKind()}
-
-model_option = click.option(
-    "--model",
-    "model_kind",
-    type=click.Choice(list(KINDS)),
-    default="kmeans",
-    show_default=True,
-    help="StreamingKMeans, StreamingGaussianMixture, or a scikit-learn clusterer on a "
-    "sample (SampleClusterer).",
-)
-
-
-def estimator_options(fn: Any) -> Any:
-    """The options of the estimators (--model picks which; the others keep its defaults)."""
-    fn = click.option(
-        "--n-neighbors", type=int, default=None, help="sample: neighbours of --labeler knn [5]."
-    )(fn)
-    fn = click.option(
-        "--labeler", default=None, help="sample: nearest (default) or knn: how rows are labelled."
-    )(fn)
-    fn = click.option(
-        "--sample-size", type=int, default=None, help="sample: rows the estimator sees [100000]."
-    )(fn)
-    fn = click.option("--min-samples", type=int, default=None, help="sample: dbscan [5].")(fn)
-    fn = click.option("--eps", type=float, default=None, help="sample: dbscan's radius [0.5].")(fn)
-    fn = click.option(
-        "--estimator",
-        type=click.Choice(sorted(ESTIMATORS)),
-        default=None,
-        help="sample: the scikit-learn clusterer [dbscan] (--k sets its clusters).",
-    )(fn)
-    fn = click.option(
-        "--step-decay", type=float, default=None, help="gmm: online EM step decay [0.6]."
-    )(fn)
-    fn = click.option(
-        "--step-offset", type=float, default=None, help="gmm: online EM step offset [1]."
-    )(fn)
-    fn = click.option("--max-iter", type=int, default=None, help="gmm: EM passes [100].")(fn)
-    fn = click.option(
-        "--reg-covar", type=float, default=None, help="gmm: added to variances [1e-6]."
-    )(fn)
-    fn = click.option(
-        "--tol", type=float, default=None, help="gmm: lower-bound change to stop [1e-3]."
-    )(fn)
-    fn = click.option(
-        "--covariance",
-        "--covariance-type",
-        "covariance_type",
-        default=None,
-        help="gmm: full (default), tied, diag or spherical.",
-    )(fn)
-    fn = click.option(
-        "--shuffle/--no-shuffle", default=None, help="kmeans: shuffle within blocks [on]."
-    )(fn)
-    fn = click.option("--reassignment-ratio", type=float, default=None, help="kmeans [0.01].")(fn)
-    fn = click.option("--refine", type=int, default=None, help="kmeans: Lloyd passes after [0].")(
-        fn
-    )
-    fn = click.option(
-        "--selection", default=None, help="kmeans: last_n (default) or full (one exact pass)."
-    )(fn)
-    fn = click.option(
-        "--last-n", type=int, default=None, help="kmeans: batches in the selection [10]."
-    )(fn)
-    fn = click.option("--max-steps", type=int, default=None, help="kmeans: mini-batch steps.")(fn)
-    fn = click.option(
-        "--half-life",
-        type=float,
-        default=None,
-        help="Old batches weigh half after N batches (kmeans: or rows): follow a drift [off].",
-    )(fn)
-    fn = click.option(
-        "--time-unit", default=None, help="kmeans: what --half-life counts, batches or rows."
-    )(fn)
-    fn = click.option(
-        "--max-no-improvement",
-        type=int,
-        default=None,
-        help="kmeans: stop a candidate after N steps without improvement [off].",
-    )(fn)
-    fn = click.option("--max-passes", type=int, default=None, help="kmeans: passes over DATA [1].")(
-        fn
-    )
-    fn = click.option(
-        "--init-size", type=int, default=None, help="kmeans: rows sampled to initialize."
-    )(fn)
-    fn = click.option("--random-state", type=int, default=0, show_default=True)(fn)
-    fn = click.option(
-        "--batch-size", type=int, default=None, help="Rows per mini-batch [4096 gmm, 1024]."
-    )(fn)
-    fn = click.option(
-        "--n-init",
-        type=_N_INIT,
-        default=None,
-        help="Initializations, or auto for kmeans (1 for k-means++) [kmeans: 3, gmm: 1].",
-    )(fn)
-    fn = click.option(
-        "--init",
-        default=None,
-        help="kmeans: k-means++ (default) or random; gmm: kmeans (default), k-means++ or random.",
-    )(fn)
-    fn = click.option(
-        "--k",
-        "--n-clusters",
-        "--n-components",
-        "k",
-        type=int,
-        default=8,
-        show_default=True,
-        help="Clusters (kmeans) or mixture components (gmm).",
-    )(fn)
-    return model_option(fn)
-
-
-class _NInit(click.ParamType):
-    """An int, or ``auto`` (scikit-learn's rule, for K-Means)."""
-
-    name = "INTEGER|auto"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        if isinstance(value, int) or value == "auto":
-            return value
-        try:
-            return int(value)
-        except ValueError:
-            self.fail(f"{value!r} is not an integer or auto", param, ctx)
-
-
-_N_INIT = _NInit()
+KINDS: dict[str, ModelKind] = {
+    "kmeans": KMeansKind(),
+    "gmm": GMMKind(),
+    "bgmm": BayesianKind(),
+    "sample": SampleKind(),
+}
 
 
 def kind_of(model: Any) -> ModelKind:
@@ -426,7 +365,7 @@ def build_estimator(model_kind: str, params: dict[str, Any], client: Any, progre
         if other is kind:
             continue
         for name, option in other.only.items():
-            if params.get(name) is not None:
+            if params.get(name) is not None and name not in kind.shares:
                 raise ParameterError(
                     f"{option} applies to --model {other.name}; drop it or pass "
                     f"--model {other.name}"

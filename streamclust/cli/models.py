@@ -12,8 +12,9 @@ from ..anomaly import DensityAnomalyDetector
 from ..exceptions import ParameterError, SourceError
 from ..persistence import check_model_output, load
 from ..sources import ParquetSource, check_writable, redact_url
+from .estimator_options import estimator_options
 from .group import cli
-from .kinds import KINDS, build_estimator, estimator_options, kind_of
+from .kinds import KINDS, build_estimator, kind_of
 from .options import (
     DataOptions,
     RunOptions,

@@ -12,8 +12,9 @@ import click
 from ..exceptions import ParameterError, SourceError
 from ..plotting import require_matplotlib
 from ..sources import redact_url
+from .estimator_options import model_option
 from .group import cli
-from .kinds import KINDS, model_option
+from .kinds import KINDS
 from .options import (
     DataOptions,
     RunOptions,

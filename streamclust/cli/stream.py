@@ -15,8 +15,9 @@ from ..ingest import Ingest
 from ..report import stream_report
 from ..sources import parse_storage_options
 from ..stream_state import METRICS
+from .estimator_options import estimator_options
 from .group import cli
-from .kinds import KINDS, build_estimator, estimator_options
+from .kinds import KINDS, build_estimator
 from .options import RunOptions, run_options, storage_option_option
 
 __all__ = ["report", "stream"]
