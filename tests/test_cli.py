@@ -134,3 +134,16 @@ def test_bgmm_options_are_refused_in_one_line(mixture_zarr, tmp_path, capsys, ar
     assert code == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "m").exists()
 
+
+def test_a_warning_is_one_line(mixture_zarr, tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "streamclust", "fit", mixture_zarr, "--model", "gmm"]
+    cmd += ["--k", "3", "--max-iter", "2", "--out", str(tmp_path / "m")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0
+    assert res.stderr.splitlines() == [
+        line for line in res.stderr.splitlines() if line.startswith("streamclust: warning: ")
+    ]
+    assert "did not converge" in res.stderr and res.stderr.count("\n") == 1

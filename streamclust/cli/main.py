@@ -1,10 +1,12 @@
 """Entry point of the ``streamclust`` command: every user error is one line and exit
-code 2; SIGINT and SIGTERM stop it in one line with exit code 128 + the signal."""
+code 2, every warning one line; SIGINT and SIGTERM stop it in one line with exit
+code 128 + the signal."""
 
 from __future__ import annotations
 
 import signal
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -29,6 +31,11 @@ def _stop(signum: int, frame: Any) -> None:
     raise Stopped(signum)
 
 
+def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """A warning (e.g. a fit that did not converge) as one line, without source lines."""
+    click.echo(f"streamclust: warning: {one_line(str(message))}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning every user error into one line and exit code 2.
 
@@ -37,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     last checkpoint), one line says so, and the exit code is 128 + the signal.
     """
     previous = {}
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             previous[sig] = signal.signal(sig, _stop)
@@ -53,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 128 + exc.signum
     finally:
+        warnings.showwarning = shown
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
