@@ -327,7 +327,7 @@ class StreamState:
                 raise _Refused("its detector is missing")
             model = _load_detector(path / "detector.npz", est, ledger.config)
             window = ledger.config.get("window")
-            want = n if window is None else min(n, int(window))
+            want = own if window is None else min(own, int(window))  # since a reset
             if window_length(model) != want:
                 raise _Refused(
                     f"its detector's window holds {window_length(model)} batches, not {want}"

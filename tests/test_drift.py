@@ -203,6 +203,38 @@ def test_on_drift_reset_starts_a_new_model_that_learns_the_new_regime(tmp_path, 
     assert code == 0, err
 
 
+def _latest(state):
+    return state / "checkpoints" / (state / "LATEST").read_text().strip()
+
+
+def _latest_model(state):
+    return sc.load(_latest(state) / "model")
+
+
+def _latest_ledger(state):
+    return __import__("json").loads((_latest(state) / "ledger.json").read_text())
+
+
+@pytest.mark.parametrize("on_drift", ["reset"])
+def test_a_detecting_stream_resumes_after_its_model_restarted(tmp_path, capsys, on_drift):
+    """The detector's window counts the batches of the current model, so a state whose
+    model restarted at a drift loads again."""
+    from conftest import run_cli
+
+    shifted_stream(tmp_path / "in")
+    for t in range(46, 80):
+        (tmp_path / "in" / f"b{t:03d}.npy").rename(tmp_path / f"b{t:03d}.npy")
+    state = tmp_path / "state"
+    args = [*stream_args(tmp_path / "in", state, "--on-drift", on_drift), "--detect"]
+    assert run_cli(args, capsys)[0] == 0
+    assert _latest_ledger(state)["model_since"] >= 39
+    for t in range(46, 80):
+        (tmp_path / f"b{t:03d}.npy").rename(tmp_path / "in" / f"b{t:03d}.npy")
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert len(_latest_ledger(state)["batches"]) == 80
+
+
 def test_report_is_a_self_contained_page_with_its_figures(tmp_path, capsys):
     import base64
     from html.parser import HTMLParser
