@@ -8,7 +8,9 @@ each later score, standardized by them, feeds the Page-Hinkley cumulative sum
 ``m_t = sum(z_i - delta)``; an alarm is raised when ``m_t`` rises more than
 ``threshold`` above its minimum, that is when batches keep fitting worse than
 they used to. After an alarm the test starts over (a new baseline), so a
-stream that settles in its new regime is not flagged again.
+stream that settles in its new regime is not flagged again. The batches since
+``m_t`` was at its minimum are where the change began (``window`` after an
+alarm): a stream told to refit starts its new model from them.
 
 The state is a small JSON dict, checkpointed with the stream's ledger, so a
 resumed stream raises the same alarms at the same batches.
@@ -42,6 +44,10 @@ class PageHinkley:
     m2: float = 0.0
     cum: float = 0.0
     low: float = 0.0
+    #: scores since ``cum`` was at its minimum
+    since_low: int = 0
+    #: at the last alarm: the batches since the change began (the alarm's included)
+    window: int = 0
 
     def update(self, score: float) -> bool:
         """Take one batch's score; True when it raises an alarm (the test then restarts)."""
@@ -56,9 +62,13 @@ class PageHinkley:
         spread = math.sqrt(self.m2 / max(1, self.n - 1))
         spread = max(spread, 1e-12 * max(1.0, abs(self.mean)))
         self.cum += (score - self.mean) / spread - self.delta
-        self.low = min(self.low, self.cum)
+        self.since_low += 1
+        if self.cum <= self.low:
+            self.low, self.since_low = self.cum, 0
         if self.cum - self.low > self.threshold:
+            self.window = self.since_low
             self.n, self.mean, self.m2, self.cum, self.low = 0, 0.0, 0.0, 0.0, 0.0
+            self.since_low = 0
             return True
         return False
 

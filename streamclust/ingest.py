@@ -277,7 +277,8 @@ class Ingest:
 
     def _record(self, result: BatchResult, loss: float | None) -> None:
         """The batch's metrics line, and the drift test on its score (``on_drift``:
-        ``reset`` starts a new model from the next batch)."""
+        ``reset`` starts a new model from the next batch, ``refit`` from the batches
+        since the change began)."""
         test = PageHinkley(threshold=float(self.config.get("drift_threshold") or 10.0))
         if self.ledger.drift:
             test = PageHinkley.from_dict(self.ledger.drift)
@@ -296,9 +297,34 @@ class Ingest:
                 "time": round(time.time(), 3),
             }
         )
-        if result.drift and self.config.get("on_drift") == "reset":
+        if result.drift and self.config.get("on_drift") in ("reset", "refit"):
             self.model = None
             self.ledger.model_since = len(self.ledger.batches)
+            if self.config.get("on_drift") == "refit":
+                self._refit(self.ledger.batches[-max(1, test.window) :])
+
+    def _refit(self, names: list[str]) -> None:
+        """A new model learnt from the batches ``names`` (applied, still in the
+        landing), batch by batch in order, as if it had started with the first. A
+        batch gone from the landing, or uploaded anew since, leaves the reset: a new
+        model from the next batch."""
+        landed = {batch.name: batch for batch in self.landing.batches()}
+        for name in names:
+            batch, applied = landed.get(name), self.ledger.objects.get(name)
+            if batch is None or (applied is not None and applied["etag"] != batch.etag):
+                return
+        model: Any = self._make_model()
+        if self.detecting:
+            model = new_detector(model, self.config)
+        try:
+            for name in names:
+                model = _update(
+                    model, self.detecting, self.landing.read(landed[name], self.header)
+                )[0]
+        except StreamclustError:  # unreadable now: keep the reset
+            return
+        self.model = model
+        self.ledger.model_since = len(self.ledger.batches) - len(names)
 
     def checkpoint(self) -> None:
         if self._since_checkpoint:

@@ -203,6 +203,17 @@ def test_on_drift_reset_starts_a_new_model_that_learns_the_new_regime(tmp_path, 
     assert code == 0, err
 
 
+def test_page_hinkley_says_where_the_change_began():
+    from streamclust.drift import PageHinkley
+
+    rng = np.random.default_rng(0)
+    test = PageHinkley()
+    scores = np.r_[rng.normal(size=60), rng.normal(size=20) + 4.0]
+    alarms = [t for t, x in enumerate(scores) if test.update(float(x))]
+    assert alarms and 60 <= alarms[0] <= 63
+    assert 60 - 2 <= alarms[0] + 1 - test.window <= 60 + 1  # the window starts at the change
+
+
 def _latest(state):
     return state / "checkpoints" / (state / "LATEST").read_text().strip()
 
@@ -215,7 +226,65 @@ def _latest_ledger(state):
     return __import__("json").loads((_latest(state) / "ledger.json").read_text())
 
 
-@pytest.mark.parametrize("on_drift", ["reset"])
+def test_on_drift_refit_learns_the_batches_since_the_change(tmp_path, capsys):
+    from conftest import run_cli
+
+    shifted_stream(tmp_path / "in")
+    state = tmp_path / "state"
+    # First up to shortly after the change, then the rest: as one run would.
+    for name in [f"b{t:03d}.npy" for t in range(46, 80)]:
+        (tmp_path / "in" / name).rename(tmp_path / name)
+    code, out, err = run_cli(
+        [*stream_args(tmp_path / "in", state, "--on-drift", "refit"), "--json"], capsys
+    )
+    assert code == 0, err
+    first = int(__import__("json").loads(out)["drifts"][0][1:4])
+    assert 40 <= first <= 43 and "learnt the batches since the change" in err
+    start = _latest_ledger(state)["model_since"]
+    assert 39 <= start <= 41  # where the change began (batch 40), not after the alarm
+    model = _latest_model(state)
+    assert model.n_steps_ == 46 - start
+    assert error(model.cluster_centers_, START + 3.0) < 0.2  # the new regime, at once
+    for name in [f"b{t:03d}.npy" for t in range(46, 80)]:
+        (tmp_path / name).rename(tmp_path / "in" / name)
+    assert run_cli(stream_args(tmp_path / "in", state, "--on-drift", "refit"), capsys)[0] == 0
+    whole = tmp_path / "whole"
+    assert run_cli(stream_args(tmp_path / "in", whole, "--on-drift", "refit"), capsys)[0] == 0
+    np.testing.assert_array_equal(
+        _latest_model(state).cluster_centers_, _latest_model(whole).cluster_centers_
+    )
+    assert (state / "metrics.jsonl").read_text().count("\n") == 80
+
+
+def test_refit_without_its_batches_falls_back_to_a_reset(tmp_path, capsys):
+    """A landing cleaned of applied batches: those since the change began are gone when
+    the alarm comes, so the stream starts its new model from the next batch instead."""
+    from conftest import run_cli
+
+    # Centers that start moving at batch 40 by 0.05 per batch: flagged some batches later.
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(2)
+    for t in range(60):
+        centers = START + max(0, t - 39) * 0.05
+        batch = centers[rng.integers(3, size=300)] + rng.normal(scale=0.5, size=(300, 2))
+        np.save(tmp_path / ("in" if t < 40 else "") / f"b{t:03d}.npy", batch)
+    state = tmp_path / "state"
+    args = stream_args(tmp_path / "in", state, "--on-drift", "refit")
+    assert run_cli(args, capsys)[0] == 0
+    for t in range(40, 60):
+        name = f"b{t:03d}.npy"
+        (tmp_path / name).rename(tmp_path / "in" / name)
+        assert run_cli(args, capsys)[0] == 0
+        (tmp_path / "in" / name).unlink()  # applied: cleaned away
+        ledger = _latest_ledger(state)
+        if ledger["model_since"]:
+            break
+    assert ledger["drift"]["window"] >= 2  # the change began before this batch
+    assert ledger["model_since"] == t + 1  # reset: the model starts after the alarm
+    assert not (_latest(state) / "model").exists()
+
+
+@pytest.mark.parametrize("on_drift", ["reset", "refit"])
 def test_a_detecting_stream_resumes_after_its_model_restarted(tmp_path, capsys, on_drift):
     """The detector's window counts the batches of the current model, so a state whose
     model restarted at a drift loads again."""

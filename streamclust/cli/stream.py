@@ -64,11 +64,11 @@ __all__ = ["report", "stream"]
 )
 @click.option(
     "--on-drift",
-    type=click.Choice(["warn", "reset"]),
+    type=click.Choice(["warn", "reset", "refit"]),
     default="warn",
     show_default=True,
-    help="When the batch scores drift (Page-Hinkley): report it, or also start a new model "
-    "from the next batch.",
+    help="When the batch scores drift (Page-Hinkley): report it; or also start a new model "
+    "from the next batch (reset), or from the batches since the change began (refit).",
 )
 @click.option(
     "--drift-threshold",
@@ -162,7 +162,10 @@ def stream(
             last_reject[:] = [result.rejected]
         if result.drift:
             drifts.append(result.name)
-            action = "a new model starts" if on_drift == "reset" else "the model goes on"
+            action = {
+                "reset": "a new model starts",
+                "refit": "a new model learnt the batches since the change",
+            }.get(on_drift, "the model goes on")
             click.echo(f"streamclust: drift at batch {result.name}; {action}", err=True)
         now = time.perf_counter()
         if not run.progress or now - seen["last"] < 1.0:
