@@ -102,6 +102,7 @@ def test_in_memory_data_on_a_cluster_survives_a_worker_kill(blobs32, nanny_clien
         nanny_client.wait_for_workers(2, timeout=30)
 
 
+@pytest.mark.slow  # (subprocesses or a cluster: with the long tests)
 def test_a_task_dask_gives_up_on_is_submitted_again(tmp_path, blobs_zarr):
     """With distributed's retries set to none, a task whose worker dies under it fails
     with KilledWorker at once; the driver submits it again, for both primitives. In the

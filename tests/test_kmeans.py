@@ -399,6 +399,7 @@ def test_a_bad_cache_budget_is_one_line(bad, monkeypatch):
         sc.StreamingGaussianMixture(2).fit(np.zeros((10, 2)))
 
 
+@pytest.mark.slow  # (subprocesses or a cluster: with the long tests)
 def test_threads_hold_only_the_blocks_in_flight(tmp_path, monkeypatch):
     """On the default threads, a fit keeps no block alive after its use, even with
     Python's cyclic garbage collector off (blocks are freed by reference counting)."""

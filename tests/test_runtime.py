@@ -96,6 +96,7 @@ def test_a_plain_script_without_main_guard_just_runs(script_dir, expected_inerti
     assert run_python(script_dir, "-", stdin=check).stdout.splitlines()[-1] == "False"
 
 
+@pytest.mark.slow  # (subprocesses or a cluster: with the long tests)
 def test_the_same_script_on_standard_input_and_through_exec(script_dir, expected_inertia):
     piped = run_python(script_dir, "-", stdin=SCRIPT)
     assert piped.returncode == 0, piped.stderr
@@ -105,6 +106,7 @@ def test_the_same_script_on_standard_input_and_through_exec(script_dir, expected
     assert notebook.stdout.splitlines() == ["start", expected_inertia]
 
 
+@pytest.mark.slow  # (subprocesses or a cluster: with the long tests)
 def test_commands_run_from_a_folder_holding_a_streamclust_directory(script_dir):
     (script_dir / "streamclust").mkdir()  # e.g. the folder a clone was made in
     (script_dir / "streamclust" / "README.md").write_text("not the package\n")
@@ -127,6 +129,7 @@ def test_commands_run_from_a_folder_holding_a_streamclust_directory(script_dir):
     )
 
 
+@pytest.mark.slow  # (subprocesses or a cluster: with the long tests)
 def test_a_local_cluster_from_a_script_without_guard_fails_in_one_line(script_dir):
     (script_dir / "local.py").write_text(SCRIPT.replace("random_state=0", 'client="local"'))
     done = run_python(script_dir, "local.py", timeout=60)
