@@ -211,12 +211,12 @@ class StreamingBayesianGaussianMixture(MixtureScoring, DensityMixin, BaseEstimat
         return self
 
     def _initial_posteriors(
-        self, source: Source, runner: runtime.Runner, prior: V.Prior
+        self, source: Source, runner: runtime.Runner, prior: V.Prior, seed: int | None = None
     ) -> list[V.Posterior]:
         """Every candidate's first posterior: scikit-learn's initial responsibilities
         (``init_params``) summed over the data, then one variational update; or the
         posterior of a fit on a sample (``init_sample_size``)."""
-        seed = draw_seed(self.random_state)
+        seed = draw_seed(self.random_state) if seed is None else seed
         size = self.init_sample_size
         if size is not None and size < source.n_rows:
             rng = np.random.default_rng(seed)
@@ -270,13 +270,37 @@ class StreamingBayesianGaussianMixture(MixtureScoring, DensityMixin, BaseEstimat
         self.precisions_ = G.precisions_from_prec_chol(post.prec_chol, ct)
         self.weights_ = V.mixture_weights(post)
 
+    # ------------------------------------------------------------------ scikit-learn's hooks
+
+    def _check_parameters(self, X: Any) -> None:
+        """scikit-learn's private hook: check the parameters and take the priors
+        from the in-memory rows ``X``."""
+        check_params(self)
+        X = np.asarray(X)
+        prior = fit_prior(self, ArraySource(X), runtime.resolve_runner("sync"), progress=False)
+        self._checked = (X.shape, prior)
+
+    def _prior_of(self, X: np.ndarray) -> V.Prior:
+        checked = getattr(self, "_checked", None)
+        if checked is not None and checked[0] == X.shape:
+            return checked[1]
+        return fit_prior(self, ArraySource(X), runtime.resolve_runner("sync"), progress=False)
+
+    def _initialize_parameters(self, X: Any, random_state: Any) -> None:
+        """scikit-learn's private hook: the first posterior of the in-memory rows ``X``
+        as ``fit`` would start it, seeded by ``random_state``."""
+        X = np.asarray(X)
+        self._dtype, prior = X.dtype, self._prior_of(X)
+        sync = runtime.resolve_runner("sync")
+        first = self._initial_posteriors(ArraySource(X), sync, prior, draw_seed(random_state))
+        self._set_posterior(first[0], prior)
+        self.n_features_in_ = X.shape[1]
+
     def _initialize(self, X: Any, resp: Any) -> None:
         """scikit-learn's private hook: the first posterior from responsibilities
         ``resp`` of the in-memory rows ``X`` (the priors taken from ``X``)."""
         X = np.asarray(X)
-        self._dtype = X.dtype
-        sync = runtime.resolve_runner("sync")
-        prior = fit_prior(self, ArraySource(X), sync, progress=False)
+        self._dtype, prior = X.dtype, self._prior_of(X)
         st, ref = sklearn_mixture.stats_from_resp(X, resp, self.covariance_type)
         self._set_posterior(
             V.update(st, ref, self.covariance_type, float(self.reg_covar), prior), prior

@@ -79,8 +79,8 @@ def check_priors(model: Any, d: int) -> None:
     dof = model.degrees_of_freedom_prior
     if dof is not None and not dof > d - 1.0:
         raise ParameterError(
-            f"degrees_of_freedom_prior={dof!r} must be greater than {d - 1} (the features "
-            "minus one); pass a larger value or None"
+            f"The parameter 'degrees_of_freedom_prior' should be greater than {d - 1}, but "
+            f"got {dof:.3f}; pass a larger value (above the features minus one) or None"
         )
     cov, ct = model.covariance_prior, model.covariance_type
     if cov is None or ct == "spherical":
