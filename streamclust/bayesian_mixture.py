@@ -16,7 +16,7 @@ from .engine import em as EM
 from .engine.caching import fit_cache
 from .engine.mixture_init import initial_stats
 from .engine.seeds import draw_seed
-from .exceptions import DataError
+from .gmm_params import best_candidate, check_rows, em_settings
 from .inputs import as_source, takes_storage_options
 from .kernels import gmm as G
 from .kernels import variational as V
@@ -159,11 +159,7 @@ class StreamingBayesianGaussianMixture(MixtureScoring, DensityMixin, BaseEstimat
         check_params(self)
         warm = self.warm_start and hasattr(self, "_posterior")
         source = as_source(self, X, reset=not warm)
-        if source.n_rows < 2:
-            raise DataError(
-                f"{source.name}: has {source.n_rows} row (n_samples={source.n_rows}); "
-                "a Gaussian mixture needs at least 2 rows"
-            )
+        check_rows(source)
         runner = runtime.resolve_runner(self.client, source)
         source, cache = fit_cache(source, runner, self.cache_mb)
         fp = None
@@ -179,28 +175,11 @@ class StreamingBayesianGaussianMixture(MixtureScoring, DensityMixin, BaseEstimat
                 return [self._posterior]
             return self._initial_posteriors(source, runner, prior)
 
-        settings = EM.EMSettings(
-            self.tol,
-            self.max_iter,
-            self.reg_covar,
-            self.batch_size,
-            self.progress,
-            int(self.verbose),
-            int(self.verbose_interval),
-            steps,
-        )
+        settings = em_settings(self, steps)
         self._dtype = source.compute_dtype
         lower = float(getattr(self, "lower_bound_", -np.inf)) if warm else -np.inf
         result = EM.fit_em(candidates, source, runner, settings, saver, lower)
-        best = int(np.argmax(result.lower))  # as scikit-learn: the first of the highest
-        if not result.converged[best] and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data "
-                f"(max_iter={self.max_iter}, tol={self.tol}).",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+        best = best_candidate(self, result)
         self._set_posterior(result.params[best], prior)
         self.converged_ = bool(result.converged[best])
         self.n_iter_ = int(result.n_iter[best])

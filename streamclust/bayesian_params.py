@@ -12,13 +12,11 @@ from . import runtime
 from .engine.em import sum_stats
 from .engine.mixture_init import MixtureInit
 from .exceptions import ParameterError
-from .gmm_params import INIT_PARAMS
-from .kernels import gmm as G
+from .gmm_params import check_mixture_params
 from .kernels import variational as V
 from .persistence import FitCheckpoint
 from .sources import Source
-from .sources.cache import check_cache_mb
-from .validation import check_checkpoint, check_float, check_int, check_option, check_seed
+from .validation import check_float, check_int, check_option
 
 __all__ = ["check_params", "fit_prior", "mixture_init"]
 
@@ -32,14 +30,7 @@ def _check_positive(name: str, value: Any) -> None:
 
 def check_params(model: Any) -> None:
     """Check a StreamingBayesianGaussianMixture's parameters before any I/O."""
-    check_int("n_components", model.n_components, low=1)
-    check_seed(model.random_state)
-    check_option("covariance_type", model.covariance_type, G.COVARIANCE_TYPES)
-    check_float("tol", model.tol, low=0.0)
-    check_float("reg_covar", model.reg_covar, low=0.0)
-    check_int("max_iter", model.max_iter, low=0)
-    check_int("n_init", model.n_init, low=1)
-    check_option("init_params", model.init_params, INIT_PARAMS)
+    check_mixture_params(model)
     check_option(
         "weight_concentration_prior_type", model.weight_concentration_prior_type, V.PRIOR_TYPES
     )
@@ -49,13 +40,7 @@ def check_params(model: Any) -> None:
         check_float("degrees_of_freedom_prior", model.degrees_of_freedom_prior)
     if model.covariance_type == "spherical":
         _check_positive("covariance_prior", model.covariance_prior)
-    check_int("batch_size", model.batch_size, low=1)
     check_int("init_sample_size", model.init_sample_size, low=2, allow_none=True)
-    check_checkpoint(model.checkpoint, model.random_state)
-    check_cache_mb(model.cache_mb)
-    if not isinstance(model.verbose, (bool, int, np.integer)) or model.verbose < 0:
-        raise ParameterError(f"verbose={model.verbose!r} must be an int >= 0 or a bool")
-    check_int("verbose_interval", model.verbose_interval, low=1)
 
 
 def _prior_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from . import runtime, sklearn_mixture
@@ -17,7 +15,7 @@ from .engine.caching import fit_cache
 from .engine.mixture_init import initial_candidates
 from .engine.seeds import draw_seed
 from .exceptions import DataError
-from .gmm_params import check_params, mixture_init
+from .gmm_params import best_candidate, check_params, check_rows, em_settings, mixture_init
 from .inputs import as_source, is_out_of_core, takes_storage_options
 from .kernels import gmm as G
 from .kernels import online_em as O
@@ -179,11 +177,7 @@ class StreamingGaussianMixture(MixtureScoring, DensityMixin, BaseEstimator):
         check_params(self)
         warm = self.warm_start and hasattr(self, "_params")
         source = as_source(self, X, reset=not warm)
-        if source.n_rows < 2:
-            raise DataError(
-                f"{source.name}: has {source.n_rows} row (n_samples={source.n_rows}); "
-                "a Gaussian mixture needs at least 2 rows"
-            )
+        check_rows(source)
         self._check_inits(source.n_features)
         runner = runtime.resolve_runner(self.client, source)
         saver = None
@@ -200,27 +194,11 @@ class StreamingGaussianMixture(MixtureScoring, DensityMixin, BaseEstimator):
                 return [self._params]
             return self._initial_params(source, runner, self.checkpoint)
 
-        settings = EM.EMSettings(
-            self.tol,
-            self.max_iter,
-            self.reg_covar,
-            self.batch_size,
-            self.progress,
-            int(self.verbose),
-            int(self.verbose_interval),
-        )
+        settings = em_settings(self)
         self._dtype = source.compute_dtype
         lower = float(self.lower_bound_) if warm else -np.inf  # type: ignore[has-type]
         result = EM.fit_em(candidates, source, runner, settings, saver, lower)
-        best = int(np.argmax(result.lower))  # as scikit-learn: the first of the highest
-        if not result.converged[best] and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data "
-                f"(max_iter={self.max_iter}, tol={self.tol}).",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+        best = best_candidate(self, result)
         set_fitted(self, result, best)
         stats = O.stats_from_params(self._params, self.reg_covar)
         steps = math.ceil(source.n_rows / self.batch_size)

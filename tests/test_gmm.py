@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 import streamclust as sc
@@ -93,11 +94,11 @@ def test_density_integrates_to_one(mixture_X):
 @pytest.mark.parametrize("cov", ["full", "diag"])
 def test_zarr_equals_in_memory(blobs32, blobs_zarr, cov, tmp_path):
     params = dict(n_components=4, covariance_type=cov, n_init=2, max_iter=5, random_state=1)
-    with pytest.warns(sc.gmm.ConvergenceWarning):
+    with pytest.warns(ConvergenceWarning):
         a = sc.StreamingGaussianMixture(**params, **QUIET).fit(
             sc.ZarrSource(blobs_zarr, block_rows=3000)
         )
-    with pytest.warns(sc.gmm.ConvergenceWarning):
+    with pytest.warns(ConvergenceWarning):
         b = sc.StreamingGaussianMixture(**params, **QUIET).fit(
             sc.ArraySource(blobs32, block_rows=3000)
         )
@@ -124,7 +125,7 @@ def test_same_model_on_sync_threads_and_local_cluster(blobs_zarr, cluster_client
     params = dict(n_components=4, n_init=2, max_iter=3, random_state=2, tol=0.0, **QUIET)
     models = []
     for client in ("sync", "threads", cluster_client):
-        with pytest.warns(sc.gmm.ConvergenceWarning):
+        with pytest.warns(ConvergenceWarning):
             models.append(sc.StreamingGaussianMixture(**params, client=client).fit(blobs_zarr))
     for other in models[1:]:
         np.testing.assert_array_equal(models[0].means_, other.means_)

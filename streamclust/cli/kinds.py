@@ -246,16 +246,9 @@ class BayesianKind(GMMKind):
         bayesian_mixture.validate_params(model)
 
     def fit_summary(self, model: Any) -> tuple[dict[str, Any], str]:
+        summary, _ = super().fit_summary(model)
         used = int(np.sum(model.weights_ > 0.01))
-        summary = {
-            "n_components": model.n_components,
-            "covariance_type": model.covariance_type,
-            "components_used": used,
-            "lower_bound": model.lower_bound_,
-            "converged": model.converged_,
-            "n_iter": model.n_iter_,
-            "weights": model.weights_.tolist(),
-        }
+        summary["components_used"] = used
         line = (
             f"{used} of {model.n_components} components weigh over 1%; lower bound "
             f"{model.lower_bound_:.6g} after {model.n_iter_} iterations"
