@@ -220,3 +220,27 @@ def test_fit_and_stream_on_a_silent_scheduler_exit_2(silent_server, script_dir):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "did not answer as a Dask scheduler" in lines[0]
     assert not (script_dir / "m").exists() and not (script_dir / "st").exists()
+
+
+def _blas_threads(block, start):
+    from threadpoolctl import threadpool_info
+
+    return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_thread_tasks_run_single_threaded_blas_and_the_setting_comes_back():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import streamclust as sc
+    from streamclust import runtime
+
+    source = sc.ArraySource(np.zeros((4_000, 2)), block_rows=500)
+    runner = runtime.resolve_runner("threads", source)
+    if runner.n_workers < 2:  # one thread: BLAS is left as it is
+        pytest.skip("one core: the thread pool runs one task at a time")
+    with threadpool_limits(limits=2, user_api="blas"):
+        for _ in range(2):  # the second pass limits BLAS as the first did
+            inside = list(runtime.map_blocks(_blas_threads, source, runner=runner))
+            assert all(threads == {1} for threads in inside)
+            after = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+            assert after == {2}

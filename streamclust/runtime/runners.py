@@ -59,6 +59,8 @@ _blas_sections = 0
 
 
 _blas_limiter: Any = None
+#: threadpoolctl's view of the loaded BLAS libraries, found once (as scikit-learn does)
+_blas_controller: Any = None
 
 
 class _Done:
@@ -250,12 +252,14 @@ def _single_threaded_blas() -> Iterator[None]:
     around its own threads. Sections nest and overlap; the last one to leave
     restores the user's setting.
     """
-    global _blas_sections, _blas_limiter
-    from threadpoolctl import threadpool_limits
-
+    global _blas_sections, _blas_limiter, _blas_controller
     with _lock:
         if _blas_sections == 0:
-            _blas_limiter = threadpool_limits(limits=1, user_api="blas")
+            if _blas_controller is None:  # finding the loaded BLAS takes ~4 ms: once
+                from threadpoolctl import ThreadpoolController
+
+                _blas_controller = ThreadpoolController()
+            _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
         _blas_sections += 1
     try:
         yield
