@@ -189,11 +189,7 @@ class GMMKind(ModelKind):
     def score(
         self, model: Any, source: Source, out: str | None, overwrite: bool
     ) -> tuple[dict[str, Any], list[str]]:
-        if out is None:
-            ic = model.information_criteria(source)
-        else:
-            model.score_samples(source, out=out, overwrite=overwrite)
-            ic = gmm.criteria(model, *_sum_written(out))
+        ic = gmm.criteria(model, *_log_likelihood(model, source, out, overwrite))
         n = ic["n_samples"]
         summary = {"rows": n, "score": ic["score"], "bic": ic["bic"], "aic": ic["aic"]}
         lines = [
@@ -259,11 +255,7 @@ class BayesianKind(GMMKind):
     def score(
         self, model: Any, source: Source, out: str | None, overwrite: bool
     ) -> tuple[dict[str, Any], list[str]]:
-        if out is None:
-            total, n = model.total_log_likelihood(source)
-        else:
-            model.score_samples(source, out=out, overwrite=overwrite)
-            total, n = _sum_written(out)
+        total, n = _log_likelihood(model, source, out, overwrite)
         lines = [f"mean log-likelihood {total / n:.10g} on {n} rows"]
         if out is not None:
             lines.append(f"wrote {n} log-densities to {out}")
@@ -365,6 +357,17 @@ def build_estimator(model_kind: str, params: dict[str, Any], client: Any, progre
                 )
     given = {k: v for k, v in params.items() if v is not None}  # the other kinds' are None
     return kind.build(given, client, progress)
+
+
+def _log_likelihood(
+    model: Any, source: Source, out: str | None, overwrite: bool
+) -> tuple[float, int]:
+    """A mixture's total log-likelihood over ``source`` and its rows: in one pass with no
+    per-row output, or with every row's log-density written to ``out`` and summed there."""
+    if out is None:
+        return model.total_log_likelihood(source)
+    model.score_samples(source, out=out, overwrite=overwrite)
+    return _sum_written(out)
 
 
 def _sum_written(path: str) -> tuple[float, int]:
