@@ -198,8 +198,6 @@ class StreamingBayesianGaussianMixture(MixtureScoring, DensityMixin, BaseEstimat
         seed = draw_seed(self.random_state) if seed is None else seed
         size = self.init_sample_size
         if size is not None and size < source.n_rows:
-            rng = np.random.default_rng(seed)
-            rows = np.sort(rng.choice(source.n_rows, size=size, replace=False))
             first = clone(self).set_params(
                 init_sample_size=None,
                 max_iter=20 * int(self.max_iter),
@@ -214,7 +212,7 @@ class StreamingBayesianGaussianMixture(MixtureScoring, DensityMixin, BaseEstimat
             )
             with warnings.catch_warnings():  # the passes over all rows go on from it
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                first.fit(np.asarray(source[rows], dtype=np.float64))
+                first.fit(source.uniform_sample(size, seed)[1])
             return [first._posterior]
         stats, refs = initial_stats(
             mixture_init(self),

@@ -131,10 +131,8 @@ class SampleClusterer(ClusterMixin, BaseEstimator):
         in-memory ``X`` also label every row (``labels_``)."""
         est = self._check_params()
         source = as_source(self, X, reset=True)
-        n = min(int(self.sample_size), source.n_rows)
-        rng = np.random.default_rng(draw_seed(self.random_state))
-        idx = np.sort(rng.choice(source.n_rows, size=n, replace=False))
-        sample = np.asarray(source[idx], dtype=np.float64)
+        idx, sample = source.uniform_sample(int(self.sample_size), draw_seed(self.random_state))
+        n = len(idx)
         try:
             est.fit(sample)
         except (ValueError, TypeError) as exc:  # its parameters, or what they ask of the data

@@ -170,6 +170,13 @@ class Source(ABC):
             )
         return self._take(index.astype(np.int64))[:, cols]
 
+    def uniform_sample(self, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``min(size, n_rows)`` distinct rows drawn uniformly with generator ``seed``: their
+        sorted indices and the rows (float64), each block holding them read once."""
+        rng = np.random.default_rng(seed)
+        index = np.sort(rng.choice(self.n_rows, size=min(size, self.n_rows), replace=False))
+        return index, np.asarray(self[index], dtype=np.float64)
+
     def _take(self, index: np.ndarray) -> np.ndarray:
         """Rows ``index`` (0-based, negative from the end), reading each block once."""
         bad = (index < -self.n_rows) | (index >= self.n_rows)
